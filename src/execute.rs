@@ -1,0 +1,1 @@
+//! Runs a Plan: the only code that changes a server.

@@ -1,0 +1,161 @@
+//! The validated topology: what every stage after loading sees. Roles are derived, ids checked.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::secret::Secret;
+
+/// One replication cluster, validated. Hosts keep the order of the file.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub name: String,
+    /// The file it was loaded from (promote rewrites it).
+    pub file: PathBuf,
+    pub replication: Replication,
+    pub hosts: Vec<Host>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Replication {
+    pub user: String,
+    pub password: Secret,
+    /// GTID auto-positioning (MySQL) / MASTER_USE_GTID=slave_pos (MariaDB).
+    pub gtid: bool,
+    /// Replication traffic over TLS.
+    pub ssl: bool,
+}
+
+/// How repltool reaches a host's shell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// Over SSH (ssh2), with verified host keys.
+    Ssh(Ssh),
+    /// This machine, no SSH (the lab).
+    Local,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ssh {
+    pub user: String,
+    pub port: u16,
+    /// None: ssh-agent, then the usual ~/.ssh keys.
+    pub identity_file: Option<PathBuf>,
+    pub known_hosts: PathBuf,
+    pub jump: Option<Jump>,
+    /// Privileged steps run through `sudo -n`.
+    pub sudo: bool,
+    pub connect_timeout: Duration,
+}
+
+/// A ProxyJump host: `user@host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jump {
+    pub user: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// How SQL reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlRoute {
+    /// Through an SSH port-forward (direct-tcpip) when the host is reached over SSH; this is the
+    /// default, so servers in private subnets work.
+    Forward,
+    /// Direct TCP to `address:port`.
+    Direct,
+}
+
+/// The administrative account repltool logs in with.
+#[derive(Debug, Clone)]
+pub struct Mysql {
+    pub user: String,
+    pub password: Secret,
+    pub port: u16,
+    pub route: SqlRoute,
+}
+
+/// The role of a host, derived from the `master:` lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Replicates from nobody.
+    Master,
+    /// Replicates from a master; nobody replicates from it.
+    Slave,
+    /// Replicates from a master and has slaves of its own (chain).
+    Relay,
+    /// One of two hosts that name each other.
+    MasterMaster,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Slave => "slave",
+            Role::Relay => "relay",
+            Role::MasterMaster => "master-master",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub name: String,
+    /// IP or DNS name, used for SSH and by replicas to reach this server.
+    pub address: String,
+    /// The host it replicates from.
+    pub master: Option<String>,
+    /// Explicit or derived (stable under adding and reordering hosts).
+    pub server_id: u32,
+    /// `read_only: true` on a master-master member makes it the passive side.
+    pub read_only: Option<bool>,
+    pub transport: Transport,
+    pub mysql: Mysql,
+    /// Where the managed fragment goes; None: detected on the host.
+    pub config_file: Option<PathBuf>,
+    /// How to restart the server; None: detected on the host.
+    pub restart: Option<String>,
+    /// The server's error log, for showing its tail when a start fails; None: detected.
+    pub error_log: Option<PathBuf>,
+    pub role: Role,
+    /// The other member of a master-master pair.
+    pub peer: Option<String>,
+    /// Hosts that replicate from this one, in file order.
+    pub slaves: Vec<String>,
+    /// Line of the host's entry in the file (1-based), for messages.
+    pub line: usize,
+}
+
+impl Topology {
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    /// Hosts that replicate from nobody, or the writable member(s) of a pair.
+    pub fn masters(&self) -> impl Iterator<Item = &Host> {
+        self.hosts.iter().filter(|h| h.master.is_none())
+    }
+
+    /// Should this host be writable (read_only cleared at runtime)?
+    /// Masters yes; master-master members yes unless they set `read_only: true`.
+    pub fn writable(&self, host: &Host) -> bool {
+        match host.role {
+            Role::Master => host.read_only != Some(true),
+            Role::MasterMaster => host.read_only != Some(true),
+            Role::Slave | Role::Relay => false,
+        }
+    }
+}
+
+/// The default server_id for a host: a hash of its name, so it stays the same when hosts are
+/// added or reordered. Never 0; fits in 1..=2^32-1.
+pub fn default_server_id(name: &str) -> u32 {
+    // FNV-1a, folded into 1..=4_000_000_000 so the ids stay readable-ish and never 0.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.as_bytes() {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    1 + (h % 4_000_000_000)
+}

@@ -1,0 +1,170 @@
+//! How repltool reaches a host: the [`HostSession`] trait, with `local` (this machine, the lab)
+//! and `ssh` (ssh2) implementations. Planners never see this; only observe and execute do.
+
+pub mod local;
+pub mod ssh;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::topology::{Host, Transport};
+
+/// What a finished command left behind.
+#[derive(Debug, Clone, Default)]
+pub struct CmdOutput {
+    /// Exit status; -1 when killed by a signal or the status is unknown.
+    pub status: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl CmdOutput {
+    pub fn ok(&self) -> bool {
+        self.status == 0
+    }
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// A command running on a host, for streaming (a dump piped into a client on another host).
+pub trait RemoteProcess: Send {
+    /// The process's standard input. Dropping or [`RemoteProcess::close_stdin`] sends EOF.
+    fn stdin(&mut self) -> &mut dyn Write;
+    /// The process's standard output.
+    fn stdout(&mut self) -> &mut dyn Read;
+    fn close_stdin(&mut self) -> Result<()>;
+    /// Wait for the end; stdout already read through [`RemoteProcess::stdout`] is not repeated.
+    fn wait(self: Box<Self>) -> Result<CmdOutput>;
+}
+
+/// One connection to one host, reused for every step (one SSH session per host).
+pub trait HostSession: Send {
+    /// The host's name in the topology, for messages.
+    fn host_name(&self) -> &str;
+
+    /// Run `script` with `sh -c` on the host, feeding `stdin` if given. `privileged` steps go
+    /// through `sudo -n` when the topology says `sudo: true`. Secrets go through stdin, never
+    /// into `script`. The command is killed when `timeout` passes.
+    fn run(
+        &mut self,
+        script: &str,
+        stdin: Option<&[u8]>,
+        privileged: bool,
+        timeout: Duration,
+    ) -> Result<CmdOutput>;
+
+    /// Start `script` with `sh -c` and return it for streaming.
+    fn spawn(&mut self, script: &str, privileged: bool) -> Result<Box<dyn RemoteProcess>>;
+
+    /// A TCP endpoint on this machine that reaches the SQL server listening on `port` on the
+    /// host: the address itself for direct TCP and the lab, or a local end of an SSH
+    /// port-forward (direct-tcpip) that lives as long as the session.
+    fn sql_endpoint(&mut self, port: u16) -> Result<(String, u16)>;
+
+    /// Read a file; `Ok(None)` when it does not exist.
+    fn read_file(&mut self, path: &Path, privileged: bool) -> Result<Option<Vec<u8>>> {
+        let p = shell_quote(&path.to_string_lossy());
+        let out = self.run(
+            &format!("if [ -e {p} ]; then cat {p}; else exit 3; fi"),
+            None,
+            privileged,
+            Duration::from_secs(30),
+        )?;
+        match out.status {
+            0 => Ok(Some(out.stdout)),
+            3 => Ok(None),
+            s => bail!(
+                "{}: reading {} failed (exit {s}): {}",
+                self.host_name(),
+                path.display(),
+                out.stderr_str().trim()
+            ),
+        }
+    }
+
+    /// Write a file atomically (temporary file in the same directory, then rename), creating
+    /// the directory if needed. With `keep_backup`, an existing file is kept as `PATH.bak`.
+    fn write_file_atomic(
+        &mut self,
+        path: &Path,
+        contents: &[u8],
+        mode: u32,
+        keep_backup: bool,
+        privileged: bool,
+    ) -> Result<()> {
+        let p = shell_quote(&path.to_string_lossy());
+        let dir = shell_quote(
+            &path
+                .parent()
+                .map(|d| d.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "/".into()),
+        );
+        let backup = if keep_backup {
+            format!("if [ -e {p} ]; then cp -p {p} {p}.bak; fi; ")
+        } else {
+            String::new()
+        };
+        // The temporary name is unique per shell ($$) and removed on any failure, so a disk-full
+        // write leaves the old file in place and no debris.
+        let script = format!(
+            "set -e; mkdir -p {dir}; t={p}.repltool-tmp.$$; trap 'rm -f \"$t\"' EXIT; \
+             cat > \"$t\"; chmod {mode:o} \"$t\"; sync \"$t\" 2>/dev/null || true; {backup}mv -f \"$t\" {p}; trap - EXIT"
+        );
+        let out = self.run(&script, Some(contents), privileged, Duration::from_secs(30))?;
+        if !out.ok() {
+            bail!(
+                "{}: writing {} failed (exit {}): {}",
+                self.host_name(),
+                path.display(),
+                out.status,
+                out.stderr_str().trim()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Open the session a host's topology entry asks for.
+pub fn connect(host: &Host) -> Result<Box<dyn HostSession>> {
+    match &host.transport {
+        Transport::Local => Ok(Box::new(local::LocalSession::new(
+            &host.name,
+            &host.address,
+        ))),
+        Transport::Ssh(cfg) => {
+            let s = ssh::SshSession::connect(&host.name, &host.address, cfg, host.mysql.route)
+                .with_context(|| format!("{}: SSH connection to {}", host.name, host.address))?;
+            Ok(Box::new(s))
+        }
+    }
+}
+
+/// Quote a string for a POSIX shell: `'...'` with embedded quotes closed and escaped.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@%".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("/etc/my.cnf"), "/etc/my.cnf");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}
