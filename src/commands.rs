@@ -2,7 +2,18 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use anyhow::Result;
+
+use crate::execute::{execute, Ctx};
+use crate::observe::Facts;
+use crate::plan::init::InitOptions;
+use crate::report::Progress;
+use crate::topology::Topology;
+use crate::transport::HostSession;
 
 use crate::cli::{Cli, Command, LabCommand};
 
@@ -24,8 +35,143 @@ pub fn run(cli: Cli) -> Result<i32> {
 }
 
 fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
-    let _ = (path, a);
-    anyhow::bail!("init: not implemented yet")
+    let topo = crate::topology::load(path)?;
+    let progress = Progress::new(false);
+    let timeout = Duration::from_secs(a.timeout.max(1));
+    let started = Instant::now();
+    let sessions = open_sessions(&topo, &progress)?;
+    let facts = observe_all(&topo, &sessions, timeout.min(Duration::from_secs(10)), true);
+    let plan = crate::plan::init::plan_init(&topo, &facts, &InitOptions { force: a.force })?;
+    for w in &plan.warnings {
+        eprintln!("warning: {w}");
+    }
+    if a.dry_run {
+        progress.finish();
+        if plan.is_empty() {
+            println!(
+                "nothing to do: the cluster already matches {}",
+                path.display()
+            );
+        } else {
+            println!(
+                "plan for {} ({} steps; nothing was changed):",
+                topo.name,
+                plan.steps.len()
+            );
+            print!("{}", plan.render());
+        }
+        return Ok(0);
+    }
+    if plan.is_empty() {
+        progress.finish();
+        println!(
+            "nothing to do: the cluster already matches {} ({} hosts checked in {:.2}s; no restart, no CHANGE MASTER, no copy)",
+            path.display(),
+            topo.hosts.len(),
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(0);
+    }
+    let ctx = Ctx::new(&topo, &sessions, &progress, timeout);
+    let res = execute(&ctx, &plan);
+    progress.finish();
+    res?;
+    let changes = ctx.changes();
+    println!(
+        "{}: done in {:.2}s, {} changes:",
+        topo.name,
+        started.elapsed().as_secs_f64(),
+        changes.len()
+    );
+    for c in &changes {
+        println!("  - {c}");
+    }
+    let facts = observe_all(
+        &topo,
+        &sessions,
+        timeout.min(Duration::from_secs(10)),
+        false,
+    );
+    println!("{}", crate::report::summary_table(&topo, &facts));
+    Ok(0)
+}
+
+/// One session per host, opened in parallel; any failure names the host and stops here,
+/// before anything was changed.
+fn open_sessions(
+    topo: &Topology,
+    progress: &Progress,
+) -> Result<HashMap<String, Mutex<Box<dyn HostSession>>>> {
+    let results: Vec<(String, Result<Box<dyn HostSession>>)> = std::thread::scope(|s| {
+        let hs: Vec<_> = topo
+            .hosts
+            .iter()
+            .map(|h| {
+                s.spawn(move || {
+                    progress.step(&h.name, "connecting");
+                    (h.name.clone(), crate::transport::connect(h))
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    (
+                        String::new(),
+                        Err(anyhow::anyhow!("internal error: a thread panicked")),
+                    )
+                })
+            })
+            .collect()
+    });
+    let mut sessions = HashMap::new();
+    let mut errors = Vec::new();
+    for (name, r) in results {
+        match r {
+            Ok(s) => {
+                sessions.insert(name, Mutex::new(s));
+            }
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    if !errors.is_empty() {
+        progress.finish();
+        anyhow::bail!(
+            "{}
+nothing was changed.",
+            errors.join(
+                "
+"
+            )
+        );
+    }
+    Ok(sessions)
+}
+
+/// Observe every host in parallel.
+pub fn observe_all(
+    topo: &Topology,
+    sessions: &HashMap<String, Mutex<Box<dyn HostSession>>>,
+    timeout: Duration,
+    with_config: bool,
+) -> HashMap<String, Facts> {
+    std::thread::scope(|s| {
+        let hs: Vec<_> = topo
+            .hosts
+            .iter()
+            .filter_map(|h| sessions.get(&h.name).map(|m| (h, m)))
+            .map(|(h, m)| {
+                s.spawn(move || {
+                    let mut sess = m.lock().unwrap_or_else(|e| e.into_inner());
+                    crate::observe::observe_host(topo, h, sess.as_mut(), timeout, with_config)
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .filter_map(|h| h.join().ok())
+            .map(|f| (f.host.clone(), f))
+            .collect()
+    })
 }
 
 fn status(path: &Path, a: &crate::cli::StatusArgs) -> Result<i32> {

@@ -1,1 +1,750 @@
-//! Runs a Plan: the only code that changes a server.
+//! Runs a Plan: the only code that changes a server. Waves run one after another; the steps of
+//! a wave run in parallel across hosts. Each mutating step re-checks its guard just before
+//! acting, every change is journaled, and the first failure stops the run with the host, the
+//! step and the list of what was already changed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use mysql::prelude::Queryable;
+
+use crate::flavor::{Flavor, Sql, StartAt};
+use crate::observe::{self, connect_sql, query_columns, query_one, IoThread};
+use crate::plan::init::downstream;
+use crate::plan::{Action, LinkSlave, Plan, Seed, Step, CANARY_SCHEMA};
+use crate::report::Progress;
+use crate::topology::{Host, Topology};
+use crate::transport::{shell_quote, HostSession};
+
+/// Everything a run needs: the topology, one open session per host, the reporter, the bound
+/// on every wait, and the journal of changes made so far.
+pub struct Ctx<'a> {
+    pub topo: &'a Topology,
+    pub sessions: &'a HashMap<String, Mutex<Box<dyn HostSession>>>,
+    pub progress: &'a Progress,
+    pub timeout: Duration,
+    pub journal: Mutex<Vec<String>>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(
+        topo: &'a Topology,
+        sessions: &'a HashMap<String, Mutex<Box<dyn HostSession>>>,
+        progress: &'a Progress,
+        timeout: Duration,
+    ) -> Self {
+        Ctx {
+            topo,
+            sessions,
+            progress,
+            timeout,
+            journal: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn host(&self, name: &str) -> Result<&'a Host> {
+        self.topo
+            .host(name)
+            .ok_or_else(|| anyhow!("{name}: not in the topology"))
+    }
+
+    fn session(&self, name: &str) -> Result<std::sync::MutexGuard<'_, Box<dyn HostSession>>> {
+        let m = self
+            .sessions
+            .get(name)
+            .ok_or_else(|| anyhow!("{name}: no session open"))?;
+        Ok(m.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn sql(&self, name: &str) -> Result<mysql::Conn> {
+        let host = self.host(name)?;
+        let mut s = self.session(name)?;
+        connect_sql(s.as_mut(), host, self.timeout.min(Duration::from_secs(10)))
+    }
+
+    fn note(&self, change: String) {
+        self.journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(change);
+    }
+
+    pub fn changes(&self) -> Vec<String> {
+        self.journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Run every step of the plan; on failure the error lists what was already changed.
+pub fn execute(ctx: &Ctx, plan: &Plan) -> Result<()> {
+    for wave in plan.waves() {
+        let mut groups: BTreeMap<&str, Vec<&Step>> = BTreeMap::new();
+        for s in plan.steps.iter().filter(|s| s.wave == wave) {
+            groups.entry(s.host.as_str()).or_default().push(s);
+        }
+        let failures: Vec<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = groups
+                .into_values()
+                .map(|steps| {
+                    scope.spawn(move || -> Vec<String> {
+                        for st in steps {
+                            if let Err(e) = run_step(ctx, st) {
+                                return vec![format!("{}: {}: {e:#}", st.host, step_name(st))];
+                            }
+                        }
+                        Vec::new()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| vec!["internal error: a worker thread panicked".into()])
+                })
+                .collect()
+        });
+        if !failures.is_empty() {
+            let changes = ctx.changes();
+            let mut msg = failures.join("\n");
+            if changes.is_empty() {
+                msg.push_str("\nnothing was changed yet.");
+            } else {
+                msg.push_str("\nalready changed (a re-run after fixing the cause converges):");
+                for c in changes {
+                    msg.push_str("\n  - ");
+                    msg.push_str(&c);
+                }
+            }
+            bail!(msg);
+        }
+    }
+    Ok(())
+}
+
+/// A short name of a step for messages.
+pub fn step_name(st: &Step) -> String {
+    match &st.action {
+        Action::WriteConfig { target, .. } => format!("writing {}", target.path().display()),
+        Action::Restart { command, .. } => format!("restarting the server ({command})"),
+        Action::Sql { what, .. } => what.clone(),
+        Action::Link { slaves, .. } => format!(
+            "snapshot and replication to {}",
+            slaves
+                .iter()
+                .map(|l| l.host.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Action::StartReplica { .. } => "starting replication".into(),
+        Action::Verify { .. } => "verifying replication".into(),
+    }
+}
+
+fn run_step(ctx: &Ctx, st: &Step) -> Result<()> {
+    match &st.action {
+        Action::WriteConfig {
+            target,
+            contents,
+            previous,
+        } => {
+            let host = &st.host;
+            ctx.progress
+                .step(host, &format!("writing {}", target.path().display()));
+            let mut s = ctx.session(host)?;
+            // Guard: nobody changed the file since we looked.
+            let now = s
+                .read_file(target.path(), true)?
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            if &now != previous {
+                bail!(
+                    "{} changed since it was read; nothing written. Run init again",
+                    target.path().display()
+                );
+            }
+            s.write_file_atomic(
+                target.path(),
+                contents.as_bytes(),
+                0o644,
+                previous.is_some(),
+                true,
+            )?;
+            ctx.note(format!(
+                "{host}: wrote {}{}",
+                target.path().display(),
+                if previous.is_some() {
+                    " (previous version kept as .bak)"
+                } else {
+                    ""
+                }
+            ));
+            Ok(())
+        }
+        Action::Restart {
+            command,
+            error_log,
+            expect,
+            config_file,
+        } => restart(
+            ctx,
+            &st.host,
+            command,
+            error_log.as_deref(),
+            expect,
+            config_file,
+        ),
+        Action::Sql { what, stmts } => {
+            ctx.progress.step(&st.host, what);
+            let mut conn = ctx.sql(&st.host)?;
+            run_sql(&mut conn, stmts)?;
+            ctx.note(format!("{}: {what}", st.host));
+            Ok(())
+        }
+        Action::StartReplica { stmt } => {
+            ctx.progress.step(&st.host, "starting replication");
+            let mut conn = ctx.sql(&st.host)?;
+            run_sql(&mut conn, std::slice::from_ref(stmt))?;
+            ctx.note(format!("{}: started replication", st.host));
+            Ok(())
+        }
+        Action::Link { slaves, seed } => link(ctx, &st.host, slaves, seed.as_ref()),
+        Action::Verify {
+            slaves,
+            canary_from,
+        } => verify(ctx, slaves, canary_from),
+    }
+}
+
+/// Run statements in order; an error names the statement (secrets masked).
+pub fn run_sql(conn: &mut mysql::Conn, stmts: &[Sql]) -> Result<()> {
+    for q in stmts {
+        conn.query_drop(q.text())
+            .map_err(|e| anyhow!("{}: {}", q.shown(), observe::sql_error_text(&e)))?;
+    }
+    Ok(())
+}
+
+fn flavor_of(conn: &mut mysql::Conn) -> Result<Flavor> {
+    let row = query_columns(conn, "SELECT @@version, @@version_comment")?;
+    let r = row
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("no version row"))?;
+    let v = r.first().and_then(|(_, v)| v.clone()).unwrap_or_default();
+    let c = r.get(1).and_then(|(_, v)| v.clone()).unwrap_or_default();
+    Flavor::detect(&v, &c)
+}
+
+fn tail_log(s: &mut dyn HostSession, log: Option<&Path>) -> String {
+    let Some(p) = log else {
+        return String::new();
+    };
+    match s.run(
+        &format!("tail -n 15 {}", shell_quote(&p.to_string_lossy())),
+        None,
+        true,
+        Duration::from_secs(10),
+    ) {
+        Ok(out) if out.ok() => format!(
+            "\nlast lines of {}:\n{}",
+            p.display(),
+            out.stdout_str().trim_end()
+        ),
+        _ => String::new(),
+    }
+}
+
+/// Wait until the server accepts a login, bounded by the context's timeout.
+fn wait_sql_up(ctx: &Ctx, name: &str) -> Result<mysql::Conn> {
+    let deadline = Instant::now() + ctx.timeout;
+    loop {
+        match ctx.sql(name) {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(e.context(format!(
+                    "the server did not accept logins within {}s",
+                    ctx.timeout.as_secs()
+                )))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn restart(
+    ctx: &Ctx,
+    name: &str,
+    command: &str,
+    error_log: Option<&Path>,
+    expect: &[(String, String)],
+    config_file: &Path,
+) -> Result<()> {
+    ctx.progress.step(name, &format!("restarting ({command})"));
+    let out = {
+        let mut s = ctx.session(name)?;
+        s.run(command, None, true, ctx.timeout)?
+    };
+    if !out.ok() {
+        let mut s = ctx.session(name)?;
+        let tail = tail_log(s.as_mut(), error_log);
+        bail!(
+            "`{command}` failed (exit {}): {}{tail}",
+            out.status,
+            (out.stderr_str() + &out.stdout_str()).trim()
+        );
+    }
+    ctx.note(format!("{name}: restarted the server"));
+    let mut conn = match wait_sql_up(ctx, name) {
+        Ok(c) => c,
+        Err(e) => {
+            let mut s = ctx.session(name)?;
+            let tail = tail_log(s.as_mut(), error_log);
+            return Err(anyhow!("{e:#}{tail}"));
+        }
+    };
+    // Another file later in the include order may override ours: read the values back.
+    let mut wrong = Vec::new();
+    for (var, want) in expect {
+        let got = query_one(&mut conn, &format!("SELECT @@GLOBAL.{var}"))?.unwrap_or_default();
+        if !got.eq_ignore_ascii_case(want) {
+            wrong.push(format!(
+                "{var} is {got}, {} says {want}",
+                config_file.display()
+            ));
+        }
+    }
+    if !wrong.is_empty() {
+        bail!(
+            "after the restart the server does not run with repltool's settings: {}. Another \
+             option file read after {} (or a command-line option) overrides them: remove the \
+             setting there and run init again",
+            wrong.join("; "),
+            config_file.display()
+        );
+    }
+    Ok(())
+}
+
+/// A client option file with the admin credentials, for the dump tool and the client on the
+/// host: secrets go through a file of mode 600, never the command line.
+fn write_defaults(s: &mut dyn HostSession, host: &Host) -> Result<PathBuf> {
+    let out = s.run(
+        "umask 077; mktemp /tmp/repltool-client.XXXXXXXX",
+        None,
+        false,
+        Duration::from_secs(10),
+    )?;
+    if !out.ok() {
+        bail!("mktemp failed: {}", out.stderr_str().trim());
+    }
+    let path = PathBuf::from(out.stdout_str().trim());
+    let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+    let text = format!(
+        "[client]\nuser=\"{}\"\npassword=\"{}\"\nhost=127.0.0.1\nport={}\nprotocol=TCP\n",
+        esc(&host.mysql.user),
+        esc(host.mysql.password.expose()),
+        host.mysql.port
+    );
+    s.write_file_atomic(&path, text.as_bytes(), 0o600, false, false)?;
+    Ok(path)
+}
+
+fn remove_file(s: &mut dyn HostSession, p: &Path) {
+    let _ = s.run(
+        &format!("rm -f {}", shell_quote(&p.to_string_lossy())),
+        None,
+        false,
+        Duration::from_secs(10),
+    );
+}
+
+fn replica_status(
+    conn: &mut mysql::Conn,
+    flavor: &Flavor,
+) -> Result<Option<observe::ReplicaStatus>> {
+    query_columns(conn, flavor.show_replica_status().text())?
+        .into_iter()
+        .next()
+        .map(|c| observe::replica_status_from_columns(&c))
+        .transpose()
+}
+
+/// Snapshot the master, seed the new slaves if needed, point them at it and start them.
+fn link(ctx: &Ctx, master: &str, slaves: &[LinkSlave], seed: Option<&Seed>) -> Result<()> {
+    let names: Vec<&str> = slaves.iter().map(|l| l.host.as_str()).collect();
+    // Guards: each slave still replicates from nobody or from this master.
+    let mut sconns: Vec<(mysql::Conn, Flavor)> = Vec::new();
+    for l in slaves {
+        let mut c = ctx.sql(&l.host).with_context(|| l.host.clone())?;
+        let f = flavor_of(&mut c)?;
+        if let (Some((mh, mp)), Some(r)) = (&l.allowed_master, replica_status(&mut c, &f)?) {
+            if !r.master_host.is_empty() && (&r.master_host != mh || r.master_port != *mp) {
+                bail!(
+                    "{} started replicating from {}:{} since it was observed; nothing changed on it",
+                    l.host,
+                    r.master_host,
+                    r.master_port
+                );
+            }
+        }
+        sconns.push((c, f));
+    }
+    let mhost = ctx.host(master)?;
+    let mut mconn = ctx.sql(master)?;
+    let mflavor = flavor_of(&mut mconn)?;
+    let secs = ctx.timeout.as_secs().max(1);
+    ctx.progress.step(
+        master,
+        &format!("FLUSH TABLES WITH READ LOCK for {}", names.join(", ")),
+    );
+    // A read lock that waits behind a long query would block every writer too: bound it.
+    mconn
+        .query_drop(format!("SET SESSION lock_wait_timeout = {secs}"))
+        .map_err(|e| anyhow!("{}", observe::sql_error_text(&e)))?;
+    mconn
+        .query_drop("FLUSH TABLES WITH READ LOCK")
+        .map_err(|e| {
+            anyhow!(
+                "FLUSH TABLES WITH READ LOCK: {}",
+                observe::sql_error_text(&e)
+            )
+        })?;
+    let locked_at = Instant::now();
+    let result = (|| -> Result<(String, u64, Option<String>, u64)> {
+        let ms = query_columns(&mut mconn, mflavor.show_master_status().text())?
+            .into_iter()
+            .next()
+            .map(|c| observe::master_status_from_columns(&c))
+            .transpose()?
+            .ok_or_else(|| anyhow!("SHOW MASTER STATUS returned nothing: is the binary log on?"))?;
+        let gtid = match mflavor.gtid_at_query(&ms.file, ms.position) {
+            Some(q) => query_one(&mut mconn, q.text())?,
+            None => ms.executed_gtid_set.clone(),
+        };
+        let mut copied = 0;
+        if let Some(sd) = seed {
+            copied = stream_seed(ctx, mhost, &mut mconn, &mflavor, slaves, sd)?;
+        }
+        Ok((ms.file, ms.position, gtid, copied))
+    })();
+    // Always release the lock, whatever happened.
+    let unlock = mconn.query_drop("UNLOCK TABLES");
+    let held = locked_at.elapsed();
+    let (file, pos, gtid, copied) = result?;
+    unlock.map_err(|e| anyhow!("UNLOCK TABLES: {}", observe::sql_error_text(&e)))?;
+    ctx.progress.step(
+        master,
+        &format!(
+            "snapshot at {file}:{pos} (lock held {} ms)",
+            held.as_millis()
+        ),
+    );
+    if copied > 0 {
+        ctx.note(format!(
+            "{}: seeded from {master} ({} bytes)",
+            names.join(", "),
+            copied
+        ));
+    }
+    for (l, (conn, f)) in slaves.iter().zip(sconns.iter_mut()) {
+        ctx.progress.step(
+            &l.host,
+            &format!("CHANGE MASTER TO {master} at {file}:{pos}"),
+        );
+        let mut stmts: Vec<Sql> = Vec::new();
+        if replica_status(conn, f)?.is_some() {
+            stmts.push(f.stop_replica());
+            stmts.push(f.reset_replica_all());
+        }
+        let mut cm = l.change.clone();
+        match cm.start {
+            StartAt::Gtid => {
+                if let Some(g) = &gtid {
+                    stmts.extend(f.seed_gtid(g));
+                }
+            }
+            StartAt::Position { .. } => {
+                cm.start = StartAt::Position {
+                    file: file.clone(),
+                    pos,
+                }
+            }
+        }
+        stmts.push(f.change_master(&cm));
+        stmts.push(f.start_replica());
+        run_sql(conn, &stmts).with_context(|| l.host.clone())?;
+        ctx.note(format!(
+            "{}: replicates from {master} (from {file}:{pos})",
+            l.host
+        ));
+    }
+    Ok(())
+}
+
+/// Stream a dump of the master's user databases into every new slave's client at once.
+/// The read lock (held by `mconn`) is released as soon as the dump's consistent snapshot is
+/// open, unless the seed says to hold it for the whole copy. Returns the bytes copied.
+fn stream_seed(
+    ctx: &Ctx,
+    mhost: &Host,
+    mconn: &mut mysql::Conn,
+    mflavor: &Flavor,
+    slaves: &[LinkSlave],
+    seed: &Seed,
+) -> Result<u64> {
+    let dbs = observe::user_databases(mconn)?;
+    if dbs.is_empty() {
+        return Ok(0);
+    }
+    let hold = seed.hold_lock || observe::has_non_transactional_tables(mconn)?;
+    let size_hint = query_one(
+        mconn,
+        "SELECT SUM(DATA_LENGTH + INDEX_LENGTH) FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA NOT IN ('mysql','information_schema','performance_schema','sys')",
+    )?
+    .and_then(|v| v.parse::<f64>().ok())
+    .map(|v| v as u64);
+
+    // Credentials files first, so a failure leaves no process running.
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    let cleanup = |files: &[(String, PathBuf)]| {
+        for (h, p) in files {
+            if let Ok(mut s) = ctx.session(h) {
+                remove_file(s.as_mut(), p);
+            }
+        }
+    };
+    let res = (|| -> Result<u64> {
+        let mdef = {
+            let mut s = ctx.session(&mhost.name)?;
+            write_defaults(s.as_mut(), mhost)?
+        };
+        files.push((mhost.name.clone(), mdef.clone()));
+        let mut clients = Vec::new();
+        for l in slaves {
+            let sh = ctx.host(&l.host)?;
+            let mut s = ctx.session(&l.host)?;
+            let def = write_defaults(s.as_mut(), sh)?;
+            files.push((l.host.clone(), def.clone()));
+            let f = {
+                let mut c = connect_sql(s.as_mut(), sh, ctx.timeout)?;
+                flavor_of(&mut c)?
+            };
+            // The copy must not enter the slave's own binary log: its peer in a master-master
+            // pair (or its own slaves) would apply it a second time.
+            let cmd = format!(
+                "{} --init-command={}",
+                f.client_command(&def.to_string_lossy()),
+                shell_quote("SET SESSION sql_log_bin=0")
+            );
+            clients.push((l.host.clone(), s.spawn(&cmd, false)?));
+        }
+        let dump_cmd = mflavor.dump_databases_command(&mdef.to_string_lossy(), &dbs);
+        let mut dump = {
+            let mut s = ctx.session(&mhost.name)?;
+            s.spawn(&dump_cmd, false)?
+        };
+        let mut bytes = ctx.progress.bytes(
+            &mhost.name,
+            &format!("seeding {}", dbs.join(",")),
+            size_hint,
+        );
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut unlocked = hold;
+        let mut tail: Vec<u8> = Vec::new();
+        const SNAPSHOT_OPEN: &[u8] = b"-- Current Database:";
+        let copy_result = (|| -> Result<()> {
+            loop {
+                let n = dump.stdout().read(&mut buf).context("reading the dump")?;
+                if n == 0 {
+                    break;
+                }
+                if !unlocked {
+                    // The dump prints "Current Database" only after START TRANSACTION WITH
+                    // CONSISTENT SNAPSHOT: from then on its view is fixed and writes may resume.
+                    tail.extend_from_slice(&buf[..n]);
+                    if tail
+                        .windows(SNAPSHOT_OPEN.len())
+                        .any(|w| w == SNAPSHOT_OPEN)
+                    {
+                        mconn.query_drop("UNLOCK TABLES").map_err(|e| {
+                            anyhow!("UNLOCK TABLES: {}", observe::sql_error_text(&e))
+                        })?;
+                        unlocked = true;
+                        tail.clear();
+                    } else if tail.len() > 64 * 1024 {
+                        let keep = tail.len() - SNAPSHOT_OPEN.len();
+                        tail.drain(..keep);
+                    }
+                }
+                for (h, c) in clients.iter_mut() {
+                    c.stdin()
+                        .write_all(&buf[..n])
+                        .with_context(|| format!("{h}: writing the copy into the client"))?;
+                }
+                bytes.add(n as u64);
+            }
+            Ok(())
+        })();
+        let dump_out = dump.wait()?;
+        let mut client_errors = Vec::new();
+        for (h, mut c) in clients {
+            let _ = c.close_stdin();
+            let out = c.wait()?;
+            if !out.ok() {
+                client_errors.push(format!(
+                    "{h}: the client loading the copy failed (exit {}): {}",
+                    out.status,
+                    out.stderr_str().trim()
+                ));
+            }
+        }
+        bytes.finish();
+        if !dump_out.ok() {
+            bail!(
+                "{}: the dump failed (exit {}): {}",
+                mhost.name,
+                dump_out.status,
+                dump_out.stderr_str().trim()
+            );
+        }
+        copy_result?;
+        if !client_errors.is_empty() {
+            bail!(client_errors.join("\n"));
+        }
+        Ok(bytes.done)
+    })();
+    cleanup(&files);
+    res
+}
+
+/// Both threads running on every slave, then a canary row from each master on every host
+/// downstream of it, each within the timeout.
+fn verify(ctx: &Ctx, slaves: &[String], canary_from: &[String]) -> Result<()> {
+    let deadline = Instant::now() + ctx.timeout;
+    let errors: Vec<String> = std::thread::scope(|scope| {
+        let hs: Vec<_> = slaves
+            .iter()
+            .map(|s| {
+                scope.spawn(move || -> Result<()> {
+                    ctx.progress.step(s, "waiting for both replication threads");
+                    let mut conn = ctx.sql(s)?;
+                    let f = flavor_of(&mut conn)?;
+                    let started = Instant::now();
+                    loop {
+                        let r = replica_status(&mut conn, &f)?
+                            .ok_or_else(|| anyhow!("{s}: no replication configured"))?;
+                        if r.io_running == Some(IoThread::Yes) && r.sql_running {
+                            return Ok(());
+                        }
+                        let err = format!("{}{}", r.last_io_error, r.last_sql_error);
+                        // A few seconds of grace: the IO thread reports a transient error while
+                        // the master restarts.
+                        if (!err.is_empty() && started.elapsed() > Duration::from_secs(5))
+                            || Instant::now() >= deadline
+                        {
+                            bail!(
+                                "{s}: replication is not running (IO thread {:?} \"{}\", SQL thread {}): {}",
+                                r.io_running.unwrap_or(IoThread::No),
+                                r.io_state,
+                                if r.sql_running { "Yes" } else { "No" },
+                                if err.is_empty() { "no error reported yet (timed out)".to_string() } else { err }
+                            );
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .filter_map(|h| match h.join() {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("{e:#}")),
+                Err(_) => Some("internal error: a worker thread panicked".into()),
+            })
+            .collect()
+    });
+    if !errors.is_empty() {
+        bail!(errors.join("\n"));
+    }
+    let token = format!(
+        "{:x}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+        std::process::id()
+    );
+    for m in canary_from {
+        ctx.progress.step(m, "writing the canary row");
+        let mut conn = ctx.sql(m)?;
+        run_sql(
+            &mut conn,
+            &[
+                Sql::plain(format!("CREATE DATABASE IF NOT EXISTS {CANARY_SCHEMA}")),
+                Sql::plain(format!(
+                    "CREATE TABLE IF NOT EXISTS {CANARY_SCHEMA}.canary (host VARCHAR(255) PRIMARY KEY, \
+                     token VARCHAR(64) NOT NULL, written_at TIMESTAMP(6) NOT NULL) ENGINE=InnoDB"
+                )),
+                Sql::plain(format!(
+                    "REPLACE INTO {CANARY_SCHEMA}.canary VALUES ({}, {}, NOW(6))",
+                    crate::flavor::quote(m),
+                    crate::flavor::quote(&token)
+                )),
+            ],
+        )?;
+    }
+    let mut checks: Vec<(String, String)> = Vec::new();
+    for m in canary_from {
+        for d in downstream(ctx.topo, m) {
+            checks.push((m.clone(), d));
+        }
+    }
+    let errors: Vec<String> = std::thread::scope(|scope| {
+        let token = &token;
+        let hs: Vec<_> = checks
+            .iter()
+            .map(|(m, d)| {
+                scope.spawn(move || -> Result<()> {
+                    let mut conn = ctx.sql(d)?;
+                    let q = format!(
+                        "SELECT token FROM {CANARY_SCHEMA}.canary WHERE host = {}",
+                        crate::flavor::quote(m)
+                    );
+                    loop {
+                        // The table itself arrives by replication too: an error is "not yet".
+                        if let Ok(Some(t)) = query_one(&mut conn, &q) {
+                            if &t == token {
+                                ctx.progress.step(d, &format!("canary from {m} arrived"));
+                                return Ok(());
+                            }
+                        }
+                        if Instant::now() >= deadline {
+                            bail!(
+                                "{d}: the canary row written on {m} did not arrive within {}s",
+                                ctx.timeout.as_secs()
+                            );
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .filter_map(|h| match h.join() {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("{e:#}")),
+                Err(_) => Some("internal error: a worker thread panicked".into()),
+            })
+            .collect()
+    });
+    if !errors.is_empty() {
+        bail!(errors.join("\n"));
+    }
+    Ok(())
+}

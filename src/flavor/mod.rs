@@ -1,6 +1,8 @@
 //! Detected MySQL/MariaDB flavor + version -> every SQL statement repltool sends. Nothing outside
 //! this module tests "is this MariaDB". See `dialects.md` in the design notes.
 
+mod checks;
+
 use anyhow::Result;
 
 use crate::secret::Secret;
@@ -189,6 +191,11 @@ impl Flavor {
     /// `--defaults-extra-file=FILE` (never on the command line).
     pub fn dump_command(&self, defaults_file: &str) -> String {
         let _ = defaults_file;
+        todo!()
+    }
+    /// The dump of exactly `dbs` for seeding (see `dump_command`).
+    pub fn dump_databases_command(&self, defaults_file: &str, dbs: &[String]) -> String {
+        let _ = (defaults_file, dbs);
         todo!()
     }
     /// The command-line client, reading credentials from `--defaults-extra-file=FILE`.

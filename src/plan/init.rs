@@ -1,0 +1,538 @@
+//! The init planner: what to change so the servers match the file. Pure: Topology + facts ->
+//! Plan, or every refusal at once.
+
+use std::collections::{BTreeSet, HashMap};
+
+use anyhow::Result;
+
+use super::{Action, LinkSlave, Plan, Seed, Step};
+use crate::flavor::{ChangeMaster, FragmentSettings, Sql, StartAt};
+use crate::observe::{ConfigTarget, Facts, IoThread, SqlFacts};
+use crate::topology::{Host, Role, Topology};
+
+/// The marker every file repltool writes carries; a file without it is not ours.
+pub const MANAGED_MARKER: &str = "Managed by repltool";
+pub const BLOCK_BEGIN: &str = "# BEGIN repltool managed block (Managed by repltool: do not edit)";
+pub const BLOCK_END: &str = "# END repltool managed block";
+
+/// Wave numbers: config and restarts, then dynamic settings and users, then links by depth,
+/// then making masters writable, then verification.
+pub const WAVE_CONFIG: u32 = 0;
+pub const WAVE_SETTINGS: u32 = 1;
+pub const WAVE_LINKS: u32 = 10;
+pub const WAVE_WRITABLE: u32 = 100;
+pub const WAVE_VERIFY: u32 = 101;
+
+pub struct InitOptions {
+    pub force: bool,
+}
+
+/// The fragment settings the file implies for `host`.
+pub fn fragment_settings(topo: &Topology, host: &Host) -> FragmentSettings {
+    let auto_increment = if host.role == Role::MasterMaster {
+        Some((2, pair_offset(topo, host)))
+    } else {
+        None
+    };
+    FragmentSettings {
+        host_name: host.name.clone(),
+        server_id: host.server_id,
+        report_host: host.address.clone(),
+        log_bin: "mysql-bin".into(),
+        relay_log: "relay-bin".into(),
+        log_slave_updates: matches!(host.role, Role::Relay | Role::MasterMaster)
+            || (topo.replication.gtid && host.master.is_some()),
+        auto_increment,
+        gtid: topo.replication.gtid,
+    }
+}
+
+/// auto_increment_offset of a master-master member: 1 for the first in file order, 2 for the other.
+fn pair_offset(topo: &Topology, host: &Host) -> u32 {
+    match &host.peer {
+        Some(peer) => {
+            let me = topo.hosts.iter().position(|h| h.name == host.name);
+            let other = topo.hosts.iter().position(|h| &h.name == peer);
+            if me < other {
+                1
+            } else {
+                2
+            }
+        }
+        None => 1,
+    }
+}
+
+/// Put `block` (a `[mysqld]` fragment) into a main config file as a marked block, replacing an
+/// earlier block, keeping everything else as it is.
+pub fn splice_block(current: &str, fragment: &str) -> String {
+    let mut kept = String::new();
+    let mut inside = false;
+    for line in current.lines() {
+        if line.trim_end() == BLOCK_BEGIN {
+            inside = true;
+            continue;
+        }
+        if inside {
+            if line.trim_end() == BLOCK_END {
+                inside = false;
+            }
+            continue;
+        }
+        kept.push_str(line);
+        kept.push('\n');
+    }
+    let kept = kept.trim_end_matches('\n');
+    let mut out = String::from(kept);
+    if !out.is_empty() {
+        out.push_str("\n\n");
+    }
+    out.push_str(BLOCK_BEGIN);
+    out.push('\n');
+    // The fragment's own header comments are redundant inside the block.
+    for line in fragment.lines().skip_while(|l| l.starts_with('#')) {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push_str(BLOCK_END);
+    out.push('\n');
+    out
+}
+
+enum LinkState<'a> {
+    New,
+    Existing(&'a crate::observe::ReplicaStatus),
+    Elsewhere(&'a crate::observe::ReplicaStatus),
+}
+
+fn link_state<'a>(sql: &'a SqlFacts, master: &Host) -> LinkState<'a> {
+    match &sql.replica {
+        None => LinkState::New,
+        Some(r) if r.master_host.is_empty() => LinkState::New,
+        Some(r) if r.master_host == master.address && r.master_port == master.mysql.port => {
+            LinkState::Existing(r)
+        }
+        Some(r) => LinkState::Elsewhere(r),
+    }
+}
+
+/// Plan `repltool init`. Every refusal is collected; any refusal fails the whole plan.
+pub fn plan_init(
+    topo: &Topology,
+    facts: &HashMap<String, Facts>,
+    opts: &InitOptions,
+) -> Result<Plan> {
+    let mut plan = Plan::default();
+    let mut refusals: Vec<String> = Vec::new();
+    let sqlf = |name: &str| facts.get(name).and_then(|f| f.sql.as_ref());
+
+    for h in &topo.hosts {
+        if sqlf(&h.name).is_none() {
+            let why = facts
+                .get(&h.name)
+                .and_then(|f| f.sql_error.clone())
+                .unwrap_or_else(|| "not observed".into());
+            refusals.push(format!("{}: cannot reach the server: {why}", h.name));
+        }
+    }
+    if !refusals.is_empty() {
+        return Err(crate::error::input(refusals.join("\n")));
+    }
+
+    // Which member of each master-master pair holds the data the other is seeded from.
+    let mut seed_side: HashMap<String, bool> = HashMap::new();
+    for h in topo.hosts.iter().filter(|h| h.role == Role::MasterMaster) {
+        let peer = h.peer.as_deref().unwrap_or_default();
+        let (Some(me), Some(other)) = (sqlf(&h.name), sqlf(peer)) else {
+            continue;
+        };
+        let mine = match (me.has_user_data, other.has_user_data) {
+            (true, false) => true,
+            (false, true) => false,
+            _ => {
+                let a = topo.hosts.iter().position(|x| x.name == h.name);
+                let b = topo.hosts.iter().position(|x| x.name == peer);
+                a < b
+            }
+        };
+        seed_side.insert(h.name.clone(), mine);
+        if me.has_user_data && other.has_user_data && mine {
+            let converged = matches!(link_state(other, h), LinkState::Existing(_))
+                || matches!(
+                    link_state(me, topo.host(peer).unwrap_or(h)),
+                    LinkState::Existing(_)
+                );
+            if !converged {
+                refusals.push(format!(
+                    "{} and {}: both members of the master-master pair already hold data; repltool \
+                     will not merge two data sets. Empty one of them (or make it a copy of the other) \
+                     and run init again",
+                    h.name, peer
+                ));
+            }
+        }
+    }
+
+    // Depth of each host along the replication edges (the pair's way back is one deeper).
+    let mut depth: HashMap<String, u32> = HashMap::new();
+    fn depth_of(
+        topo: &Topology,
+        name: &str,
+        seed_side: &HashMap<String, bool>,
+        seen: &mut Vec<String>,
+    ) -> u32 {
+        let Some(h) = topo.host(name) else { return 0 };
+        if seen.iter().any(|s| s == name) {
+            return 0;
+        }
+        seen.push(name.to_string());
+        let d = match (&h.master, h.role) {
+            (None, _) => 0,
+            (Some(_), Role::MasterMaster) if seed_side.get(name) == Some(&true) => {
+                // The seed side replicates from its peer last, after the peer is seeded.
+                2
+            }
+            (Some(_), Role::MasterMaster) => 1,
+            (Some(m), _) => depth_of(topo, m, seed_side, seen) + 1,
+        };
+        seen.pop();
+        d
+    }
+    for h in &topo.hosts {
+        depth.insert(
+            h.name.clone(),
+            depth_of(topo, &h.name, &seed_side, &mut Vec::new()),
+        );
+    }
+
+    // Will the host hold user data once its own seeding (if any) is done?
+    let mut new_links: HashMap<String, bool> = HashMap::new(); // slave -> seeded
+    let mut restarted: BTreeSet<String> = BTreeSet::new();
+
+    // Config, restarts, dynamic settings, users.
+    for h in &topo.hosts {
+        let f = &facts[&h.name];
+        let sql = sqlf(&h.name).expect("checked above");
+        let settings = fragment_settings(topo, h);
+        let fragment = sql.flavor.fragment(&settings);
+        let Some(cfg) = f.config.as_ref() else {
+            refusals.push(format!("{}: the configuration layout was not read", h.name));
+            continue;
+        };
+        let new_content = match &cfg.target {
+            ConfigTarget::Fragment(_) => fragment.clone(),
+            ConfigTarget::Block(_) => splice_block(cfg.current.as_deref().unwrap_or(""), &fragment),
+        };
+        if cfg.current.as_deref() != Some(new_content.as_str()) {
+            if let (ConfigTarget::Fragment(p), Some(cur)) = (&cfg.target, &cfg.current) {
+                if !cur.contains(MANAGED_MARKER) {
+                    refusals.push(format!(
+                        "{}: {} exists and was not written by repltool; it is never overwritten \
+                         silently. Move it away or set `config_file:` to another path",
+                        h.name,
+                        p.display()
+                    ));
+                }
+            }
+            plan.steps.push(Step {
+                wave: WAVE_CONFIG,
+                host: h.name.clone(),
+                action: Action::WriteConfig {
+                    target: cfg.target.clone(),
+                    contents: new_content,
+                    previous: cfg.current.clone(),
+                },
+            });
+        }
+        let lsu_missing = settings.log_slave_updates && !sql.log_slave_updates;
+        let need_restart = !sql.log_bin || lsu_missing;
+        if need_restart {
+            match &cfg.restart {
+                Some(cmd) => {
+                    let mut expect = vec![
+                        ("server_id".to_string(), h.server_id.to_string()),
+                        ("log_bin".to_string(), "1".to_string()),
+                        ("binlog_format".to_string(), "ROW".to_string()),
+                    ];
+                    if settings.log_slave_updates {
+                        expect.push((sql.flavor.log_slave_updates_var().to_string(), "1".into()));
+                    }
+                    plan.steps.push(Step {
+                        wave: WAVE_CONFIG,
+                        host: h.name.clone(),
+                        action: Action::Restart {
+                            command: cmd.clone(),
+                            error_log: h.error_log.clone().or_else(|| sql.error_log.clone()),
+                            expect,
+                            config_file: cfg.target.path().to_path_buf(),
+                        },
+                    });
+                    restarted.insert(h.name.clone());
+                }
+                None => refusals.push(format!(
+                    "{}: {} needs a server restart and no restart command was found (systemd is not \
+                     PID 1 and no service script exists); set `restart:` for this host",
+                    h.name,
+                    if !sql.log_bin {
+                        "enabling the binary log"
+                    } else {
+                        "enabling log_slave_updates"
+                    }
+                )),
+            }
+        }
+
+        let mut dynamic: Vec<Sql> = Vec::new();
+        if !need_restart {
+            if sql.server_id != h.server_id {
+                dynamic.push(Sql::plain(format!(
+                    "SET GLOBAL server_id = {}",
+                    h.server_id
+                )));
+            }
+            if !sql.binlog_format.eq_ignore_ascii_case("ROW") {
+                dynamic.push(Sql::plain("SET GLOBAL binlog_format = 'ROW'"));
+            }
+            if let Some((inc, off)) = settings.auto_increment {
+                if sql.auto_increment_increment != inc || sql.auto_increment_offset != off {
+                    dynamic.push(Sql::plain(format!(
+                        "SET GLOBAL auto_increment_increment = {inc}"
+                    )));
+                    dynamic.push(Sql::plain(format!(
+                        "SET GLOBAL auto_increment_offset = {off}"
+                    )));
+                }
+            }
+            if !topo.writable(h) && !sql.read_only {
+                dynamic.extend(sql.flavor.set_read_only(true));
+            }
+        }
+        if !dynamic.is_empty() {
+            plan.steps.push(Step {
+                wave: WAVE_SETTINGS,
+                host: h.name.clone(),
+                action: Action::Sql {
+                    what: "apply dynamic settings".into(),
+                    stmts: dynamic,
+                },
+            });
+        }
+
+        // The replication user, once per distinct replica address.
+        let mut addrs: Vec<&str> = Vec::new();
+        for s in &h.slaves {
+            if let Some(sh) = topo.host(s) {
+                if !addrs.contains(&sh.address.as_str()) {
+                    addrs.push(&sh.address);
+                }
+            }
+        }
+        let mut users: Vec<Sql> = Vec::new();
+        for a in addrs {
+            let exists = sql.repl_user_hosts.iter().any(|x| x == a);
+            let wrong_pw = sql.repl_password_mismatch.iter().any(|x| x == a);
+            if !exists || wrong_pw {
+                users.extend(sql.flavor.create_repl_user(
+                    &topo.replication.user,
+                    a,
+                    &topo.replication.password,
+                ));
+            }
+        }
+        if !users.is_empty() {
+            plan.steps.push(Step {
+                wave: WAVE_SETTINGS,
+                host: h.name.clone(),
+                action: Action::Sql {
+                    what: format!(
+                        "replication user {} (REPLICATION SLAVE only, per replica address)",
+                        topo.replication.user
+                    ),
+                    stmts: users,
+                },
+            });
+        }
+    }
+
+    // Links, master by master, in depth order.
+    let mut links: HashMap<(String, u32), Vec<LinkSlave>> = HashMap::new();
+    let mut seeds: HashMap<(String, u32), bool> = HashMap::new();
+    let mut verify_slaves: Vec<String> = Vec::new();
+    let mut hosts_by_depth: Vec<&Host> = topo.hosts.iter().collect();
+    hosts_by_depth.sort_by_key(|h| depth[&h.name]);
+    for s in hosts_by_depth {
+        let Some(mname) = &s.master else { continue };
+        let Some(m) = topo.host(mname) else { continue };
+        let ssql = sqlf(&s.name).expect("checked");
+        let msql = sqlf(mname).expect("checked");
+        let d = depth[&s.name];
+        let wave = WAVE_LINKS + d;
+        let state = link_state(ssql, m);
+        let rewire = match state {
+            LinkState::Existing(r) => {
+                if r.io_running == Some(IoThread::Yes) && r.sql_running {
+                    plan.unchanged.push(format!(
+                        "{} replicates from {} (both threads running)",
+                        s.name, m.name
+                    ));
+                } else {
+                    if !r.last_io_error.is_empty() || !r.last_sql_error.is_empty() {
+                        plan.warnings.push(format!(
+                            "{}: replication from {} is stopped with an error: {}{}",
+                            s.name, m.name, r.last_io_error, r.last_sql_error
+                        ));
+                    }
+                    plan.steps.push(Step {
+                        wave,
+                        host: s.name.clone(),
+                        action: Action::StartReplica {
+                            stmt: ssql.flavor.start_replica(),
+                        },
+                    });
+                    verify_slaves.push(s.name.clone());
+                }
+                continue;
+            }
+            LinkState::Elsewhere(r) => {
+                if !opts.force {
+                    refusals.push(format!(
+                        "{}: replicates from {}:{} now, but the file says {} ({}:{}); repltool does not \
+                         rewire running replication silently. Check the file, or run with --force to \
+                         stop that replication and re-seed {} from {}",
+                        s.name, r.master_host, r.master_port, m.name, m.address, m.mysql.port, s.name, m.name
+                    ));
+                    continue;
+                }
+                true
+            }
+            LinkState::New => false,
+        };
+        // Seed when the master holds (or will hold) data, except the pair's way back.
+        let back_edge = s.role == Role::MasterMaster && seed_side.get(&s.name) == Some(&true);
+        let master_has_data = msql.has_user_data || new_links.get(mname).copied().unwrap_or(false);
+        let seed = master_has_data && !back_edge;
+        if seed && ssql.has_user_data && !opts.force {
+            refusals.push(format!(
+                "{}: already holds databases of its own; seeding it from {} would overwrite them. \
+                 Empty it, or run with --force",
+                s.name, m.name
+            ));
+            continue;
+        }
+        new_links.insert(s.name.clone(), seed || ssql.has_user_data);
+        let change = ChangeMaster {
+            host: m.address.clone(),
+            port: m.mysql.port,
+            user: topo.replication.user.clone(),
+            password: topo.replication.password.clone(),
+            start: if topo.replication.gtid {
+                StartAt::Gtid
+            } else {
+                StartAt::Position {
+                    file: String::new(),
+                    pos: 0,
+                }
+            },
+            ssl: topo.replication.ssl,
+            connect_retry: 10,
+        };
+        let key = (m.name.clone(), wave);
+        links.entry(key.clone()).or_default().push(LinkSlave {
+            host: s.name.clone(),
+            change,
+            allowed_master: if rewire {
+                None
+            } else {
+                Some((m.address.clone(), m.mysql.port))
+            },
+            rewire,
+        });
+        *seeds.entry(key).or_insert(false) |= seed;
+        verify_slaves.push(s.name.clone());
+    }
+    let mut link_keys: Vec<(String, u32)> = links.keys().cloned().collect();
+    link_keys.sort_by_key(|(m, w)| (*w, topo.hosts.iter().position(|h| &h.name == m)));
+    for key in link_keys {
+        let slaves = links.remove(&key).unwrap_or_default();
+        let seed = if seeds.get(&key).copied().unwrap_or(false) {
+            Some(Seed {
+                databases_hint: Vec::new(),
+                hold_lock: false,
+            })
+        } else {
+            None
+        };
+        plan.steps.push(Step {
+            wave: key.1,
+            host: key.0,
+            action: Action::Link { slaves, seed },
+        });
+    }
+
+    // Masters writable last, so a half-built cluster never has a writable server it should not.
+    for h in topo.hosts.iter().filter(|h| topo.writable(h)) {
+        let sql = sqlf(&h.name).expect("checked");
+        if sql.read_only || restarted.contains(&h.name) {
+            plan.steps.push(Step {
+                wave: WAVE_WRITABLE,
+                host: h.name.clone(),
+                action: Action::Sql {
+                    what: "make the master writable (read_only stays ON in its config: fencing)"
+                        .into(),
+                    stmts: sql.flavor.set_read_only(false),
+                },
+            });
+        }
+    }
+
+    if !refusals.is_empty() {
+        return Err(crate::error::input(refusals.join("\n")));
+    }
+    if !plan.steps.is_empty() {
+        let touched: BTreeSet<&str> = plan.steps.iter().map(|s| s.host.as_str()).collect();
+        // Verify every slave whose link or server changed, with a canary from each writable
+        // master upstream of one.
+        let mut slaves: Vec<String> = verify_slaves;
+        for h in &topo.hosts {
+            if h.master.is_some() && touched.contains(h.name.as_str()) && !slaves.contains(&h.name)
+            {
+                slaves.push(h.name.clone());
+            }
+        }
+        let canary_from: Vec<String> = topo
+            .hosts
+            .iter()
+            .filter(|h| topo.writable(h))
+            .filter(|h| downstream(topo, &h.name).iter().any(|d| slaves.contains(d)))
+            .map(|h| h.name.clone())
+            .collect();
+        if !slaves.is_empty() {
+            plan.steps.push(Step {
+                wave: WAVE_VERIFY,
+                host: topo.hosts[0].name.clone(),
+                action: Action::Verify {
+                    slaves,
+                    canary_from,
+                },
+            });
+        }
+    }
+    Ok(plan)
+}
+
+/// Every host that replicates, directly or through relays, from `name` (not `name` itself).
+pub fn downstream(topo: &Topology, name: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut todo: Vec<String> = vec![name.to_string()];
+    while let Some(n) = todo.pop() {
+        if let Some(h) = topo.host(&n) {
+            for s in &h.slaves {
+                if s != name && !out.contains(s) {
+                    out.push(s.clone());
+                    todo.push(s.clone());
+                }
+            }
+        }
+    }
+    out
+}
