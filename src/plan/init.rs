@@ -536,3 +536,374 @@ pub fn downstream(topo: &Topology, name: &str) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::flavor::{Flavor, Kind};
+    use crate::observe::{ConfigFacts, ReplicaStatus};
+    use crate::secret::Secret;
+    use crate::topology::{Mysql, Replication, SqlRoute, Transport};
+
+    const PW: &str = "s3cr'et \"pw\"";
+
+    fn topo(spec: &[(&str, Option<&str>)]) -> Topology {
+        let mut hosts: Vec<Host> = spec
+            .iter()
+            .enumerate()
+            .map(|(i, (n, m))| Host {
+                name: n.to_string(),
+                address: "127.0.0.1".into(),
+                master: m.map(|s| s.to_string()),
+                server_id: i as u32 + 1,
+                read_only: None,
+                transport: Transport::Local,
+                mysql: Mysql {
+                    user: "admin".into(),
+                    password: Secret::new("adminpw"),
+                    port: 3306 + i as u16,
+                    route: SqlRoute::Direct,
+                },
+                config_file: Some(PathBuf::from(format!("/lab/{n}/60-repltool.cnf"))),
+                restart: Some(format!("/lab/{n}/ctl restart")),
+                error_log: None,
+                role: Role::Master,
+                peer: None,
+                slaves: vec![],
+                line: i + 1,
+            })
+            .collect();
+        let names: Vec<(String, Option<String>)> = hosts
+            .iter()
+            .map(|h| (h.name.clone(), h.master.clone()))
+            .collect();
+        for h in hosts.iter_mut() {
+            h.slaves = names
+                .iter()
+                .filter(|(_, m)| m.as_deref() == Some(h.name.as_str()))
+                .map(|(n, _)| n.clone())
+                .collect();
+            let peer = h.master.clone().filter(|m| h.slaves.contains(m));
+            h.role = match (&h.master, h.slaves.is_empty(), &peer) {
+                (Some(_), _, Some(_)) => Role::MasterMaster,
+                (None, _, _) => Role::Master,
+                (Some(_), true, _) => Role::Slave,
+                (Some(_), false, _) => Role::Relay,
+            };
+            h.peer = peer;
+        }
+        Topology {
+            name: "t".into(),
+            file: PathBuf::from("t.yaml"),
+            replication: Replication {
+                user: "repl".into(),
+                password: Secret::new(PW),
+                gtid: false,
+                ssl: false,
+            },
+            hosts,
+        }
+    }
+
+    fn maria() -> Flavor {
+        Flavor {
+            kind: Kind::MariaDB,
+            major: 10,
+            minor: 11,
+            patch: 6,
+        }
+    }
+
+    /// A fresh server as the lab makes it: binary log off, no data, nothing configured.
+    fn fresh(t: &Topology) -> HashMap<String, Facts> {
+        t.hosts
+            .iter()
+            .map(|h| {
+                (
+                    h.name.clone(),
+                    Facts {
+                        host: h.name.clone(),
+                        sql: Some(SqlFacts {
+                            flavor: maria(),
+                            version: "10.11.6-MariaDB".into(),
+                            server_id: 1,
+                            log_bin: false,
+                            binlog_format: "MIXED".into(),
+                            read_only: false,
+                            log_slave_updates: false,
+                            auto_increment_increment: 1,
+                            auto_increment_offset: 1,
+                            replica: None,
+                            master_status: None,
+                            gtid_executed: String::new(),
+                            gtid_slave_pos: String::new(),
+                            repl_user_hosts: vec![],
+                            repl_password_mismatch: vec![],
+                            has_user_data: false,
+                            error_log: None,
+                            datadir: "/lab".into(),
+                            clock: 0,
+                        }),
+                        sql_error: None,
+                        config: Some(ConfigFacts {
+                            target: ConfigTarget::Fragment(h.config_file.clone().unwrap()),
+                            current: None,
+                            restart: h.restart.clone(),
+                        }),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// The facts of a cluster init already built.
+    fn converged(t: &Topology) -> HashMap<String, Facts> {
+        let mut f = fresh(t);
+        for h in &t.hosts {
+            let e = f.get_mut(&h.name).unwrap();
+            let s = e.sql.as_mut().unwrap();
+            s.log_bin = true;
+            s.server_id = h.server_id;
+            s.binlog_format = "ROW".into();
+            s.read_only = !t.writable(h);
+            s.log_slave_updates = matches!(h.role, Role::Relay | Role::MasterMaster);
+            if let Some((i, o)) = fragment_settings(t, h).auto_increment {
+                s.auto_increment_increment = i;
+                s.auto_increment_offset = o;
+            }
+            s.repl_user_hosts = vec!["127.0.0.1".into()];
+            if let Some(m) = &h.master {
+                let mh = t.host(m).unwrap();
+                s.replica = Some(ReplicaStatus {
+                    master_host: mh.address.clone(),
+                    master_port: mh.mysql.port,
+                    io_running: Some(IoThread::Yes),
+                    sql_running: true,
+                    ..Default::default()
+                });
+            }
+            e.config.as_mut().unwrap().current =
+                Some(maria().fragment(&fragment_settings(t, h)));
+        }
+        f
+    }
+
+    fn plan(t: &Topology, f: &HashMap<String, Facts>, force: bool) -> Result<Plan> {
+        plan_init(t, f, &InitOptions { force })
+    }
+
+    fn links(p: &Plan) -> Vec<(u32, String, Vec<String>, bool)> {
+        p.steps
+            .iter()
+            .filter_map(|s| match &s.action {
+                Action::Link { slaves, seed } => Some((
+                    s.wave,
+                    s.host.clone(),
+                    slaves.iter().map(|l| l.host.clone()).collect(),
+                    seed.is_some(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fresh_master_with_two_slaves() {
+        let t = topo(&[("db1", None), ("db2", Some("db1")), ("db3", Some("db1"))]);
+        let p = plan(&t, &fresh(&t), false).unwrap();
+        let count = |f: &dyn Fn(&Action) -> bool| p.steps.iter().filter(|s| f(&s.action)).count();
+        assert_eq!(count(&|a| matches!(a, Action::WriteConfig { .. })), 3);
+        assert_eq!(count(&|a| matches!(a, Action::Restart { .. })), 3);
+        assert_eq!(
+            links(&p),
+            vec![(WAVE_LINKS + 1, "db1".into(), vec!["db2".into(), "db3".into()], false)]
+        );
+        // One user for the one replica address, only on the master.
+        let users: Vec<&Step> = p
+            .steps
+            .iter()
+            .filter(|s| matches!(&s.action, Action::Sql { what, .. } if what.starts_with("replication user")))
+            .collect();
+        assert_eq!(users.len(), 1);
+        assert_eq!(users[0].host, "db1");
+        // The master becomes writable last, then everything is verified.
+        let last = p.steps.last().unwrap();
+        assert!(matches!(&last.action, Action::Verify { slaves, canary_from }
+            if slaves.len() == 2 && canary_from == &vec!["db1".to_string()]));
+        assert!(p.steps.iter().any(|s| s.wave == WAVE_WRITABLE && s.host == "db1"));
+        assert!(!p.steps.iter().any(|s| s.wave == WAVE_WRITABLE && s.host != "db1"));
+    }
+
+    #[test]
+    fn converged_cluster_plans_nothing() {
+        let t = topo(&[("db1", None), ("db2", Some("db1")), ("db3", Some("db1"))]);
+        let p = plan(&t, &converged(&t), false).unwrap();
+        assert!(p.is_empty(), "{}", p.render());
+        assert_eq!(p.unchanged.len(), 2);
+    }
+
+    #[test]
+    fn adding_a_host_touches_only_that_host_and_its_master_user() {
+        let t = topo(&[("db1", None), ("db2", Some("db1")), ("db3", Some("db1"))]);
+        let mut f = converged(&t);
+        // db3 is new: fresh server.
+        f.insert("db3".into(), fresh(&t).remove("db3").unwrap());
+        let p = plan(&t, &f, false).unwrap();
+        let hosts: BTreeSet<&str> = p
+            .steps
+            .iter()
+            .filter(|s| !matches!(s.action, Action::Verify { .. }))
+            .map(|s| s.host.as_str())
+            .collect();
+        // db1 appears only as the master of the new link (no restart, no config, no user: the
+        // address already has one).
+        assert_eq!(hosts, ["db1", "db3"].into_iter().collect());
+        assert!(p
+            .steps
+            .iter()
+            .filter(|s| s.host == "db1")
+            .all(|s| matches!(s.action, Action::Link { .. })));
+        assert_eq!(links(&p), vec![(WAVE_LINKS + 1, "db1".into(), vec!["db3".into()], false)]);
+    }
+
+    #[test]
+    fn a_slave_of_another_master_is_not_rewired_without_force() {
+        let t = topo(&[("db1", None), ("db2", Some("db1"))]);
+        let mut f = converged(&t);
+        f.get_mut("db2").unwrap().sql.as_mut().unwrap().replica = Some(ReplicaStatus {
+            master_host: "127.0.0.9".into(),
+            master_port: 3306,
+            io_running: Some(IoThread::Yes),
+            sql_running: true,
+            ..Default::default()
+        });
+        let err = plan(&t, &f, false).unwrap_err().to_string();
+        assert!(err.contains("db2: replicates from 127.0.0.9:3306"), "{err}");
+        assert!(err.contains("--force"), "{err}");
+        let p = plan(&t, &f, true).unwrap();
+        assert!(matches!(&p.steps.iter().find(|s| matches!(s.action, Action::Link{..})).unwrap().action,
+            Action::Link { slaves, .. } if slaves[0].rewire));
+    }
+
+    #[test]
+    fn data_on_the_master_is_copied_but_never_over_a_slaves_own_data() {
+        let t = topo(&[("db1", None), ("db2", Some("db1"))]);
+        let mut f = fresh(&t);
+        f.get_mut("db1").unwrap().sql.as_mut().unwrap().has_user_data = true;
+        let p = plan(&t, &f, false).unwrap();
+        assert_eq!(links(&p), vec![(WAVE_LINKS + 1, "db1".into(), vec!["db2".into()], true)]);
+        f.get_mut("db2").unwrap().sql.as_mut().unwrap().has_user_data = true;
+        let err = plan(&t, &f, false).unwrap_err().to_string();
+        assert!(err.contains("db2: already holds databases"), "{err}");
+    }
+
+    #[test]
+    fn master_master_seeds_from_the_side_with_data() {
+        let t = topo(&[("m1", Some("m2")), ("m2", Some("m1"))]);
+        let mut f = fresh(&t);
+        f.get_mut("m2").unwrap().sql.as_mut().unwrap().has_user_data = true;
+        let p = plan(&t, &f, false).unwrap();
+        // m1 is seeded from m2 first; m2 replicates from m1 afterwards, without a copy.
+        assert_eq!(
+            links(&p),
+            vec![
+                (WAVE_LINKS + 1, "m2".into(), vec!["m1".into()], true),
+                (WAVE_LINKS + 2, "m1".into(), vec!["m2".into()], false),
+            ]
+        );
+        let frag = |n: &str| {
+            p.steps
+                .iter()
+                .find_map(|s| match &s.action {
+                    Action::WriteConfig { contents, .. } if s.host == n => Some(contents.clone()),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        assert!(frag("m1").contains("auto_increment_offset"));
+        assert!(frag("m1").contains("auto_increment_increment"));
+        assert_ne!(frag("m1"), frag("m2"));
+        // Both members are writable.
+        assert_eq!(p.steps.iter().filter(|s| s.wave == WAVE_WRITABLE).count(), 2);
+        f.get_mut("m1").unwrap().sql.as_mut().unwrap().has_user_data = true;
+        let err = plan(&t, &f, false).unwrap_err().to_string();
+        assert!(err.contains("both members of the master-master pair already hold data"), "{err}");
+    }
+
+    #[test]
+    fn chain_links_level_by_level_and_seeds_through_the_relay() {
+        let t = topo(&[("db1", None), ("db2", Some("db1")), ("db3", Some("db2"))]);
+        let mut f = fresh(&t);
+        f.get_mut("db1").unwrap().sql.as_mut().unwrap().has_user_data = true;
+        let p = plan(&t, &f, false).unwrap();
+        assert_eq!(
+            links(&p),
+            vec![
+                (WAVE_LINKS + 1, "db1".into(), vec!["db2".into()], true),
+                (WAVE_LINKS + 2, "db2".into(), vec!["db3".into()], true),
+            ]
+        );
+        assert_eq!(t.host("db2").unwrap().role, Role::Relay);
+        let v = p.steps.last().unwrap();
+        // db1's canary must reach db3 through the relay.
+        assert!(matches!(&v.action, Action::Verify { canary_from, .. } if canary_from == &vec!["db1".to_string()]));
+        assert!(downstream(&t, "db1").contains(&"db3".to_string()));
+    }
+
+    #[test]
+    fn a_file_repltool_did_not_write_is_never_overwritten() {
+        let t = topo(&[("db1", None), ("db2", Some("db1"))]);
+        let mut f = fresh(&t);
+        f.get_mut("db2").unwrap().config.as_mut().unwrap().current =
+            Some("[mysqld]\nserver_id=7\n".into());
+        let err = plan(&t, &f, false).unwrap_err().to_string();
+        assert!(err.contains("was not written by repltool"), "{err}");
+        assert!(err.contains("/lab/db2/60-repltool.cnf"), "{err}");
+    }
+
+    #[test]
+    fn a_restart_without_a_restart_command_is_refused_before_anything_changes() {
+        let t = topo(&[("db1", None), ("db2", Some("db1"))]);
+        let mut f = fresh(&t);
+        f.get_mut("db2").unwrap().config.as_mut().unwrap().restart = None;
+        let err = plan(&t, &f, false).unwrap_err().to_string();
+        assert!(err.contains("db2: enabling the binary log needs a server restart"), "{err}");
+    }
+
+    #[test]
+    fn an_unreachable_server_is_named() {
+        let t = topo(&[("db1", None), ("db2", Some("db1"))]);
+        let mut f = fresh(&t);
+        let e = f.get_mut("db2").unwrap();
+        e.sql = None;
+        e.sql_error = Some("connection refused".into());
+        let err = plan(&t, &f, false).unwrap_err().to_string();
+        assert!(err.contains("db2: cannot reach the server: connection refused"), "{err}");
+    }
+
+    #[test]
+    fn the_plan_never_shows_a_password() {
+        let t = topo(&[("db1", None), ("db2", Some("db1"))]);
+        let p = plan(&t, &fresh(&t), false).unwrap();
+        let text = p.render();
+        assert!(!text.contains("s3cr"), "{text}");
+        assert!(text.contains("***"), "{text}");
+        let _ = Duration::from_secs(1);
+    }
+
+    #[test]
+    fn managed_block_replaces_itself_and_keeps_the_rest() {
+        let main = "[mysqld]\ndatadir=/var/lib/mysql\n";
+        let frag = "# Managed by repltool\n[mysqld]\nserver_id = 5\n";
+        let once = splice_block(main, frag);
+        assert!(once.starts_with(main));
+        assert!(once.contains(BLOCK_BEGIN) && once.contains("server_id = 5"));
+        let twice = splice_block(&once, "# Managed by repltool\n[mysqld]\nserver_id = 6\n");
+        assert_eq!(twice.matches(BLOCK_BEGIN).count(), 1);
+        assert!(twice.contains("server_id = 6") && !twice.contains("server_id = 5"));
+        assert!(twice.contains("datadir=/var/lib/mysql"));
+    }
+}

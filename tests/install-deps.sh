@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install what repltool's demo and tests need, only where it is missing (Debian/Ubuntu, as root
+# or with sudo). Servers installed here are NOT started: the lab and the tests start their own.
+set -euo pipefail
+need=()
+for pkg in mariadb-server mariadb-client mariadb-backup openssh-server openssh-client iproute2 procps; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ "${#need[@]}" -eq 0 ]; then
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "installing: ${need[*]}" >&2
+# Keep the package scripts from starting a server on port 3306 during the install.
+$SUDO sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
+trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: install what the tests need, check formatting and lints,
+# build, and run every test (unit, golden, and live tests that start real MariaDB servers and a
+# real sshd themselves).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tests/install-deps.sh
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo build --all-targets
+# Live tests start many servers; two at a time suits a 2-core machine.
+cargo test --no-fail-fast -- --test-threads="${REPLTOOL_TEST_THREADS:-2}"
