@@ -685,8 +685,7 @@ mod tests {
                     ..Default::default()
                 });
             }
-            e.config.as_mut().unwrap().current =
-                Some(maria().fragment(&fragment_settings(t, h)));
+            e.config.as_mut().unwrap().current = Some(maria().fragment(&fragment_settings(t, h)));
         }
         f
     }
@@ -719,7 +718,12 @@ mod tests {
         assert_eq!(count(&|a| matches!(a, Action::Restart { .. })), 3);
         assert_eq!(
             links(&p),
-            vec![(WAVE_LINKS + 1, "db1".into(), vec!["db2".into(), "db3".into()], false)]
+            vec![(
+                WAVE_LINKS + 1,
+                "db1".into(),
+                vec!["db2".into(), "db3".into()],
+                false
+            )]
         );
         // One user for the one replica address, only on the master.
         let users: Vec<&Step> = p
@@ -731,10 +735,18 @@ mod tests {
         assert_eq!(users[0].host, "db1");
         // The master becomes writable last, then everything is verified.
         let last = p.steps.last().unwrap();
-        assert!(matches!(&last.action, Action::Verify { slaves, canary_from }
-            if slaves.len() == 2 && canary_from == &vec!["db1".to_string()]));
-        assert!(p.steps.iter().any(|s| s.wave == WAVE_WRITABLE && s.host == "db1"));
-        assert!(!p.steps.iter().any(|s| s.wave == WAVE_WRITABLE && s.host != "db1"));
+        assert!(
+            matches!(&last.action, Action::Verify { slaves, canary_from }
+            if slaves.len() == 2 && canary_from == &vec!["db1".to_string()])
+        );
+        assert!(p
+            .steps
+            .iter()
+            .any(|s| s.wave == WAVE_WRITABLE && s.host == "db1"));
+        assert!(!p
+            .steps
+            .iter()
+            .any(|s| s.wave == WAVE_WRITABLE && s.host != "db1"));
     }
 
     #[test]
@@ -766,7 +778,10 @@ mod tests {
             .iter()
             .filter(|s| s.host == "db1")
             .all(|s| matches!(s.action, Action::Link { .. })));
-        assert_eq!(links(&p), vec![(WAVE_LINKS + 1, "db1".into(), vec!["db3".into()], false)]);
+        assert_eq!(
+            links(&p),
+            vec![(WAVE_LINKS + 1, "db1".into(), vec!["db3".into()], false)]
+        );
     }
 
     #[test]
@@ -784,18 +799,33 @@ mod tests {
         assert!(err.contains("db2: replicates from 127.0.0.9:3306"), "{err}");
         assert!(err.contains("--force"), "{err}");
         let p = plan(&t, &f, true).unwrap();
-        assert!(matches!(&p.steps.iter().find(|s| matches!(s.action, Action::Link{..})).unwrap().action,
-            Action::Link { slaves, .. } if slaves[0].rewire));
+        assert!(
+            matches!(&p.steps.iter().find(|s| matches!(s.action, Action::Link{..})).unwrap().action,
+            Action::Link { slaves, .. } if slaves[0].rewire)
+        );
     }
 
     #[test]
     fn data_on_the_master_is_copied_but_never_over_a_slaves_own_data() {
         let t = topo(&[("db1", None), ("db2", Some("db1"))]);
         let mut f = fresh(&t);
-        f.get_mut("db1").unwrap().sql.as_mut().unwrap().has_user_data = true;
+        f.get_mut("db1")
+            .unwrap()
+            .sql
+            .as_mut()
+            .unwrap()
+            .has_user_data = true;
         let p = plan(&t, &f, false).unwrap();
-        assert_eq!(links(&p), vec![(WAVE_LINKS + 1, "db1".into(), vec!["db2".into()], true)]);
-        f.get_mut("db2").unwrap().sql.as_mut().unwrap().has_user_data = true;
+        assert_eq!(
+            links(&p),
+            vec![(WAVE_LINKS + 1, "db1".into(), vec!["db2".into()], true)]
+        );
+        f.get_mut("db2")
+            .unwrap()
+            .sql
+            .as_mut()
+            .unwrap()
+            .has_user_data = true;
         let err = plan(&t, &f, false).unwrap_err().to_string();
         assert!(err.contains("db2: already holds databases"), "{err}");
     }
@@ -827,17 +857,28 @@ mod tests {
         assert!(frag("m1").contains("auto_increment_increment"));
         assert_ne!(frag("m1"), frag("m2"));
         // Both members are writable.
-        assert_eq!(p.steps.iter().filter(|s| s.wave == WAVE_WRITABLE).count(), 2);
+        assert_eq!(
+            p.steps.iter().filter(|s| s.wave == WAVE_WRITABLE).count(),
+            2
+        );
         f.get_mut("m1").unwrap().sql.as_mut().unwrap().has_user_data = true;
         let err = plan(&t, &f, false).unwrap_err().to_string();
-        assert!(err.contains("both members of the master-master pair already hold data"), "{err}");
+        assert!(
+            err.contains("both members of the master-master pair already hold data"),
+            "{err}"
+        );
     }
 
     #[test]
     fn chain_links_level_by_level_and_seeds_through_the_relay() {
         let t = topo(&[("db1", None), ("db2", Some("db1")), ("db3", Some("db2"))]);
         let mut f = fresh(&t);
-        f.get_mut("db1").unwrap().sql.as_mut().unwrap().has_user_data = true;
+        f.get_mut("db1")
+            .unwrap()
+            .sql
+            .as_mut()
+            .unwrap()
+            .has_user_data = true;
         let p = plan(&t, &f, false).unwrap();
         assert_eq!(
             links(&p),
@@ -849,7 +890,9 @@ mod tests {
         assert_eq!(t.host("db2").unwrap().role, Role::Relay);
         let v = p.steps.last().unwrap();
         // db1's canary must reach db3 through the relay.
-        assert!(matches!(&v.action, Action::Verify { canary_from, .. } if canary_from == &vec!["db1".to_string()]));
+        assert!(
+            matches!(&v.action, Action::Verify { canary_from, .. } if canary_from == &vec!["db1".to_string()])
+        );
         assert!(downstream(&t, "db1").contains(&"db3".to_string()));
     }
 
@@ -870,7 +913,10 @@ mod tests {
         let mut f = fresh(&t);
         f.get_mut("db2").unwrap().config.as_mut().unwrap().restart = None;
         let err = plan(&t, &f, false).unwrap_err().to_string();
-        assert!(err.contains("db2: enabling the binary log needs a server restart"), "{err}");
+        assert!(
+            err.contains("db2: enabling the binary log needs a server restart"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -881,7 +927,10 @@ mod tests {
         e.sql = None;
         e.sql_error = Some("connection refused".into());
         let err = plan(&t, &f, false).unwrap_err().to_string();
-        assert!(err.contains("db2: cannot reach the server: connection refused"), "{err}");
+        assert!(
+            err.contains("db2: cannot reach the server: connection refused"),
+            "{err}"
+        );
     }
 
     #[test]

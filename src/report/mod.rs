@@ -2,6 +2,7 @@
 //! progress and diagnostics.
 
 pub mod progress;
+pub mod status;
 
 pub use progress::Progress;
 

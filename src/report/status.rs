@@ -1,0 +1,550 @@
+//! `repltool status`: health and drift assessment (pure), the diagnoses from the manual's
+//! troubleshooting section, the table, the tree and the JSON of the contract.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, Color, Table};
+use serde_json::{json, Value};
+
+use crate::observe::{Facts, IoThread, ReplicaStatus, SqlFacts};
+use crate::topology::{Host, Topology};
+
+/// One problem found, in plain words, with the likely cause and the next step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub host: String,
+    pub what: String,
+    pub next: String,
+}
+
+fn sql<'a>(facts: &'a HashMap<String, Facts>, name: &str) -> Option<&'a SqlFacts> {
+    facts.get(name).and_then(|f| f.sql.as_ref())
+}
+
+/// Does the replica point at `master` (address and port)?
+pub fn points_at(r: &ReplicaStatus, master: &Host) -> bool {
+    r.master_host == master.address && r.master_port == master.mysql.port
+}
+
+/// The name of the host a replica points at, if it is in the file.
+pub fn master_name<'a>(topo: &'a Topology, r: &ReplicaStatus) -> Option<&'a str> {
+    topo.hosts
+        .iter()
+        .find(|h| points_at(r, h))
+        .map(|h| h.name.as_str())
+}
+
+/// Explain an IO thread error by its number (manual 6-10 and the server error list).
+pub fn diagnose_io(r: &ReplicaStatus, master: &str) -> String {
+    let e = r.last_io_errno;
+    let text = &r.last_io_error;
+    match e {
+        1045 => format!(
+            "the master refused the replication login ({text}): the replication user's password \
+             is wrong or it does not exist for this slave's address on {master}. Run `repltool \
+             init` to create or reset it, or check SELECT User, Host FROM mysql.user on {master}"
+        ),
+        1130 => format!(
+            "{master} does not allow the replication user from this slave's address ({text}): the \
+             user is restricted to other hosts. `repltool init` creates it for each slave's address"
+        ),
+        2003 | 2002 | 2005 | 2013 | 2026 => format!(
+            "the slave cannot reach {master}'s server at {}:{} ({text}): is it running, listening \
+             on that address (bind_address), and open in the firewall?",
+            r.master_host, r.master_port
+        ),
+        1236 => format!(
+            "{master} no longer has the binary log position this slave needs ({text}): the log was \
+             purged or the position is wrong. Re-seed this slave (`repltool init --force`)"
+        ),
+        1593 => format!(
+            "server ids or UUIDs collide with {master} ({text}): every server needs its own \
+             server_id (`repltool init` sets them)"
+        ),
+        0 if r.io_running == Some(IoThread::Connecting) => format!(
+            "the IO thread is still connecting to {}:{}; if it stays so, check network, grants and \
+             the replication password",
+            r.master_host, r.master_port
+        ),
+        0 => "replication was stopped by hand (STOP SLAVE): START SLAVE, or run `repltool init`"
+            .to_string(),
+        _ => format!("IO thread error {e}: {text}"),
+    }
+}
+
+/// Explain an SQL thread error.
+pub fn diagnose_sql(r: &ReplicaStatus) -> String {
+    let text = &r.last_sql_error;
+    let data = "the slave's data differs from the master's (a write on the slave, or a bad copy)";
+    let skip = "Skipping the event (SET GLOBAL sql_slave_skip_counter = 1; START SLAVE) loses it and \
+                hides the difference; re-seeding the slave (`repltool init --force`) is the safe fix";
+    match r.last_sql_errno {
+        1062 => {
+            format!("a row replicated from the master already exists here ({text}): {data}. {skip}")
+        }
+        1032 => format!("a row the master changed is missing here ({text}): {data}. {skip}"),
+        1146 | 1049 => {
+            format!("a table or database the master uses is missing here ({text}): {data}. {skip}")
+        }
+        0 => "the SQL thread was stopped by hand: START SLAVE".to_string(),
+        n => format!("a replicated statement failed with error {n} ({text}). {skip}"),
+    }
+}
+
+/// Every problem with the cluster as observed, against the file.
+pub fn problems(topo: &Topology, facts: &HashMap<String, Facts>, max_lag: u64) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut p = |host: &str, what: String, next: String| {
+        out.push(Problem {
+            host: host.to_string(),
+            what,
+            next,
+        })
+    };
+    let mut ids: HashMap<u32, Vec<&str>> = HashMap::new();
+    for h in &topo.hosts {
+        let Some(s) = sql(facts, &h.name) else {
+            let err = facts
+                .get(&h.name)
+                .and_then(|f| f.sql_error.clone())
+                .unwrap_or_else(|| "not observed".into());
+            p(
+                &h.name,
+                format!("unreachable: {err}"),
+                "check that the host and its server are up; `repltool check` tells which step fails"
+                    .into(),
+            );
+            continue;
+        };
+        ids.entry(s.server_id).or_default().push(&h.name);
+        if s.server_id == 0 {
+            p(
+                &h.name,
+                "server_id is 0: it can neither replicate nor be replicated from".into(),
+                "run `repltool init` (it sets a unique server_id)".into(),
+            );
+        }
+        let has_slaves = !h.slaves.is_empty();
+        if has_slaves && !s.log_bin {
+            p(
+                &h.name,
+                "the binary log is off on a master: its slaves cannot replicate".into(),
+                "run `repltool init` (it enables log-bin; needs a restart)".into(),
+            );
+        }
+        match (&h.master, &s.replica) {
+            (Some(m), None) => {
+                let former_master = !s.read_only;
+                if former_master {
+                    p(&h.name, format!("writable and not replicating, but the file says it is a slave of {m}: a former master that came back writable (split-brain risk)"),
+                      format!("SET GLOBAL read_only = ON on it now; `repltool init` rejoins it under {m} when it has no transactions {m} lacks"));
+                } else {
+                    p(&h.name, format!("not replicating, but the file says it replicates from {m} (a former master, fenced read-only?)"),
+                      format!("run `repltool init` to rejoin it under {m}"));
+                }
+            }
+            (Some(m), Some(r)) => {
+                let mh = topo.host(m);
+                if let Some(mh) = mh {
+                    if !r.master_host.is_empty() && !points_at(r, mh) {
+                        let actual = master_name(topo, r)
+                            .map(|n| n.to_string())
+                            .unwrap_or_else(|| format!("{}:{}", r.master_host, r.master_port));
+                        p(&h.name, format!("replicates from {actual}, but the file says {m}"),
+                          "fix the file (after a promote it is rewritten) or run `repltool init --force` to rewire it".into());
+                    }
+                }
+                if r.io_running != Some(IoThread::Yes) {
+                    p(
+                        &h.name,
+                        format!(
+                            "IO thread {}: {}",
+                            io_text(r.io_running),
+                            if r.last_io_error.is_empty() {
+                                "no error".to_string()
+                            } else {
+                                format!("error {}", r.last_io_errno)
+                            }
+                        ),
+                        diagnose_io(r, m),
+                    );
+                }
+                if !r.sql_running {
+                    p(
+                        &h.name,
+                        format!(
+                            "SQL thread stopped{}",
+                            if r.last_sql_error.is_empty() {
+                                String::new()
+                            } else {
+                                format!(": error {}", r.last_sql_errno)
+                            }
+                        ),
+                        diagnose_sql(r),
+                    );
+                }
+                if let Some(l) = r.seconds_behind_master {
+                    if l > max_lag {
+                        p(&h.name, format!("{l}s behind its master (limit {max_lag}s)"),
+                          "check the slave's load and the SQL thread's state; large transactions or a slow disk are the usual causes".into());
+                    }
+                }
+                if !s.read_only {
+                    p(
+                        &h.name,
+                        "a slave is writable: writes there make it diverge from its master".into(),
+                        "SET GLOBAL read_only = ON (or run `repltool init`)".into(),
+                    );
+                }
+            }
+            (None, Some(r)) if !r.master_host.is_empty() => {
+                let actual = master_name(topo, r)
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| format!("{}:{}", r.master_host, r.master_port));
+                p(
+                    &h.name,
+                    format!("replicates from {actual}, but the file says it is a master"),
+                    "fix the file, or stop that replication (STOP SLAVE; RESET SLAVE ALL)".into(),
+                );
+            }
+            _ => {}
+        }
+        if h.master.is_none() && topo.writable(h) && s.read_only {
+            p(
+                &h.name,
+                "the master is read-only: it takes no writes".into(),
+                "run `repltool init` (it makes the master writable), or promote another host"
+                    .into(),
+            );
+        }
+    }
+    let mut dup: Vec<(u32, Vec<&str>)> = ids.into_iter().filter(|(_, v)| v.len() > 1).collect();
+    dup.sort();
+    for (id, hosts) in dup {
+        p(
+            hosts[0],
+            format!("server_id {id} is used by {}", hosts.join(" and ")),
+            "every server needs its own server_id: run `repltool init`".into(),
+        );
+    }
+    out
+}
+
+fn io_text(io: Option<IoThread>) -> &'static str {
+    match io {
+        Some(IoThread::Yes) => "Yes",
+        Some(IoThread::Connecting) => "Connecting",
+        _ => "No",
+    }
+}
+
+fn shorten(s: &str, n: usize) -> String {
+    let s = s.replace('\n', " ");
+    if s.chars().count() <= n {
+        s
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// The table: one row per host.
+pub fn table(topo: &Topology, facts: &HashMap<String, Facts>, max_lag: u64, color: bool) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    if !color {
+        t.force_no_tty();
+    } else {
+        t.enforce_styling();
+    }
+    t.set_header(vec![
+        "host",
+        "role",
+        "master",
+        "IO",
+        "IO state",
+        "SQL",
+        "SQL state",
+        "lag",
+        "read",
+        "executed",
+        "ro",
+        "id",
+        "version",
+        "last error",
+    ]);
+    for h in &topo.hosts {
+        let mut row: Vec<Cell> = vec![Cell::new(&h.name), Cell::new(h.role.as_str())];
+        match sql(facts, &h.name) {
+            None => {
+                let err = facts
+                    .get(&h.name)
+                    .and_then(|f| f.sql_error.clone())
+                    .unwrap_or_default();
+                row.push(Cell::new(h.master.clone().unwrap_or_else(|| "-".into())));
+                for _ in 0..10 {
+                    row.push(Cell::new(""));
+                }
+                let mut c = Cell::new(format!("unreachable: {}", shorten(&err, 60)));
+                if color {
+                    c = c.fg(Color::Red);
+                }
+                row.push(c);
+            }
+            Some(s) => {
+                let r = s.replica.as_ref();
+                let actual = r
+                    .and_then(|r| {
+                        master_name(topo, r).map(|n| n.to_string()).or_else(|| {
+                            (!r.master_host.is_empty())
+                                .then(|| format!("{}:{}", r.master_host, r.master_port))
+                        })
+                    })
+                    .or_else(|| h.master.as_ref().map(|m| format!("({m})")))
+                    .unwrap_or_else(|| "-".into());
+                row.push(Cell::new(actual));
+                let mut io = Cell::new(r.map(|r| io_text(r.io_running)).unwrap_or("-"));
+                let mut sq = Cell::new(
+                    r.map(|r| if r.sql_running { "Yes" } else { "No" })
+                        .unwrap_or("-"),
+                );
+                if color {
+                    if let Some(r) = r {
+                        if r.io_running != Some(IoThread::Yes) {
+                            io = io.fg(Color::Red);
+                        }
+                        if !r.sql_running {
+                            sq = sq.fg(Color::Red);
+                        }
+                    }
+                }
+                row.push(io);
+                row.push(Cell::new(
+                    r.map(|r| shorten(&r.io_state, 32)).unwrap_or_default(),
+                ));
+                row.push(sq);
+                row.push(Cell::new(
+                    r.map(|r| shorten(&r.sql_state, 32)).unwrap_or_default(),
+                ));
+                let lag = r.and_then(|r| r.seconds_behind_master);
+                let mut lc = Cell::new(match (r, lag) {
+                    (None, _) => "-".to_string(),
+                    (Some(_), None) => "NULL".to_string(),
+                    (Some(_), Some(l)) => format!("{l}s"),
+                });
+                if color && lag.map(|l| l > max_lag).unwrap_or(false) {
+                    lc = lc.fg(Color::Yellow);
+                }
+                row.push(lc);
+                row.push(Cell::new(
+                    r.map(|r| format!("{}:{}", r.master_log_file, r.read_master_log_pos))
+                        .unwrap_or_else(|| {
+                            s.master_status
+                                .as_ref()
+                                .map(|m| format!("own {}:{}", m.file, m.position))
+                                .unwrap_or_else(|| "-".into())
+                        }),
+                ));
+                row.push(Cell::new(
+                    r.map(|r| format!("{}:{}", r.relay_master_log_file, r.exec_master_log_pos))
+                        .unwrap_or_else(|| "-".into()),
+                ));
+                row.push(Cell::new(if s.read_only { "ON" } else { "OFF" }));
+                row.push(Cell::new(s.server_id));
+                row.push(Cell::new(shorten(&s.version, 24)));
+                let err = r
+                    .map(|r| {
+                        if !r.last_io_error.is_empty() {
+                            format!("IO {}: {}", r.last_io_errno, r.last_io_error)
+                        } else if !r.last_sql_error.is_empty() {
+                            format!("SQL {}: {}", r.last_sql_errno, r.last_sql_error)
+                        } else {
+                            String::new()
+                        }
+                    })
+                    .unwrap_or_default();
+                let mut ec = Cell::new(shorten(&err, 60));
+                if color && !err.is_empty() {
+                    ec = ec.fg(Color::Red);
+                }
+                row.push(ec);
+            }
+        }
+        t.add_row(row);
+    }
+    t
+}
+
+/// The live topology as a tree (what replicates from what), like orchestrator's view.
+pub fn tree(topo: &Topology, facts: &HashMap<String, Facts>) -> String {
+    // Live edges where the server answers; the file's where it does not.
+    let parent = |h: &Host| -> Option<String> {
+        match sql(facts, &h.name) {
+            Some(s) => s
+                .replica
+                .as_ref()
+                .filter(|r| !r.master_host.is_empty())
+                .map(|r| {
+                    master_name(topo, r)
+                        .map(|n| n.to_string())
+                        .unwrap_or_else(|| format!("{}:{}", r.master_host, r.master_port))
+                }),
+            None => h.master.clone(),
+        }
+    };
+    let edges: Vec<(String, Option<String>)> = topo
+        .hosts
+        .iter()
+        .map(|h| (h.name.clone(), parent(h)))
+        .collect();
+    let label = |n: &str| -> String {
+        let h = topo.host(n);
+        match (h, sql(facts, n)) {
+            (_, None) => format!("{n} [unreachable]"),
+            (Some(h), Some(s)) => {
+                let mut l = format!("{n} ({}:{})", h.address, h.mysql.port);
+                if !s.read_only {
+                    l.push_str(" [writable]");
+                }
+                if let Some(r) = &s.replica {
+                    if r.io_running != Some(IoThread::Yes) || !r.sql_running {
+                        l.push_str(" [replication broken]");
+                    } else if let Some(lag) = r.seconds_behind_master {
+                        let _ = write!(l, " lag {lag}s");
+                    }
+                }
+                l
+            }
+            _ => n.to_string(),
+        }
+    };
+    let mut out = String::new();
+    let mut shown: Vec<String> = Vec::new();
+    fn walk(
+        n: &str,
+        prefix: &str,
+        last: bool,
+        root: bool,
+        edges: &[(String, Option<String>)],
+        label: &dyn Fn(&str) -> String,
+        out: &mut String,
+        shown: &mut Vec<String>,
+    ) {
+        let repeat = shown.iter().any(|s| s == n);
+        if root {
+            let _ = writeln!(out, "{}", label(n));
+        } else {
+            let _ = writeln!(
+                out,
+                "{prefix}{}{}{}",
+                if last { "└── " } else { "├── " },
+                label(n),
+                if repeat { " (see above)" } else { "" }
+            );
+        }
+        if repeat {
+            return;
+        }
+        shown.push(n.to_string());
+        let kids: Vec<&String> = edges
+            .iter()
+            .filter(|(_, p)| p.as_deref() == Some(n))
+            .map(|(c, _)| c)
+            .collect();
+        let child_prefix = if root {
+            String::new()
+        } else {
+            format!("{prefix}{}", if last { "    " } else { "│   " })
+        };
+        for (i, k) in kids.iter().enumerate() {
+            walk(
+                k,
+                &child_prefix,
+                i + 1 == kids.len(),
+                false,
+                edges,
+                label,
+                out,
+                shown,
+            );
+        }
+    }
+    // Roots: hosts with no live master, then any left (cycles: master-master pairs).
+    let roots: Vec<String> = edges
+        .iter()
+        .filter(|(_, p)| p.as_ref().map(|p| topo.host(p).is_none()).unwrap_or(true))
+        .map(|(n, _)| n.clone())
+        .collect();
+    for r in &roots {
+        walk(r, "", true, true, &edges, &label, &mut out, &mut shown);
+    }
+    for (n, _) in &edges {
+        if !shown.contains(n) {
+            walk(n, "", true, true, &edges, &label, &mut out, &mut shown);
+        }
+    }
+    out
+}
+
+/// The JSON of the contract (topology.md), plus `problems`.
+pub fn json(topo: &Topology, facts: &HashMap<String, Facts>, problems: &[Problem]) -> Value {
+    let hosts: Vec<Value> = topo
+        .hosts
+        .iter()
+        .map(|h| {
+            let mut v = json!({
+                "name": h.name, "address": h.address, "port": h.mysql.port,
+                "role": h.role.as_str(), "master": h.master,
+            });
+            match sql(facts, &h.name) {
+                None => {
+                    v["reachable"] = json!(false);
+                    v["error"] = json!(facts.get(&h.name).and_then(|f| f.sql_error.clone()).unwrap_or_default());
+                }
+                Some(s) => {
+                    v["reachable"] = json!(true);
+                    v["server_id"] = json!(s.server_id);
+                    v["read_only"] = json!(s.read_only);
+                    v["version"] = json!(s.version);
+                    v["log_bin"] = json!(s.log_bin);
+                    v["replicating_from"] = json!(s.replica.as_ref().and_then(|r| master_name(topo, r)));
+                    v["replication"] = match &s.replica {
+                        None => Value::Null,
+                        Some(r) => {
+                            let err = if !r.last_io_error.is_empty() {
+                                Some(r.last_io_error.clone())
+                            } else if !r.last_sql_error.is_empty() {
+                                Some(r.last_sql_error.clone())
+                            } else {
+                                None
+                            };
+                            json!({
+                                "io_running": r.io_running == Some(IoThread::Yes),
+                                "io_thread": io_text(r.io_running),
+                                "sql_running": r.sql_running,
+                                "io_state": r.io_state, "sql_state": r.sql_state,
+                                "seconds_behind_master": r.seconds_behind_master,
+                                "master_host": r.master_host, "master_port": r.master_port,
+                                "master_log_file": r.master_log_file,
+                                "read_master_log_pos": r.read_master_log_pos,
+                                "relay_master_log_file": r.relay_master_log_file,
+                                "exec_master_log_pos": r.exec_master_log_pos,
+                                "last_io_errno": r.last_io_errno, "last_sql_errno": r.last_sql_errno,
+                                "last_error": err,
+                            })
+                        }
+                    };
+                }
+            }
+            v
+        })
+        .collect();
+    json!({
+        "name": topo.name,
+        "healthy": problems.is_empty(),
+        "hosts": hosts,
+        "problems": problems.iter().map(|p| json!({"host": p.host, "problem": p.what, "next": p.next})).collect::<Vec<_>>(),
+    })
+}
