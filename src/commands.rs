@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -175,8 +176,88 @@ pub fn observe_all(
 }
 
 fn status(path: &Path, a: &crate::cli::StatusArgs) -> Result<i32> {
-    let _ = (path, a);
-    anyhow::bail!("status: not implemented yet")
+    let topo = crate::topology::load(path)?;
+    let timeout = Duration::from_secs(a.timeout.max(1));
+    loop {
+        let facts = observe_bounded(&topo, timeout);
+        let problems = crate::report::status::problems(&topo, &facts, a.max_lag);
+        let mut out = String::new();
+        match a.format {
+            crate::cli::Format::Json => {
+                let v = crate::report::status::json(&topo, &facts, &problems);
+                out.push_str(&serde_json::to_string_pretty(&v)?);
+                out.push('\n');
+            }
+            crate::cli::Format::Table => {
+                let color =
+                    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+                out.push_str(&crate::report::status::tree(&topo, &facts));
+                out.push('\n');
+                out.push_str(
+                    &crate::report::status::table(&topo, &facts, a.max_lag, color).to_string(),
+                );
+                out.push('\n');
+                if problems.is_empty() {
+                    out.push_str(&format!(
+                        "healthy: {} hosts, every slave replicating as {} says\n",
+                        topo.hosts.len(),
+                        path.display()
+                    ));
+                } else {
+                    out.push_str(&format!("{} problem(s):\n", problems.len()));
+                    for p in &problems {
+                        out.push_str(&format!("  {}: {}\n      -> {}\n", p.host, p.what, p.next));
+                    }
+                }
+            }
+        }
+        match a.watch {
+            None => {
+                print!("{out}");
+                return Ok(if problems.is_empty() { 0 } else { 1 });
+            }
+            Some(secs) => {
+                // Clear the screen and redraw in place until Ctrl-C.
+                print!("\x1b[2J\x1b[H{out}");
+                let _ = std::io::stdout().flush();
+                std::thread::sleep(Duration::from_secs(secs.max(1)));
+            }
+        }
+    }
+}
+
+/// Connect to and observe every host in parallel, each bounded by `timeout` (SSH connect, SQL
+/// connect): an unreachable host becomes a row, never a hang.
+pub fn observe_bounded(topo: &Topology, timeout: Duration) -> HashMap<String, Facts> {
+    std::thread::scope(|s| {
+        let hs: Vec<_> = topo
+            .hosts
+            .iter()
+            .map(|h| {
+                s.spawn(move || {
+                    let mut h2 = h.clone();
+                    if let crate::topology::Transport::Ssh(ssh) = &mut h2.transport {
+                        ssh.connect_timeout = ssh.connect_timeout.min(timeout);
+                    }
+                    match crate::transport::connect(&h2) {
+                        Ok(mut sess) => {
+                            crate::observe::observe_host(topo, h, sess.as_mut(), timeout, false)
+                        }
+                        Err(e) => Facts {
+                            host: h.name.clone(),
+                            sql: None,
+                            sql_error: Some(format!("{e:#}")),
+                            config: None,
+                        },
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .filter_map(|h| h.join().ok())
+            .map(|f| (f.host.clone(), f))
+            .collect()
+    })
 }
 
 fn promote(path: &Path, a: &crate::cli::PromoteArgs) -> Result<i32> {
