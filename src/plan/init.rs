@@ -27,8 +27,10 @@ pub struct InitOptions {
     pub force: bool,
 }
 
-/// The fragment settings the file implies for `host`.
-pub fn fragment_settings(topo: &Topology, host: &Host) -> FragmentSettings {
+/// The fragment settings the file implies for `host`. The binary log gets an absolute path in
+/// the server's datadir so that a failover can find it on disk from the fragment alone when the
+/// server is dead.
+pub fn fragment_settings(topo: &Topology, host: &Host, datadir: &str) -> FragmentSettings {
     let auto_increment = if host.role == Role::MasterMaster {
         Some((2, pair_offset(topo, host)))
     } else {
@@ -38,7 +40,11 @@ pub fn fragment_settings(topo: &Topology, host: &Host) -> FragmentSettings {
         host_name: host.name.clone(),
         server_id: host.server_id,
         report_host: host.address.clone(),
-        log_bin: "mysql-bin".into(),
+        log_bin: if datadir.is_empty() {
+            "mysql-bin".into()
+        } else {
+            format!("{}/mysql-bin", datadir.trim_end_matches('/'))
+        },
         relay_log: "relay-bin".into(),
         log_slave_updates: matches!(host.role, Role::Relay | Role::MasterMaster)
             || (topo.replication.gtid && host.master.is_some()),
@@ -213,7 +219,7 @@ pub fn plan_init(
     for h in &topo.hosts {
         let f = &facts[&h.name];
         let sql = sqlf(&h.name).expect("checked above");
-        let settings = fragment_settings(topo, h);
+        let settings = fragment_settings(topo, h, &sql.datadir);
         let fragment = sql.flavor.fragment(&settings);
         let Some(cfg) = f.config.as_ref() else {
             refusals.push(format!("{}: the configuration layout was not read", h.name));
@@ -670,7 +676,7 @@ mod tests {
             s.binlog_format = "ROW".into();
             s.read_only = !t.writable(h);
             s.log_slave_updates = matches!(h.role, Role::Relay | Role::MasterMaster);
-            if let Some((i, o)) = fragment_settings(t, h).auto_increment {
+            if let Some((i, o)) = fragment_settings(t, h, "/lab").auto_increment {
                 s.auto_increment_increment = i;
                 s.auto_increment_offset = o;
             }
