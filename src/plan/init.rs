@@ -691,7 +691,8 @@ mod tests {
                     ..Default::default()
                 });
             }
-            e.config.as_mut().unwrap().current = Some(maria().fragment(&fragment_settings(t, h)));
+            e.config.as_mut().unwrap().current =
+                Some(maria().fragment(&fragment_settings(t, h, "/lab")));
         }
         f
     }
