@@ -2,6 +2,7 @@
 //! (`model`) where roles are derived and ids checked. Nothing past this module sees raw YAML.
 
 pub mod model;
+pub mod rewrite;
 
 pub use model::*;
 
