@@ -229,7 +229,7 @@ pub fn run_sql(conn: &mut mysql::Conn, stmts: &[Sql]) -> Result<()> {
     Ok(())
 }
 
-fn flavor_of(conn: &mut mysql::Conn) -> Result<Flavor> {
+pub(crate) fn flavor_of(conn: &mut mysql::Conn) -> Result<Flavor> {
     let row = query_columns(conn, "SELECT @@version, @@version_comment")?;
     let r = row
         .into_iter()
@@ -240,7 +240,7 @@ fn flavor_of(conn: &mut mysql::Conn) -> Result<Flavor> {
     Flavor::detect(&v, &c)
 }
 
-fn tail_log(s: &mut dyn HostSession, log: Option<&Path>) -> String {
+pub(crate) fn tail_log(s: &mut dyn HostSession, log: Option<&Path>) -> String {
     let Some(p) = log else {
         return String::new();
     };
@@ -332,7 +332,7 @@ fn restart(
 
 /// A client option file with the admin credentials, for the dump tool and the client on the
 /// host: secrets go through a file of mode 600, never the command line.
-fn write_defaults(s: &mut dyn HostSession, host: &Host) -> Result<PathBuf> {
+pub(crate) fn write_defaults(s: &mut dyn HostSession, host: &Host) -> Result<PathBuf> {
     let out = s.run(
         "umask 077; mktemp /tmp/repltool-client.XXXXXXXX",
         None,
@@ -354,7 +354,7 @@ fn write_defaults(s: &mut dyn HostSession, host: &Host) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn remove_file(s: &mut dyn HostSession, p: &Path) {
+pub(crate) fn remove_file(s: &mut dyn HostSession, p: &Path) {
     let _ = s.run(
         &format!("rm -f {}", shell_quote(&p.to_string_lossy())),
         None,
@@ -363,7 +363,7 @@ fn remove_file(s: &mut dyn HostSession, p: &Path) {
     );
 }
 
-fn replica_status(
+pub(crate) fn replica_status(
     conn: &mut mysql::Conn,
     flavor: &Flavor,
 ) -> Result<Option<observe::ReplicaStatus>> {

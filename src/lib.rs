@@ -12,6 +12,7 @@ pub mod flavor;
 pub mod lab;
 pub mod observe;
 pub mod plan;
+pub mod promote;
 pub mod report;
 pub mod secret;
 pub mod topology;
