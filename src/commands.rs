@@ -24,22 +24,26 @@ pub fn run(cli: Cli) -> Result<i32> {
 }
 
 fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
-    let _ = (path, a);
+    let topo = crate::topology::load(path)?;
+    let _ = (topo, a);
     anyhow::bail!("init: not implemented yet")
 }
 
 fn status(path: &Path, a: &crate::cli::StatusArgs) -> Result<i32> {
-    let _ = (path, a);
+    let topo = crate::topology::load(path)?;
+    let _ = (topo, a);
     anyhow::bail!("status: not implemented yet")
 }
 
 fn promote(path: &Path, a: &crate::cli::PromoteArgs) -> Result<i32> {
-    let _ = (path, a);
+    let topo = crate::topology::load(path)?;
+    let _ = (topo, a);
     anyhow::bail!("promote: not implemented yet")
 }
 
 fn check(path: &Path, a: &crate::cli::CheckArgs) -> Result<i32> {
-    let _ = (path, a);
+    let topo = crate::topology::load(path)?;
+    let _ = (topo, a);
     anyhow::bail!("check: not implemented yet")
 }
 

@@ -65,7 +65,9 @@ pub fn load_str(
             return Err(input(ctx.problems.render(&file)));
         }
     };
-    let raw = raw::read_file(doc.as_ref(), &mut ctx);
+    let Some(raw) = raw::read_file(doc.as_ref(), &mut ctx) else {
+        return Err(input(ctx.problems.render(&file)));
+    };
     match validate::build(raw, path, &mut ctx) {
         Some(topo) if ctx.problems.is_empty() => Ok(topo),
         _ => Err(input(ctx.problems.render(&file))),

@@ -692,17 +692,30 @@ pub fn check_host_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Walk the whole document. Problems go to `ctx`; what could be read is returned.
-pub fn read_file(doc: Option<&Node>, ctx: &mut Ctx) -> RawFile {
+/// Walk the whole document. Problems go to `ctx`; what could be read is returned, or None when
+/// the file is not a mapping at all (then nothing else is worth reporting).
+pub fn read_file(doc: Option<&Node>, ctx: &mut Ctx) -> Option<RawFile> {
     let mut raw = RawFile::default();
-    let Some(doc) = doc else {
+    let Some(doc) = doc.filter(|d| !d.is_null()) else {
         ctx.problem(
             Pos { line: 1, col: 1 },
             "",
             "the file is empty: a topology needs at least `hosts:`",
         );
-        return raw;
+        return None;
     };
+    if !matches!(doc.kind, Kind::Map(_)) {
+        ctx.problem(
+            doc.pos,
+            "",
+            format!(
+                "the file must be a mapping with `hosts:` (and `name`, `defaults`, \
+                 `replication`), found {}",
+                doc.describe()
+            ),
+        );
+        return None;
+    }
     let mut saw_hosts = false;
     for (name, k, v) in ctx.entries(doc, "", Level::Top) {
         match name {
@@ -722,14 +735,14 @@ pub fn read_file(doc: Option<&Node>, ctx: &mut Ctx) -> RawFile {
             _ => {}
         }
     }
-    if !saw_hosts && matches!(doc.kind, Kind::Map(_)) {
+    if !saw_hosts {
         ctx.problem(
             doc.pos,
             "hosts",
             "missing: a topology needs `hosts:`, a mapping of host name -> host",
         );
     }
-    raw
+    Some(raw)
 }
 
 /// Was `section.password` or `section.password_file` written under this mapping?

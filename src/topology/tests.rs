@@ -532,6 +532,8 @@ fn no_hosts_is_an_error() {
     assert_has(&err(HEAD), "hosts: missing");
     assert_has(&err(&format!("{HEAD}hosts:\n")), "no hosts");
     assert_has(&err(&format!("{HEAD}hosts: {{}}\n")), "no hosts");
+    // Nothing else is worth saying about an empty file.
+    assert_eq!(err("").lines().count(), 1);
     assert_has(&err(""), "the file is empty");
     assert_has(&err("# only a comment\n"), "the file is empty");
 }

@@ -230,7 +230,15 @@ impl Builder {
             Some(Frame::Seq { items, .. }) => items.push(node),
             Some(Frame::Map { entries, key, .. }) => match key.take() {
                 None => *key = Some(node),
-                Some(k) => entries.push((k, node)),
+                Some(k) => {
+                    let mut node = node;
+                    // `key:` with nothing after it: the parser places the empty value at the
+                    // next token, often lines below; the key is where the reader looks.
+                    if matches!(&node.kind, Kind::Scalar(s) if s.plain && s.text.is_empty()) {
+                        node.pos = k.pos;
+                    }
+                    entries.push((k, node));
+                }
             },
         }
     }
@@ -367,10 +375,14 @@ impl MarkedEventReceiver for Builder {
                     entries,
                     ..
                 }) => {
+                    // A block mapping's start mark can lie past its first key; the first key
+                    // is where it visibly begins.
+                    let pos = entries.first().map_or(pos, |(k, _)| pos.min(k.pos));
                     let kind = Kind::Map(apply_merge(entries));
                     self.push(Node { pos, kind }, anchor);
                 }
                 Some(Frame::Seq { pos, anchor, items }) => {
+                    let pos = items.first().map_or(pos, |i| pos.min(i.pos));
                     self.push(
                         Node {
                             pos,
@@ -414,6 +426,17 @@ mod tests {
         let db1 = map(&hosts[0].1);
         assert_eq!(db1[0].0.pos, Pos { line: 4, col: 5 });
         assert_eq!(db1[0].1.pos, Pos { line: 4, col: 14 });
+    }
+
+    #[test]
+    fn block_collections_start_at_their_first_entry() {
+        let doc = parse("# c\nhosts:\n  db1:\n    address: x\nl:\n  - a\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(doc.pos, Pos { line: 2, col: 1 });
+        let top = map(&doc);
+        assert_eq!(top[0].1.pos, Pos { line: 3, col: 3 });
+        assert_eq!(top[1].1.pos.line, 6);
     }
 
     #[test]
