@@ -20,6 +20,34 @@ pub struct At<T> {
     pub key: String,
 }
 
+impl<T> At<T> {
+    fn new(v: T, node: &Node, key: &str) -> At<T> {
+        At {
+            v,
+            pos: node.pos,
+            key: key.to_string(),
+        }
+    }
+
+    /// The same place, another value.
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> At<U> {
+        At {
+            v: f(self.v),
+            pos: self.pos,
+            key: self.key,
+        }
+    }
+
+    /// The same place, another value; None when `f` refuses the value.
+    fn and_then<U>(self, f: impl FnOnce(T) -> Option<U>) -> Option<At<U>> {
+        Some(At {
+            v: f(self.v)?,
+            pos: self.pos,
+            key: self.key,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportKind {
     Ssh,
@@ -255,6 +283,31 @@ struct Text {
     exp: Expanded,
 }
 
+impl Text {
+    /// What the scalar means where a number or a boolean is expected. A quoted scalar is a
+    /// string, as in YAML itself, except a quoted `${VAR}`: that is the natural way to write a
+    /// variable, so its value is read as if written plain. None: a string.
+    fn typed(&self) -> Option<Resolved> {
+        (self.plain || !self.exp.vars.is_empty())
+            .then(|| super::tree::resolve_plain(&self.exp.text))
+    }
+
+    /// The value as written, for "found ..." (never the expansion: it may be a secret).
+    fn found(&self) -> String {
+        if !self.exp.vars.is_empty() {
+            format!(
+                "{} (from {})",
+                shown(&self.written),
+                self.exp.vars.join(", ")
+            )
+        } else if self.plain {
+            shown(&self.written)
+        } else {
+            format!("the string {}", shown(&self.written))
+        }
+    }
+}
+
 impl Ctx<'_> {
     fn problem(&mut self, pos: Pos, key: impl Into<String>, msg: impl Into<String>) {
         self.problems.add(pos, key, msg);
@@ -352,11 +405,7 @@ impl Ctx<'_> {
     /// A string; numbers and booleans count as their text (`user: 1234` is a user name).
     fn string(&mut self, node: &Node, key: &str, what: &str) -> Option<At<String>> {
         let t = self.text(node, key, what)?;
-        Some(At {
-            v: t.exp.text,
-            pos: node.pos,
-            key: key.to_string(),
-        })
+        Some(At::new(t.exp.text, node, key))
     }
 
     fn nonempty_string(&mut self, node: &Node, key: &str, what: &str) -> Option<At<String>> {
@@ -370,97 +419,50 @@ impl Ctx<'_> {
 
     fn int(&mut self, node: &Node, key: &str, what: &str, lo: i128, hi: i128) -> Option<At<i128>> {
         let t = self.text(node, key, what)?;
-        let from_env = !t.exp.vars.is_empty();
-        // A number written in quotes is a string, as in YAML itself; a quoted `${VAR}` is
-        // the natural way to write a variable, so that one is read as a number.
-        let value = if t.plain || from_env {
-            match super::tree::resolve_plain(&t.exp.text) {
-                Resolved::Int => parse_int(&t.exp.text).or(Some(i128::MAX)),
-                _ => None,
+        let Some(v) = (match t.typed() {
+            // Too big for i128 is still out of range, not "not a number".
+            Some(Resolved::Int) => parse_int(&t.exp.text).or(Some(i128::MAX)),
+            _ => None,
+        }) else {
+            let mut found = t.found();
+            if t.typed() == Some(Resolved::Float) {
+                found.push_str(" (not a whole number)");
             }
-        } else {
-            None
-        };
-        let Some(v) = value else {
-            let found = if from_env {
-                format!("{} (from {})", shown(&t.written), t.exp.vars.join(", "))
-            } else if !t.plain {
-                format!("the string {}", shown(&t.written))
-            } else {
-                match super::tree::resolve_plain(&t.written) {
-                    Resolved::Float => format!("{} (not a whole number)", shown(&t.written)),
-                    _ => shown(&t.written),
-                }
-            };
             self.problem(node.pos, key, format!("expected {what}, found {found}"));
             return None;
         };
         if v < lo || v > hi {
-            let written = if from_env {
-                format!("{} (from {})", shown(&t.written), t.exp.vars.join(", "))
-            } else {
+            let written = if t.exp.vars.is_empty() {
                 t.written.clone()
+            } else {
+                t.found()
             };
-            self.problem(
-                node.pos,
-                key,
-                format!("{written} is out of range; expected {what}"),
-            );
+            let msg = format!("{written} is out of range; expected {what}");
+            self.problem(node.pos, key, msg);
             return None;
         }
-        Some(At {
-            v,
-            pos: node.pos,
-            key: key.to_string(),
-        })
+        Some(At::new(v, node, key))
     }
 
     fn port(&mut self, node: &Node, key: &str) -> Option<At<u16>> {
         let a = self.int(node, key, "a port number in 1..65535", 1, 65535)?;
-        Some(At {
-            v: u16::try_from(a.v).ok()?,
-            pos: a.pos,
-            key: a.key,
-        })
+        a.and_then(|v| u16::try_from(v).ok())
     }
 
     fn boolean(&mut self, node: &Node, key: &str) -> Option<At<bool>> {
         let t = self.text(node, key, "true or false")?;
-        let from_env = !t.exp.vars.is_empty();
-        let v = if t.plain || from_env {
-            match super::tree::resolve_plain(&t.exp.text) {
-                Resolved::Bool(b) => Some(b),
-                _ => None,
-            }
+        if let Some(Resolved::Bool(b)) = t.typed() {
+            return Some(At::new(b, node, key));
+        }
+        let lower = t.exp.text.to_ascii_lowercase();
+        let hint = if ["yes", "no", "on", "off", "y", "n"].contains(&lower.as_str()) {
+            " (YAML 1.2: write true or false)"
         } else {
-            None
+            ""
         };
-        let Some(v) = v else {
-            let lower = t.exp.text.to_ascii_lowercase();
-            let hint = if ["yes", "no", "on", "off", "y", "n"].contains(&lower.as_str()) {
-                " (YAML 1.2: write true or false)"
-            } else {
-                ""
-            };
-            let found = if from_env {
-                format!("{} (from {})", shown(&t.written), t.exp.vars.join(", "))
-            } else if t.plain {
-                shown(&t.written)
-            } else {
-                format!("the string {}", shown(&t.written))
-            };
-            self.problem(
-                node.pos,
-                key,
-                format!("expected true or false, found {found}{hint}"),
-            );
-            return None;
-        };
-        Some(At {
-            v,
-            pos: node.pos,
-            key: key.to_string(),
-        })
+        let msg = format!("expected true or false, found {}{hint}", t.found());
+        self.problem(node.pos, key, msg);
+        None
     }
 
     /// One of a few words; near misses get a suggestion.
@@ -486,11 +488,7 @@ impl Ctx<'_> {
     fn local_path(&mut self, node: &Node, key: &str) -> Option<At<PathBuf>> {
         let s = self.nonempty_string(node, key, "a path")?;
         match expand_home(&s.v, self.env) {
-            Ok(p) => Some(At {
-                v: self.base_dir.join(p),
-                pos: s.pos,
-                key: s.key,
-            }),
+            Ok(p) => Some(s.map(|_| self.base_dir.join(p))),
             Err(e) => {
                 self.problem(node.pos, key, e);
                 None
@@ -509,11 +507,7 @@ impl Ctx<'_> {
             );
             return None;
         }
-        Some(At {
-            v: PathBuf::from(s.v),
-            pos: s.pos,
-            key: s.key,
-        })
+        Some(s.map(PathBuf::from))
     }
 
     /// `password:` (inline, `${VAR}`) or `password_file:`. An empty password is accepted only
@@ -574,21 +568,13 @@ impl Ctx<'_> {
                 return None;
             }
         }
-        Some(At {
-            v: Secret::new(secret),
-            pos: node.pos,
-            key: key.to_string(),
-        })
+        Some(At::new(Secret::new(secret), node, key))
     }
 
     fn jump(&mut self, node: &Node, key: &str) -> Option<At<JumpSpec>> {
         let s = self.nonempty_string(node, key, "user@host[:port]")?;
         match parse_jump(&s.v) {
-            Ok(v) => Some(At {
-                v,
-                pos: s.pos,
-                key: s.key,
-            }),
+            Ok(v) => Some(s.map(|_| v)),
             Err(e) => {
                 self.problem(node.pos, key, e);
                 None
@@ -866,13 +852,7 @@ fn read_host(name: &str, pos: Pos, node: &Node, path: &str, ctx: &mut Ctx) -> Ra
                 let before = ctx.problems.len();
                 host.server_id = ctx
                     .int(v, &kp, "a server_id in 1..4294967295", 1, 4_294_967_295)
-                    .and_then(|a| {
-                        Some(At {
-                            v: u32::try_from(a.v).ok()?,
-                            pos: a.pos,
-                            key: a.key,
-                        })
-                    });
+                    .and_then(|a| a.and_then(|v| u32::try_from(v).ok()));
                 host.server_id_bad = ctx.problems.len() > before;
             }
             "read_only" => host.read_only = ctx.boolean(v, &kp),
@@ -958,14 +938,11 @@ fn read_common_entries(
                 c.mysql = read_mysql(v, &kp, ctx);
             }
             "transport" => {
-                c.transport = ctx.choice(v, &kp, &["ssh", "local"]).map(|a| At {
-                    v: if a.v == "local" {
-                        TransportKind::Local
-                    } else {
-                        TransportKind::Ssh
-                    },
-                    pos: a.pos,
-                    key: a.key,
+                c.transport = ctx.choice(v, &kp, &["ssh", "local"]).map(|a| {
+                    a.map(|v| match v.as_str() {
+                        "local" => TransportKind::Local,
+                        _ => TransportKind::Ssh,
+                    })
                 });
             }
             "config_file" => c.config_file = ctx.remote_path(v, &kp),
@@ -993,13 +970,7 @@ fn read_ssh(node: &Node, path: &str, ctx: &mut Ctx) -> RawSsh {
             "connect_timeout" => {
                 s.connect_timeout = ctx
                     .int(v, &kp, "seconds in 1..3600", 1, 3600)
-                    .and_then(|a| {
-                        Some(At {
-                            v: u64::try_from(a.v).ok()?,
-                            pos: a.pos,
-                            key: a.key,
-                        })
-                    });
+                    .and_then(|a| a.and_then(|v| u64::try_from(v).ok()));
             }
             _ => {}
         }
@@ -1016,14 +987,11 @@ fn read_mysql(node: &Node, path: &str, ctx: &mut Ctx) -> RawMysql {
             "user" => m.user = ctx.nonempty_string(v, &kp, "a user name"),
             "port" => m.port = ctx.port(v, &kp),
             "connect" => {
-                m.route = ctx.choice(v, &kp, &["ssh", "direct"]).map(|a| At {
-                    v: if a.v == "direct" {
-                        SqlRoute::Direct
-                    } else {
-                        SqlRoute::Forward
-                    },
-                    pos: a.pos,
-                    key: a.key,
+                m.route = ctx.choice(v, &kp, &["ssh", "direct"]).map(|a| {
+                    a.map(|v| match v.as_str() {
+                        "direct" => SqlRoute::Direct,
+                        _ => SqlRoute::Forward,
+                    })
                 });
             }
             _ => {}
