@@ -51,7 +51,8 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct InitArgs {
     /// The topology file (same as -f).
-    #[arg(value_name = "FILE")]
+    // Its own id: sharing the global `file` id would hide `-f` after `init`.
+    #[arg(id = "init_file", value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Print every step (file writes, restarts, SQL with secrets masked) and touch nothing.
     #[arg(long)]

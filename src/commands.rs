@@ -261,12 +261,23 @@ pub fn observe_bounded(topo: &Topology, timeout: Duration) -> HashMap<String, Fa
 }
 
 fn promote(path: &Path, a: &crate::cli::PromoteArgs) -> Result<i32> {
-    let _ = (path, a);
-    anyhow::bail!("promote: not implemented yet")
+    let topo = crate::topology::load(path)?;
+    crate::promote::run(
+        path,
+        &topo,
+        &a.host,
+        &crate::promote::PromoteOptions {
+            dry_run: a.dry_run,
+            yes: a.yes,
+            force: a.force,
+            timeout: Duration::from_secs(a.timeout.max(1)),
+        },
+    )
 }
 
 fn check(path: &Path, a: &crate::cli::CheckArgs) -> Result<i32> {
-    let _ = (path, a);
+    let topo = crate::topology::load(path)?;
+    let _ = (topo, a);
     anyhow::bail!("check: not implemented yet")
 }
 

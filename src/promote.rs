@@ -4,7 +4,7 @@
 //! file so that a later `init` keeps the new master.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use mysql::prelude::Queryable;
 use crate::error::{input, problem};
 use crate::execute::{flavor_of, remove_file, replica_status, run_sql, write_defaults};
 use crate::flavor::{ChangeMaster, Flavor, Sql, StartAt};
-use crate::observe::{self, connect_sql, query_columns, query_one, Facts, IoThread};
+use crate::observe::{self, connect_sql, query_columns, query_one, Facts};
 use crate::plan::CANARY_SCHEMA;
 use crate::topology::rewrite::{self, HostEdit};
 use crate::topology::{Host, Role, Topology};
@@ -989,7 +989,7 @@ fn failover(run: &Run, plan: &PromotePlan, force: bool, old_ssh_up: bool) -> Res
         "{t}: replication from {o} removed (RESET SLAVE ALL)"
     ));
     // Salvage what no slave received, from the dead master's disk.
-    let mut salvage_note = String::new();
+    let salvage_note;
     let mut old_end = tpos.clone();
     if old_ssh_up {
         match salvage(run, o, t, &tpos) {
@@ -1159,8 +1159,5 @@ fn salvage(
             res.stderr_str().trim()
         );
     }
-    let _ = IoThread::Yes;
-    let mut sink = Vec::new();
-    let _ = (&sql_text[..]).read_to_end(&mut sink);
     Ok((txns, (last, end_pos)))
 }
