@@ -110,6 +110,9 @@ pub struct CheckArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Per-host connect timeout in seconds.
+    #[arg(long, default_value_t = 5, value_name = "SECS")]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Subcommand)]

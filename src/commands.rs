@@ -277,8 +277,15 @@ fn promote(path: &Path, a: &crate::cli::PromoteArgs) -> Result<i32> {
 
 fn check(path: &Path, a: &crate::cli::CheckArgs) -> Result<i32> {
     let topo = crate::topology::load(path)?;
-    let _ = (topo, a);
-    anyhow::bail!("check: not implemented yet")
+    let rows = crate::check::run_checks(&topo, Duration::from_secs(a.timeout.max(1)));
+    print!(
+        "{}",
+        crate::check::render(&rows, a.format == crate::cli::Format::Json)
+    );
+    let failed = rows
+        .iter()
+        .any(|r| r.verdict == crate::check::Verdict::Fail);
+    Ok(if failed { 1 } else { 0 })
 }
 
 fn lab_up(a: &crate::cli::LabUpArgs) -> Result<i32> {

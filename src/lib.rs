@@ -4,6 +4,7 @@
 //! (each host in parallel -> facts) -> plan (pure) -> execute (the only code that changes a
 //! server) -> report. See `architecture.md` in the design notes.
 
+pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod error;
