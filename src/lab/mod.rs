@@ -370,7 +370,7 @@ fn run_as(dir: &Path) -> Result<Option<Owner>> {
     };
     if let Some(p) = blocking_parent(dir, uid, gid) {
         eprintln!(
-            "note: the mysql user cannot enter {} ; the lab's servers run as root",
+            "note: the mysql user cannot enter {}, so the lab's servers run as root",
             p.display()
         );
         return Ok(Some(root));
