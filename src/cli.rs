@@ -119,7 +119,7 @@ pub struct CheckArgs {
 pub enum LabCommand {
     /// Start N local server instances and write DIR/topology.yaml for them.
     #[command(
-        after_help = "Examples:\n  repltool lab up --nodes 3\n  repltool lab up --nodes 4 --dir /tmp/lab"
+        after_help = "Examples:\n  repltool lab up --nodes 3\n  repltool lab up --nodes 4 --dir /tmp/lab\n  repltool lab up --nodes 2 --shape master-master\n  repltool init -f repltool-lab/topology.yaml"
     )]
     Up(LabUpArgs),
     /// List the lab's instances.
@@ -140,6 +140,34 @@ pub struct LabUpArgs {
     /// First port to try (the next free ones are used).
     #[arg(long, default_value_t = 23306)]
     pub base_port: u16,
+    /// The replication shape written into DIR/topology.yaml [default: master-slave].
+    #[arg(long, value_enum)]
+    pub shape: Option<LabShape>,
+    /// Bound, in seconds, on each server's start.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub timeout: u64,
+}
+
+/// The `master:` lines of the lab's topology file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LabShape {
+    /// node1 is the master, every other node a slave of node1.
+    MasterSlave,
+    /// node1 and node2 replicate from each other (exactly 2 nodes).
+    MasterMaster,
+    /// node1 <- node2 <- node3 ...: each node replicates from the one before.
+    Chain,
+}
+
+impl LabShape {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LabShape::MasterSlave => "master-slave",
+            LabShape::MasterMaster => "master-master",
+            LabShape::Chain => "chain",
+        }
+    }
 }
 
 #[derive(Debug, Args)]
