@@ -422,7 +422,7 @@ fn link(ctx: &Ctx, master: &str, slaves: &[LinkSlave], seed: Option<&Seed>) -> R
             .map(|c| observe::master_status_from_columns(&c))
             .transpose()?
             .ok_or_else(|| anyhow!("SHOW MASTER STATUS returned nothing: is the binary log on?"))?;
-        let gtid = match mflavor.gtid_at_query(&ms.file, ms.position) {
+        let gtid = match mflavor.binlog_gtid_pos(&ms.file, ms.position) {
             Some(q) => query_one(&mut mconn, q.text())?,
             None => ms.executed_gtid_set.clone(),
         };
@@ -544,7 +544,7 @@ fn stream_seed(
             );
             clients.push((l.host.clone(), s.spawn(&cmd, false)?));
         }
-        let dump_cmd = mflavor.dump_databases_command(&mdef.to_string_lossy(), &dbs);
+        let dump_cmd = mflavor.dump_databases_command(&mdef.to_string_lossy(), &dbs)?;
         let mut dump = {
             let mut s = ctx.session(&mhost.name)?;
             s.spawn(&dump_cmd, false)?

@@ -28,32 +28,3 @@ impl Flavor {
     }
 }
 
-impl Flavor {
-    /// The GTID position matching binlog coordinates, read on the master under the snapshot
-    /// lock (MariaDB BINLOG_GTID_POS). None for MySQL, whose SHOW MASTER STATUS carries
-    /// Executed_Gtid_Set already.
-    pub fn gtid_at_query(&self, file: &str, pos: u64) -> Option<Sql> {
-        match self.kind {
-            Kind::MariaDB => Some(Sql::plain(format!(
-                "SELECT BINLOG_GTID_POS({}, {pos})",
-                quote(file)
-            ))),
-            Kind::MySQL => None,
-        }
-    }
-
-    /// Tell a freshly seeded replica which GTIDs its copy already holds, before GTID
-    /// auto-positioning starts (MariaDB gtid_slave_pos; MySQL adds to gtid_purged).
-    pub fn seed_gtid(&self, gtid: &str) -> Vec<Sql> {
-        match self.kind {
-            Kind::MariaDB => vec![Sql::plain(format!(
-                "SET GLOBAL gtid_slave_pos = {}",
-                quote(gtid)
-            ))],
-            Kind::MySQL => vec![Sql::plain(format!(
-                "SET GLOBAL gtid_purged = {}",
-                quote(&format!("+{gtid}"))
-            ))],
-        }
-    }
-}
