@@ -142,6 +142,7 @@ pub fn step_name(st: &Step) -> String {
                 .join(", ")
         ),
         Action::StartReplica { .. } => "starting replication".into(),
+        Action::Rejoin { change, .. } => format!("rejoining under {}:{}", change.host, change.port),
         Action::Verify { .. } => "verifying replication".into(),
     }
 }
@@ -213,6 +214,11 @@ fn run_step(ctx: &Ctx, st: &Step) -> Result<()> {
             Ok(())
         }
         Action::Link { slaves, seed } => link(ctx, &st.host, slaves, seed.as_ref()),
+        Action::Rejoin {
+            slave,
+            change,
+            from,
+        } => rejoin(ctx, slave, change, from),
         Action::Verify {
             slaves,
             canary_from,
@@ -372,6 +378,54 @@ pub(crate) fn replica_status(
         .next()
         .map(|c| observe::replica_status_from_columns(&c))
         .transpose()
+}
+
+/// Rejoin a former master: only when its binary log has nothing past `from` (the point up to
+/// which the new master has its data); otherwise refuse and reset nothing.
+fn rejoin(
+    ctx: &Ctx,
+    slave: &str,
+    change: &crate::flavor::ChangeMaster,
+    from: &(String, u64),
+) -> Result<()> {
+    ctx.progress
+        .step(slave, "checking for transactions the new master lacks");
+    let mut conn = ctx.sql(slave)?;
+    let f = flavor_of(&mut conn)?;
+    let errant = crate::promote::errant_transactions(&mut conn, from)?;
+    if !errant.is_empty() {
+        let shown: Vec<&String> = errant.iter().take(5).collect();
+        bail!(
+            "{slave} has {} event(s) in its binary log after {}:{} that the new master never \
+             received (errant transactions, written before it went down or while it was \
+             writable): {}{}. Nothing was reset. Save what you need from {slave}, then re-seed it \
+             from the new master (`repltool init --force` after emptying it)",
+            errant.len(),
+            from.0,
+            from.1,
+            shown
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+            if errant.len() > 5 { "; ..." } else { "" }
+        );
+    }
+    let mut stmts = Vec::new();
+    if replica_status(&mut conn, &f)?.is_some() {
+        stmts.push(f.stop_replica());
+        stmts.push(f.reset_replica_all());
+    }
+    stmts.push(f.change_master(change));
+    stmts.push(f.start_replica());
+    run_sql(&mut conn, &stmts)?;
+    if let StartAt::Position { file, pos } = &change.start {
+        ctx.note(format!(
+            "{slave}: rejoined as a slave of {}:{} (from {file}:{pos})",
+            change.host, change.port
+        ));
+    }
+    Ok(())
 }
 
 /// Snapshot the master, seed the new slaves if needed, point them at it and start them.

@@ -70,6 +70,18 @@ pub struct SqlFacts {
     pub datadir: String,
     /// Server clock, seconds since the epoch (UNIX_TIMESTAMP()).
     pub clock: i64,
+    /// Promotions recorded on this server by `repltool promote` (oldest first).
+    pub promotions: Vec<Promotion>,
+}
+
+/// A promotion as `repltool promote` records it on the new master (table repltool.promotions):
+/// the old master's binary log up to `old_pos` is contained in the new master's data at `new_pos`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promotion {
+    pub old_master: String,
+    pub old_pos: (String, u64),
+    pub new_master: String,
+    pub new_pos: (String, u64),
 }
 
 /// Facts about the host's configuration layout, read over its shell.
@@ -235,7 +247,7 @@ pub fn sql_facts(conn: &mut mysql::Conn, topo: &Topology) -> Result<SqlFacts> {
         None
     };
     let gtid_executed =
-        query_one(conn, &format!("SELECT @@{}", flavor.gtid_executed_var()))?.unwrap_or_default();
+        query_one(conn, &format!("SELECT {}", flavor.gtid_executed_var()))?.unwrap_or_default();
     let gtid_slave_pos = if flavor.kind == crate::flavor::Kind::MariaDB {
         query_one(conn, "SELECT @@gtid_slave_pos")?.unwrap_or_default()
     } else {
@@ -263,6 +275,26 @@ pub fn sql_facts(conn: &mut mysql::Conn, topo: &Topology) -> Result<SqlFacts> {
     let has_user_data = !user_databases(conn)?
         .iter()
         .all(|d| d == crate::plan::CANARY_SCHEMA);
+    // No table: nothing was ever promoted here.
+    let promotions = query_columns(
+        conn,
+        "SELECT old_master, old_file, old_pos, new_master, new_file, new_pos \
+         FROM repltool.promotions ORDER BY id",
+    )
+    .map(|rows| {
+        rows.into_iter()
+            .map(|r| {
+                let g = |i: usize| r.get(i).and_then(|(_, v)| v.clone()).unwrap_or_default();
+                Promotion {
+                    old_master: g(0),
+                    old_pos: (g(1), g(2).parse().unwrap_or(0)),
+                    new_master: g(3),
+                    new_pos: (g(4), g(5).parse().unwrap_or(0)),
+                }
+            })
+            .collect()
+    })
+    .unwrap_or_default();
     let datadir = get("dd");
     let le = get("le");
     let error_log = if le.is_empty() || le == "stderr" {
@@ -292,6 +324,7 @@ pub fn sql_facts(conn: &mut mysql::Conn, topo: &Topology) -> Result<SqlFacts> {
         error_log,
         datadir,
         clock: get("now").parse().unwrap_or(0),
+        promotions,
     })
 }
 

@@ -138,7 +138,7 @@ pub fn plan_init(
                 .get(&h.name)
                 .and_then(|f| f.sql_error.clone())
                 .unwrap_or_else(|| "not observed".into());
-            refusals.push(format!("{}: cannot reach the server: {why}", h.name));
+            refusals.push(format!("{}: could not observe the server: {why}", h.name));
         }
     }
     if !refusals.is_empty() {
@@ -413,6 +413,39 @@ pub fn plan_init(
             }
             LinkState::New => false,
         };
+        // A former master demoted by promote: rejoin at the recorded position, never re-seed.
+        if let Some(pr) = msql
+            .promotions
+            .iter()
+            .rev()
+            .find(|p| p.old_master == s.name && p.new_master == m.name)
+        {
+            if !rewire {
+                plan.steps.push(Step {
+                    wave,
+                    host: s.name.clone(),
+                    action: Action::Rejoin {
+                        slave: s.name.clone(),
+                        change: ChangeMaster {
+                            host: m.address.clone(),
+                            port: m.mysql.port,
+                            user: topo.replication.user.clone(),
+                            password: topo.replication.password.clone(),
+                            start: StartAt::Position {
+                                file: pr.new_pos.0.clone(),
+                                pos: pr.new_pos.1,
+                            },
+                            ssl: topo.replication.ssl,
+                            connect_retry: 10,
+                        },
+                        from: pr.old_pos.clone(),
+                    },
+                });
+                verify_slaves.push(s.name.clone());
+                new_links.insert(s.name.clone(), ssql.has_user_data);
+                continue;
+            }
+        }
         // Seed when the master holds (or will hold) data, except the pair's way back.
         let back_edge = s.role == Role::MasterMaster && seed_side.get(&s.name) == Some(&true);
         let master_has_data = msql.has_user_data || new_links.get(mname).copied().unwrap_or(false);
@@ -652,6 +685,7 @@ mod tests {
                             error_log: None,
                             datadir: "/lab".into(),
                             clock: 0,
+                            promotions: vec![],
                         }),
                         sql_error: None,
                         config: Some(ConfigFacts {
@@ -935,7 +969,7 @@ mod tests {
         e.sql_error = Some("connection refused".into());
         let err = plan(&t, &f, false).unwrap_err().to_string();
         assert!(
-            err.contains("db2: cannot reach the server: connection refused"),
+            err.contains("db2: could not observe the server: connection refused"),
             "{err}"
         );
     }

@@ -75,6 +75,13 @@ pub enum Action {
         slaves: Vec<LinkSlave>,
         seed: Option<Seed>,
     },
+    /// Rejoin a former master under the new one at the position recorded by promote, after
+    /// checking (guard) that it has no transactions past `from` the new master lacks.
+    Rejoin {
+        slave: String,
+        change: ChangeMaster,
+        from: (String, u64),
+    },
     /// START SLAVE on a replica already pointed at the right master.
     StartReplica { stmt: Sql },
     /// Wait for both threads on these slaves, then write a canary on each master of `canary_from`
@@ -173,6 +180,19 @@ impl Plan {
                 }
                 Action::StartReplica { stmt } => {
                     let _ = writeln!(out, "{};", stmt.shown());
+                }
+                Action::Rejoin {
+                    slave,
+                    change,
+                    from,
+                } => {
+                    let _ = writeln!(
+                        out,
+                        "rejoin former master {slave}: check it has no transactions after {}:{} \
+                         (refuse if it has), then CHANGE MASTER TO {}:{} at the position recorded \
+                         by the promote; START SLAVE",
+                        from.0, from.1, change.host, change.port
+                    );
                 }
                 Action::Verify {
                     slaves,

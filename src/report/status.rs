@@ -135,13 +135,23 @@ pub fn problems(topo: &Topology, facts: &HashMap<String, Facts>, max_lag: u64) -
         }
         match (&h.master, &s.replica) {
             (Some(m), None) => {
-                let former_master = !s.read_only;
-                if former_master {
+                let demoted = topo.hosts.iter().any(|x| {
+                    sql(facts, &x.name)
+                        .map(|xs| xs.promotions.iter().any(|p| p.old_master == h.name))
+                        .unwrap_or(false)
+                });
+                if demoted && s.read_only {
+                    p(&h.name, format!("former master: demoted by `repltool promote`, fenced read-only, not replicating yet"),
+                      format!("run `repltool init` to rejoin it under {m} (it refuses if it holds transactions {m} lacks)"));
+                } else if !s.read_only {
                     p(&h.name, format!("writable and not replicating, but the file says it is a slave of {m}: a former master that came back writable (split-brain risk)"),
                       format!("SET GLOBAL read_only = ON on it now; `repltool init` rejoins it under {m} when it has no transactions {m} lacks"));
                 } else {
-                    p(&h.name, format!("not replicating, but the file says it replicates from {m} (a former master, fenced read-only?)"),
-                      format!("run `repltool init` to rejoin it under {m}"));
+                    p(
+                        &h.name,
+                        format!("not replicating, but the file says it replicates from {m}"),
+                        format!("run `repltool init` to rejoin it under {m}"),
+                    );
                 }
             }
             (Some(m), Some(r)) => {
