@@ -1,0 +1,198 @@
+//! Live tests of `repltool init` against real MariaDB servers (the lab) with the built binary.
+//! Ports 25000-25199.
+
+#[path = "support/cluster.rs"]
+mod cluster;
+
+use std::time::Duration;
+
+use cluster::{show, stderr, stdout, Cluster};
+
+const T: Duration = Duration::from_secs(15);
+
+#[test]
+fn master_with_two_slaves_replicates_and_a_rerun_changes_nothing() {
+    let c = Cluster::start(3, 25000, "master-slave");
+    let out = c.init_ok();
+    assert!(out.contains("node2: replicates from node1"), "{out}");
+    assert!(out.contains("node3: replicates from node1"), "{out}");
+    // Writes on the master reach both slaves; the slaves are read-only, the master is not.
+    c.exec(1, "CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY); INSERT INTO shop.t VALUES (1),(2)");
+    for k in [2, 3] {
+        c.wait_for(k, "SELECT COUNT(*) FROM shop.t", "2", T);
+        assert_eq!(c.one(k, "SELECT @@read_only"), "1");
+    }
+    assert_eq!(c.one(1, "SELECT @@read_only"), "0");
+    // The replication user: REPLICATION SLAVE only, for the replicas' address, never '%'.
+    let grants = c.q(1, "SHOW GRANTS FOR 'repl'@'127.0.0.1'");
+    let g = grants.iter().map(|r| r[0].clone()).collect::<Vec<_>>().join("\n");
+    assert!(g.contains("GRANT REPLICATION SLAVE ON *.*"), "{g}");
+    assert!(!g.contains("ALL PRIVILEGES"), "{g}");
+    assert_eq!(c.one(1, "SELECT COUNT(*) FROM mysql.user WHERE User='repl' AND Host='%'"), "0");
+    // Re-run: nothing to do, no restart (uptime keeps growing), no CHANGE MASTER.
+    let uptime = |k| c.one(k, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME='UPTIME'").parse::<u64>().unwrap();
+    let before: Vec<u64> = (1..=3).map(uptime).collect();
+    std::thread::sleep(Duration::from_millis(1100));
+    let again = c.run(&["init"]);
+    assert!(again.status.success(), "{}", show(&again));
+    assert!(stdout(&again).contains("nothing to do"), "{}", show(&again));
+    for k in 1..=3 {
+        assert!(uptime(k) > before[k - 1], "node{k} was restarted by a re-run");
+    }
+    let (code, v) = c.status_json();
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["healthy"], true);
+}
+
+#[test]
+fn master_master_pair_seeds_the_empty_side_from_the_one_with_data() {
+    let c = Cluster::start(2, 25010, "master-master");
+    // Data on node2 only, before replication exists.
+    c.exec(2, "CREATE DATABASE crm; CREATE TABLE crm.c (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20)); INSERT INTO crm.c (v) VALUES ('a'),('b'),('c')");
+    let out = c.init_ok();
+    assert!(out.contains("seeded from node2"), "{out}");
+    c.wait_for(1, "SELECT COUNT(*) FROM crm.c", "3", T);
+    // Both writable, distinct auto_increment offsets, writes flow both ways without collisions.
+    assert_eq!(c.one(1, "SELECT @@read_only"), "0");
+    assert_eq!(c.one(2, "SELECT @@read_only"), "0");
+    assert_eq!(c.one(1, "SELECT @@auto_increment_increment"), "2");
+    assert_ne!(c.one(1, "SELECT @@auto_increment_offset"), c.one(2, "SELECT @@auto_increment_offset"));
+    c.exec(1, "INSERT INTO crm.c (v) VALUES ('from1')");
+    c.exec(2, "INSERT INTO crm.c (v) VALUES ('from2')");
+    for k in [1, 2] {
+        c.wait_for(k, "SELECT COUNT(*) FROM crm.c", "5", T);
+    }
+    // The copy was not written into node1's own binary log, so node2 did not apply it twice.
+    let (code, v) = c.status_json();
+    assert_eq!(code, 0, "{v:#}");
+    assert!(stdout(&c.run(&["init"])).contains("nothing to do"));
+}
+
+#[test]
+fn chain_seeds_through_the_relay() {
+    let c = Cluster::start(3, 25020, "chain");
+    c.exec(1, "CREATE DATABASE inv; CREATE TABLE inv.i (id INT PRIMARY KEY); INSERT INTO inv.i VALUES (1),(2),(3),(4)");
+    let out = c.init_ok();
+    assert!(out.contains("node3: replicates from node2"), "{out}");
+    c.wait_for(3, "SELECT COUNT(*) FROM inv.i", "4", T);
+    c.exec(1, "INSERT INTO inv.i VALUES (5)");
+    c.wait_for(3, "SELECT COUNT(*) FROM inv.i", "5", T);
+    assert_eq!(c.one(2, "SELECT @@log_slave_updates"), "1");
+    let (code, v) = c.status_json();
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["hosts"][1]["role"], "relay");
+}
+
+#[test]
+fn adding_a_host_to_the_file_adds_just_that_host() {
+    let c = Cluster::start(3, 25030, "master-slave");
+    let full = c.topology_text();
+    // The file without node3 first.
+    let cut = full.find("  node3:").expect("node3 in the lab file");
+    cluster::write(&c.file, &full[..cut]);
+    c.init_ok();
+    c.exec(1, "CREATE DATABASE d; CREATE TABLE d.t (id INT PRIMARY KEY); INSERT INTO d.t VALUES (7)");
+    cluster::write(&c.file, &full);
+    let out = c.init_ok();
+    assert!(out.contains("node3: replicates from node1"), "{out}");
+    assert!(out.contains("node3: seeded from node1"), "{out}");
+    for line in out.lines().filter(|l| l.trim_start().starts_with("- ")) {
+        assert!(!line.contains("node2"), "node2 was touched: {out}");
+        assert!(!line.contains("node1: restarted"), "node1 restarted: {out}");
+    }
+    c.wait_for(3, "SELECT COUNT(*) FROM d.t", "1", T);
+}
+
+#[test]
+fn a_password_with_quotes_semicolons_backslashes_and_spaces_works() {
+    let c = Cluster::start(2, 25040, "master-slave");
+    let pw = "p'a\"s;s \\w rd `x` $HOME";
+    cluster::write(&c.lab.dir.join("repl.password"), pw);
+    c.init_ok();
+    let (code, v) = c.status_json();
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["hosts"][1]["replication"]["io_running"], true);
+    // The password is never printed, in the plan or anywhere.
+    let dry = c.run(&["init", "--dry-run"]);
+    assert!(!stdout(&dry).contains("s;s"), "{}", show(&dry));
+}
+
+#[test]
+fn an_existing_repl_user_with_another_password_is_reset_and_converges() {
+    let c = Cluster::start(2, 25050, "master-slave");
+    c.exec(1, "CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'not-the-files'");
+    c.init_ok();
+    let (code, v) = c.status_json();
+    assert_eq!(code, 0, "{v:#}");
+}
+
+#[test]
+fn unreachable_host_stops_before_anything_changes() {
+    let c = Cluster::start(3, 25060, "master-slave");
+    assert!(c.lab.ctl(3, "stop").status.success());
+    let out = c.run(&["init"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("node3"), "{err}");
+    assert!(!c.lab.node_dir(1).join("conf.d/60-repltool.cnf").exists(), "node1 was changed");
+    // Start it again: a re-run converges.
+    assert!(c.lab.ctl(3, "start").status.success());
+    c.init_ok();
+}
+
+#[test]
+fn wrong_admin_password_is_named_and_exits_2() {
+    let c = Cluster::start(2, 25070, "master-slave");
+    cluster::write(&c.lab.dir.join("admin.password"), "wrong");
+    let out = c.run(&["init"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("node1") && err.contains("Access denied"), "{err}");
+    assert!(!err.contains("wrong"), "password printed: {err}");
+}
+
+#[test]
+fn a_server_that_does_not_restart_is_reported_with_its_log_and_a_rerun_converges() {
+    let c = Cluster::start(2, 25080, "master-slave");
+    let broken = c.lab.node_dir(2).join("conf.d/70-broken.cnf");
+    cluster::write(&broken, "[mysqld]\nno_such_option_at_all = 1\n");
+    let out = c.run(&["init"]);
+    assert_ne!(out.status.code(), Some(0), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("node2: restarting the server"), "{err}");
+    assert!(err.contains("no_such_option_at_all") || err.contains("error.log"), "no log tail: {err}");
+    assert!(err.contains("already changed"), "{err}");
+    std::fs::remove_file(&broken).unwrap();
+    assert!(c.lab.ctl(2, "start").status.success());
+    c.init_ok();
+    let (code, v) = c.status_json();
+    assert_eq!(code, 0, "{v:#}");
+}
+
+#[test]
+fn a_config_file_repltool_did_not_write_is_not_overwritten() {
+    let c = Cluster::start(2, 25090, "master-slave");
+    let f = c.lab.node_dir(2).join("conf.d/60-repltool.cnf");
+    cluster::write(&f, "[mysqld]\n# the DBA's own\n");
+    let out = c.run(&["init"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(stderr(&out).contains("was not written by repltool"), "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "[mysqld]\n# the DBA's own\n");
+}
+
+#[test]
+fn replication_running_elsewhere_is_not_rewired_without_force() {
+    let c = Cluster::start(3, 25100, "master-slave");
+    c.init_ok();
+    // node3 now follows node2 behind repltool's back.
+    let p2 = c.lab.ports[1];
+    c.exec(3, "STOP SLAVE; RESET SLAVE ALL");
+    c.exec(3, &format!("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={p2}, MASTER_USER='x', MASTER_PASSWORD='y', MASTER_USE_GTID=no"));
+    let out = c.run(&["init"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(stderr(&out).contains("--force"), "{}", show(&out));
+    let out = c.run(&["init", "--force"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let (code, v) = c.status_json();
+    assert_eq!(code, 0, "{v:#}");
+}

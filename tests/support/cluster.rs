@@ -1,0 +1,243 @@
+//! Test helper for live cluster tests: a lab of real servers (optionally reached over a real
+//! sshd), run the built binary against it, query servers, and a bounded application writer.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mysql::prelude::Queryable;
+
+#[path = "lab.rs"]
+pub mod lab;
+
+pub use lab::{repltool, show, Lab};
+
+/// A lab plus the topology file the test drives.
+pub struct Cluster {
+    pub lab: Lab,
+    pub file: PathBuf,
+}
+
+impl Cluster {
+    /// `nodes` servers (lab shape `shape`), topology at DIR/topology.yaml.
+    pub fn start(nodes: u32, base_port: u16, shape: &str) -> Cluster {
+        let lab = Lab::start_with(nodes, base_port, &["--shape", shape], true);
+        let file = lab.topology.clone();
+        Cluster { lab, file }
+    }
+
+    pub fn file_str(&self) -> String {
+        self.file.to_string_lossy().into_owned()
+    }
+
+    /// Run `repltool ARGS -f FILE`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let f = self.file_str();
+        let mut all: Vec<&str> = args.to_vec();
+        all.push("-f");
+        all.push(&f);
+        repltool(&all)
+    }
+
+    /// `init`, asserting success.
+    pub fn init_ok(&self) -> String {
+        let out = self.run(&["init"]);
+        assert!(out.status.success(), "init failed:\n{}", show(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn conn(&self, k: usize) -> mysql::Conn {
+        self.lab.conn(k)
+    }
+
+    /// The rows of a query on nodeK, every value as text ("NULL" for NULL).
+    pub fn q(&self, k: usize, sql: &str) -> Vec<Vec<String>> {
+        rows(&mut self.conn(k), sql)
+    }
+
+    pub fn exec(&self, k: usize, sql: &str) {
+        self.conn(k)
+            .query_drop(sql)
+            .unwrap_or_else(|e| panic!("node{k}: {sql}: {e}"));
+    }
+
+    /// One value.
+    pub fn one(&self, k: usize, sql: &str) -> String {
+        self.q(k, sql)
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .unwrap_or_default()
+    }
+
+    /// Wait until `sql` on nodeK returns `want` (bounded).
+    pub fn wait_for(&self, k: usize, sql: &str, want: &str, within: Duration) {
+        let end = Instant::now() + within;
+        loop {
+            let got = std::panic::catch_unwind(|| self.one(k, sql)).unwrap_or_default();
+            if got == want {
+                return;
+            }
+            if Instant::now() > end {
+                panic!("node{k}: `{sql}` is {got:?}, expected {want:?} within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL nodeK's server.
+    pub fn kill9(&self, k: usize) {
+        let pid = self.lab.pid(k).expect("pid");
+        let st = Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill");
+        assert!(st.success());
+        // Until the port is closed.
+        let end = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.lab.ports[k - 1])).is_ok() {
+            assert!(Instant::now() < end, "node{k} still answers after kill -9");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `status --format json`, parsed.
+    pub fn status_json(&self) -> (i32, serde_json::Value) {
+        let out = self.run(&["status", "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("status JSON does not parse ({e}):\n{}", show(&out)));
+        (out.status.code().unwrap_or(-1), v)
+    }
+
+    pub fn topology_text(&self) -> String {
+        std::fs::read_to_string(&self.file).expect("topology file")
+    }
+}
+
+pub fn rows(conn: &mut mysql::Conn, sql: &str) -> Vec<Vec<String>> {
+    let rs: Vec<mysql::Row> = conn.query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rs.into_iter()
+        .map(|r| {
+            (0..r.len())
+                .map(|i| match r.as_ref(i) {
+                    Some(mysql::Value::NULL) | None => "NULL".to_string(),
+                    Some(mysql::Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+                    Some(v) => v.as_sql(true).trim_matches('\'').to_string(),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The application account the writer uses: INSERT/SELECT on app.* only (no privilege that
+/// bypasses read_only). Run on the master before replication, or where it replicates.
+pub const APP_SETUP: &str = "CREATE DATABASE IF NOT EXISTS app; \
+    CREATE TABLE IF NOT EXISTS app.seq (id BIGINT PRIMARY KEY) ENGINE=InnoDB; \
+    CREATE USER IF NOT EXISTS 'app'@'127.0.0.1' IDENTIFIED BY 'app-pw'; \
+    GRANT SELECT, INSERT ON app.* TO 'app'@'127.0.0.1'";
+
+/// An application writer: inserts sequential ids into app.seq on whichever server is writable,
+/// trying the others on failure; stops after `max` ids or `max_time`. Records every
+/// acknowledged id and the longest gap between two acknowledgements.
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<WriterReport>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WriterReport {
+    pub acked: Vec<u64>,
+    pub max_gap: Duration,
+    pub switches: u32,
+}
+
+impl Writer {
+    pub fn start(ports: Vec<u16>, max: u64, max_time: Duration) -> Writer {
+        let (user, password) = ("app".to_string(), "app-pw".to_string());
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let connect = |port: u16| -> Option<mysql::Conn> {
+                let opts = mysql::OptsBuilder::new()
+                    .ip_or_hostname(Some("127.0.0.1"))
+                    .tcp_port(port)
+                    .user(Some(user.clone()))
+                    .pass(Some(password.clone()))
+                    .prefer_socket(false)
+                    .tcp_connect_timeout(Some(Duration::from_secs(2)))
+                    .read_timeout(Some(Duration::from_secs(5)))
+                    .write_timeout(Some(Duration::from_secs(5)));
+                mysql::Conn::new(opts).ok()
+            };
+            let started = Instant::now();
+            let mut acked = Vec::new();
+            let mut last_ack = Instant::now();
+            let mut max_gap = Duration::ZERO;
+            let mut cur = 0usize;
+            let mut conn: Option<mysql::Conn> = None;
+            let mut switches = 0;
+            let mut next: u64 = 1;
+            while next <= max && started.elapsed() < max_time && !s2.load(Ordering::Relaxed) {
+                if conn.is_none() {
+                    conn = connect(ports[cur]);
+                }
+                // A plain application account: read_only refuses it (error 1290), which is
+                // what makes it move to the server that became writable.
+                let ok = match conn.as_mut() {
+                    Some(c) => c
+                        .query_drop(format!("INSERT INTO app.seq (id) VALUES ({next})"))
+                        .is_ok(),
+                    None => false,
+                };
+                if ok {
+                    let now = Instant::now();
+                    if !acked.is_empty() {
+                        max_gap = max_gap.max(now - last_ack);
+                    }
+                    last_ack = now;
+                    acked.push(next);
+                    next += 1;
+                } else {
+                    conn = None;
+                    cur = (cur + 1) % ports.len();
+                    switches += 1;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            WriterReport {
+                acked,
+                max_gap,
+                switches,
+            }
+        });
+        Writer {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn finish(mut self) -> WriterReport {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle
+            .take()
+            .expect("joined once")
+            .join()
+            .expect("writer thread")
+    }
+}
+
+/// Write `text` to `path`.
+pub fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// A shared log for assertions from threads.
+pub type Log = Arc<Mutex<Vec<String>>>;
