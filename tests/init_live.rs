@@ -25,19 +25,34 @@ fn master_with_two_slaves_replicates_and_a_rerun_changes_nothing() {
     assert_eq!(c.one(1, "SELECT @@read_only"), "0");
     // The replication user: REPLICATION SLAVE only, for the replicas' address, never '%'.
     let grants = c.q(1, "SHOW GRANTS FOR 'repl'@'127.0.0.1'");
-    let g = grants.iter().map(|r| r[0].clone()).collect::<Vec<_>>().join("\n");
+    let g = grants
+        .iter()
+        .map(|r| r[0].clone())
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(g.contains("GRANT REPLICATION SLAVE ON *.*"), "{g}");
     assert!(!g.contains("ALL PRIVILEGES"), "{g}");
-    assert_eq!(c.one(1, "SELECT COUNT(*) FROM mysql.user WHERE User='repl' AND Host='%'"), "0");
+    assert_eq!(
+        c.one(
+            1,
+            "SELECT COUNT(*) FROM mysql.user WHERE User='repl' AND Host='%'"
+        ),
+        "0"
+    );
     // Re-run: nothing to do, no restart (uptime keeps growing), no CHANGE MASTER.
-    let uptime = |k| c.one(k, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME='UPTIME'").parse::<u64>().unwrap();
+    let uptime = |k| {
+        c.one(k, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME='UPTIME'").parse::<u64>().unwrap()
+    };
     let before: Vec<u64> = (1..=3).map(uptime).collect();
     std::thread::sleep(Duration::from_millis(1100));
     let again = c.run(&["init"]);
     assert!(again.status.success(), "{}", show(&again));
     assert!(stdout(&again).contains("nothing to do"), "{}", show(&again));
     for k in 1..=3 {
-        assert!(uptime(k) > before[k - 1], "node{k} was restarted by a re-run");
+        assert!(
+            uptime(k) > before[k - 1],
+            "node{k} was restarted by a re-run"
+        );
     }
     let (code, v) = c.status_json();
     assert_eq!(code, 0, "{v:#}");
@@ -56,7 +71,10 @@ fn master_master_pair_seeds_the_empty_side_from_the_one_with_data() {
     assert_eq!(c.one(1, "SELECT @@read_only"), "0");
     assert_eq!(c.one(2, "SELECT @@read_only"), "0");
     assert_eq!(c.one(1, "SELECT @@auto_increment_increment"), "2");
-    assert_ne!(c.one(1, "SELECT @@auto_increment_offset"), c.one(2, "SELECT @@auto_increment_offset"));
+    assert_ne!(
+        c.one(1, "SELECT @@auto_increment_offset"),
+        c.one(2, "SELECT @@auto_increment_offset")
+    );
     c.exec(1, "INSERT INTO crm.c (v) VALUES ('from1')");
     c.exec(2, "INSERT INTO crm.c (v) VALUES ('from2')");
     for k in [1, 2] {
@@ -91,7 +109,10 @@ fn adding_a_host_to_the_file_adds_just_that_host() {
     let cut = full.find("  node3:").expect("node3 in the lab file");
     cluster::write(&c.file, &full[..cut]);
     c.init_ok();
-    c.exec(1, "CREATE DATABASE d; CREATE TABLE d.t (id INT PRIMARY KEY); INSERT INTO d.t VALUES (7)");
+    c.exec(
+        1,
+        "CREATE DATABASE d; CREATE TABLE d.t (id INT PRIMARY KEY); INSERT INTO d.t VALUES (7)",
+    );
     cluster::write(&c.file, &full);
     let out = c.init_ok();
     assert!(out.contains("node3: replicates from node1"), "{out}");
@@ -120,7 +141,10 @@ fn a_password_with_quotes_semicolons_backslashes_and_spaces_works() {
 #[test]
 fn an_existing_repl_user_with_another_password_is_reset_and_converges() {
     let c = Cluster::start(2, 25050, "master-slave");
-    c.exec(1, "CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'not-the-files'");
+    c.exec(
+        1,
+        "CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'not-the-files'",
+    );
     c.init_ok();
     let (code, v) = c.status_json();
     assert_eq!(code, 0, "{v:#}");
@@ -134,7 +158,10 @@ fn unreachable_host_stops_before_anything_changes() {
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let err = stderr(&out);
     assert!(err.contains("node3"), "{err}");
-    assert!(!c.lab.node_dir(1).join("conf.d/60-repltool.cnf").exists(), "node1 was changed");
+    assert!(
+        !c.lab.node_dir(1).join("conf.d/60-repltool.cnf").exists(),
+        "node1 was changed"
+    );
     // Start it again: a re-run converges.
     assert!(c.lab.ctl(3, "start").status.success());
     c.init_ok();
@@ -147,7 +174,10 @@ fn wrong_admin_password_is_named_and_exits_2() {
     let out = c.run(&["init"]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let err = stderr(&out);
-    assert!(err.contains("node1") && err.contains("Access denied"), "{err}");
+    assert!(
+        err.contains("node1") && err.contains("Access denied"),
+        "{err}"
+    );
     assert!(!err.contains("wrong"), "password printed: {err}");
 }
 
@@ -160,7 +190,10 @@ fn a_server_that_does_not_restart_is_reported_with_its_log_and_a_rerun_converges
     assert_ne!(out.status.code(), Some(0), "{}", show(&out));
     let err = stderr(&out);
     assert!(err.contains("node2: restarting the server"), "{err}");
-    assert!(err.contains("no_such_option_at_all") || err.contains("error.log"), "no log tail: {err}");
+    assert!(
+        err.contains("no_such_option_at_all") || err.contains("error.log"),
+        "no log tail: {err}"
+    );
     assert!(err.contains("already changed"), "{err}");
     std::fs::remove_file(&broken).unwrap();
     assert!(c.lab.ctl(2, "start").status.success());
@@ -176,8 +209,15 @@ fn a_config_file_repltool_did_not_write_is_not_overwritten() {
     cluster::write(&f, "[mysqld]\n# the DBA's own\n");
     let out = c.run(&["init"]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
-    assert!(stderr(&out).contains("was not written by repltool"), "{}", show(&out));
-    assert_eq!(std::fs::read_to_string(&f).unwrap(), "[mysqld]\n# the DBA's own\n");
+    assert!(
+        stderr(&out).contains("was not written by repltool"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&f).unwrap(),
+        "[mysqld]\n# the DBA's own\n"
+    );
 }
 
 #[test]

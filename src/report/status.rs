@@ -200,7 +200,7 @@ pub fn problems(topo: &Topology, facts: &HashMap<String, Facts>, max_lag: u64) -
                           "check the slave's load and the SQL thread's state; large transactions or a slow disk are the usual causes".into());
                     }
                 }
-                if !s.read_only {
+                if !s.read_only && !topo.writable(h) {
                     p(
                         &h.name,
                         "a slave is writable: writes there make it diverge from its master".into(),

@@ -91,7 +91,10 @@ impl Cluster {
     /// SIGKILL nodeK's server.
     pub fn kill9(&self, k: usize) {
         let pid = self.lab.pid(k).expect("pid");
-        let st = Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill");
+        let st = Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .expect("kill");
         assert!(st.success());
         // Until the port is closed.
         let end = Instant::now() + Duration::from_secs(10);
