@@ -86,7 +86,12 @@ run 2 change-master-pos.text.sql
 q 2 -e 'START SLAVE'
 wait_status 2 'Slave_IO_Running: Yes'
 wait_status 2 'Slave_SQL_Running: Yes'
-q 2 -N -e 'SELECT COUNT(*) FROM shop.t' | grep -qx 2 || fail "rows did not replicate"
+i=0
+until q 2 -N -e 'SELECT COUNT(*) FROM shop.t' 2>/dev/null | grep -qx 2; do
+    i=$((i + 1))
+    [ $i -le 40 ] || fail "rows did not replicate"
+    sleep 0.5
+done
 echo "change master (file/pos) with the nasty password: ok"
 q 2 -e 'STOP SLAVE'
 run 2 change-master-gtid.text.sql
