@@ -365,8 +365,9 @@ impl Flavor {
     }
     /// The replication user on a master, least privilege (REPLICATION SLAVE only), restricted to
     /// one replica address: idempotent (CREATE USER IF NOT EXISTS, then ALTER USER to set the
-    /// password, then GRANT). MySQL 8 users get mysql_native_password where available? No:
-    /// they keep the server default; the replica side handles caching_sha2 (see change_master).
+    /// password, then GRANT). MySQL 8 users keep the server's default plugin
+    /// (caching_sha2_password): the replica side copes with it (see `change_master`), and
+    /// 8.4 disables mysql_native_password anyway.
     pub fn create_repl_user(&self, user: &str, host: &str, password: &Secret) -> Vec<Sql> {
         let account = format!("{}@{}", quote(user), quote(host));
         let pw = quote(password.expose());

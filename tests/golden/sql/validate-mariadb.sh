@@ -76,6 +76,13 @@ for f in observe.sql status.sql runtime-settings.sql snapshot-lock.sql waits.sql
     run 1 "$f"
 done
 run 1 read-only-off.sql
+# The session setup clears NO_BACKSLASH_ESCAPES wherever it stands in sql_mode, and only it.
+setup=$(sed -n 1p "$G/runtime-settings.sql")
+for mode in NO_BACKSLASH_ESCAPES NO_BACKSLASH_ESCAPES,ANSI_QUOTES ANSI_QUOTES,NO_BACKSLASH_ESCAPES,STRICT_ALL_TABLES; do
+    got=$(q 1 -N -e "SET SESSION sql_mode = '$mode'; $setup SELECT @@SESSION.sql_mode;")
+    want=$(echo "$mode" | sed -e 's/NO_BACKSLASH_ESCAPES,\{0,1\}//' -e 's/,$//')
+    [ "$got" = "$want" ] || fail "session setup on sql_mode $mode left '$got'"
+done
 q 1 -e 'SET GLOBAL server_id = 1'  # runtime-settings.sql set the golden's 2, the replica's id
 q 1 -e "CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY, v VARBINARY(8)); INSERT INTO shop.t VALUES (1, 0x00ff), (2, 'x');"
 
