@@ -121,6 +121,10 @@ pub enum WaitOutcome {
 /// MariaDB user database of that name would be very odd.
 pub const SYSTEM_SCHEMAS: [&str; 4] = ["mysql", "information_schema", "performance_schema", "sys"];
 
+/// repltool's own schema (the canary table): replicated like user data, but not user data
+/// (it does not make a server "hold data", and a seed does not need it).
+pub const CANARY_SCHEMA: &str = "repltool";
+
 /// The first line of every managed fragment: how `init` and a human recognise the file.
 pub const FRAGMENT_HEADER: &str =
     "# Managed by repltool: do not edit; `repltool init` rewrites this file.";
@@ -363,8 +367,9 @@ impl Flavor {
     }
     /// The replication user on a master, least privilege (REPLICATION SLAVE only), restricted to
     /// one replica address: idempotent (CREATE USER IF NOT EXISTS, then ALTER USER to set the
-    /// password, then GRANT). MySQL 8 users get mysql_native_password where available? No:
-    /// they keep the server default; the replica side handles caching_sha2 (see change_master).
+    /// password, then GRANT). MySQL 8 users keep the server's default plugin
+    /// (caching_sha2_password): the replica side copes with it (see `change_master`), and
+    /// 8.4 disables mysql_native_password anyway.
     pub fn create_repl_user(&self, user: &str, host: &str, password: &Secret) -> Vec<Sql> {
         let account = format!("{}@{}", quote(user), quote(host));
         let pw = quote(password.expose());
@@ -458,7 +463,8 @@ impl Flavor {
     }
     /// Make a freshly seeded replica start after the GTIDs its data already contains (the
     /// master's executed set read under the snapshot lock). MySQL needs an empty gtid_executed
-    /// for that, hence the reset of the replica's own binary logs first.
+    /// for that, hence the reset of the replica's own binary logs first (with super_read_only
+    /// off: both write mysql.gtid_executed); MariaDB needs the replica threads stopped.
     pub fn seed_gtid(&self, gtid: &str) -> Vec<Sql> {
         match self.kind {
             Kind::MySQL => vec![
@@ -553,10 +559,14 @@ impl Flavor {
             self.gtid_executed_var(),
         ))
     }
-    /// The databases a seed copies and whose presence means "this server holds data": one
-    /// `SCHEMA_NAME` column, sorted.
+    /// The databases a seed copies and whose presence means "this server holds data" (neither
+    /// system schemas nor [`CANARY_SCHEMA`]): one `SCHEMA_NAME` column, sorted.
     pub fn user_databases_query(&self) -> Sql {
-        let list: Vec<String> = SYSTEM_SCHEMAS.iter().map(|s| quote(s)).collect();
+        let list: Vec<String> = SYSTEM_SCHEMAS
+            .iter()
+            .chain(std::iter::once(&CANARY_SCHEMA))
+            .map(|s| quote(s))
+            .collect();
         Sql::plain(format!(
             "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN ({}) \
              ORDER BY SCHEMA_NAME",
@@ -595,6 +605,10 @@ impl Flavor {
     /// [`Flavor::dump_command`] for exactly these databases (never the `mysql` schema: loading
     /// it would overwrite the replica's own users). Errors on an empty list (nothing to copy)
     /// and on a name the dump tool would read as an option.
+    ///
+    /// The replica loading it must be writable for the load: super_read_only binds every
+    /// account on MySQL, and on MariaDB 10.11 read_only binds SUPER too; turn read-only back
+    /// on once loaded.
     pub fn dump_databases_command(&self, defaults_file: &str, dbs: &[String]) -> Result<String> {
         if dbs.is_empty() {
             bail!("no database to dump");
@@ -720,24 +734,26 @@ impl Flavor {
     /// The canary proving replication end to end: written on the master, read on each replica.
     pub fn canary_setup(&self) -> Vec<Sql> {
         vec![
-            Sql::plain("CREATE DATABASE IF NOT EXISTS repltool"),
-            Sql::plain(
-                "CREATE TABLE IF NOT EXISTS repltool.canary (id INT PRIMARY KEY, \
+            Sql::plain(format!("CREATE DATABASE IF NOT EXISTS {CANARY_SCHEMA}")),
+            Sql::plain(format!(
+                "CREATE TABLE IF NOT EXISTS {CANARY_SCHEMA}.canary (id INT PRIMARY KEY, \
                  token VARCHAR(64) NOT NULL, written_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP) \
-                 ENGINE=InnoDB",
-            ),
+                 ENGINE=InnoDB"
+            )),
         ]
     }
     /// Write a fresh canary token on the master.
     pub fn canary_write(&self, token: &str) -> Sql {
         Sql::plain(format!(
-            "REPLACE INTO repltool.canary (id, token) VALUES (1, {})",
+            "REPLACE INTO {CANARY_SCHEMA}.canary (id, token) VALUES (1, {})",
             quote(token)
         ))
     }
     /// Read the canary token on a replica (no row: not arrived yet).
     pub fn canary_read(&self) -> Sql {
-        Sql::plain("SELECT token FROM repltool.canary WHERE id = 1")
+        Sql::plain(format!(
+            "SELECT token FROM {CANARY_SCHEMA}.canary WHERE id = 1"
+        ))
     }
 }
 

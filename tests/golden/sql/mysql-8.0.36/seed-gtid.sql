@@ -1,0 +1,2 @@
+RESET MASTER;
+SET GLOBAL gtid_purged = '3e11fa47-71ca-11e1-9e33-c80aa9429562:1-1234';
