@@ -406,35 +406,6 @@ fn record_promotion(
     )
 }
 
-/// The last promotion recorded on `new` that demoted `old`: (old_file, old_pos, new_file, new_pos).
-pub fn last_promotion(
-    conn: &mut mysql::Conn,
-    old: &str,
-    new: &str,
-) -> Result<Option<((String, u64), (String, u64))>> {
-    let q = crate::flavor::quote;
-    let rows = match query_columns(
-        conn,
-        &format!(
-            "SELECT old_file, old_pos, new_file, new_pos FROM {CANARY_SCHEMA}.promotions \
-             WHERE old_master = {} AND new_master = {} ORDER BY id DESC LIMIT 1",
-            q(old),
-            q(new)
-        ),
-    ) {
-        Ok(r) => r,
-        // No table: no promotion was ever recorded here.
-        Err(_) => return Ok(None),
-    };
-    Ok(rows.into_iter().next().map(|r| {
-        let g = |i: usize| r.get(i).and_then(|(_, v)| v.clone()).unwrap_or_default();
-        (
-            (g(0), g(1).parse().unwrap_or(0)),
-            (g(2), g(3).parse().unwrap_or(0)),
-        )
-    }))
-}
-
 /// Transactions in `conn`'s binary logs after (file, pos): events a new master does not have.
 pub fn errant_transactions(conn: &mut mysql::Conn, from: &(String, u64)) -> Result<Vec<String>> {
     let files: Vec<String> = query_columns(conn, "SHOW BINARY LOGS")?
@@ -1074,7 +1045,7 @@ fn salvage(
             let k = k.trim().replace('-', "_");
             (k == "log_bin").then(|| v.trim().trim_matches('"').to_string())
         })
-        .last()
+        .next_back()
         .filter(|b| b.starts_with('/'))
         .ok_or_else(|| anyhow!("no absolute log_bin in {}", cfg.target.path().display()))?;
     let dir = Path::new(&base)

@@ -142,11 +142,11 @@ pub fn sql_error_text(e: &mysql::Error) -> String {
     }
 }
 
+/// One row as (column, value) pairs, NULL as None.
+pub type Columns = Vec<(String, Option<String>)>;
+
 /// Run a query and return its rows as (column, value) pairs, NULL as None.
-pub fn query_columns(
-    conn: &mut mysql::Conn,
-    sql: &str,
-) -> Result<Vec<Vec<(String, Option<String>)>>> {
+pub fn query_columns(conn: &mut mysql::Conn, sql: &str) -> Result<Vec<Columns>> {
     let rows: Vec<mysql::Row> = conn
         .query(sql)
         .map_err(|e| anyhow!("{}", sql_error_text(&e)))?;

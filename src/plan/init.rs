@@ -250,7 +250,7 @@ pub fn plan_init(
                 },
             });
         }
-        let lsu_missing = settings.log_slave_updates && !sql.log_slave_updates;
+        let lsu_missing = settings.effective_log_slave_updates() && !sql.log_slave_updates;
         let need_restart = !sql.log_bin || lsu_missing;
         if need_restart {
             match &cfg.restart {
@@ -260,7 +260,7 @@ pub fn plan_init(
                         ("log_bin".to_string(), "1".to_string()),
                         ("binlog_format".to_string(), "ROW".to_string()),
                     ];
-                    if settings.log_slave_updates {
+                    if settings.effective_log_slave_updates() {
                         expect.push((sql.flavor.log_slave_updates_var().to_string(), "1".into()));
                     }
                     plan.steps.push(Step {
@@ -818,7 +818,7 @@ mod tests {
             .steps
             .iter()
             .filter(|s| s.host == "db1")
-            .all(|s| matches!(s.action, Action::Link { .. })));
+            .all(|s| matches!(s.action, Action::Link { .. } | Action::Verify { .. })));
         assert_eq!(
             links(&p),
             vec![(WAVE_LINKS + 1, "db1".into(), vec!["db3".into()], false)]

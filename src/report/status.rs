@@ -141,7 +141,7 @@ pub fn problems(topo: &Topology, facts: &HashMap<String, Facts>, max_lag: u64) -
                         .unwrap_or(false)
                 });
                 if demoted && s.read_only {
-                    p(&h.name, format!("former master: demoted by `repltool promote`, fenced read-only, not replicating yet"),
+                    p(&h.name, "former master: demoted by `repltool promote`, fenced read-only, not replicating yet".to_string(),
                       format!("run `repltool init` to rejoin it under {m} (it refuses if it holds transactions {m} lacks)"));
                 } else if !s.read_only {
                     p(&h.name, format!("writable and not replicating, but the file says it is a slave of {m}: a former master that came back writable (split-brain risk)"),
@@ -432,6 +432,8 @@ pub fn tree(topo: &Topology, facts: &HashMap<String, Facts>) -> String {
     };
     let mut out = String::new();
     let mut shown: Vec<String> = Vec::new();
+    // A recursive printer; its state is passed along rather than captured.
+    #[allow(clippy::too_many_arguments)]
     fn walk(
         n: &str,
         prefix: &str,
