@@ -62,7 +62,14 @@ impl<'a> Ctx<'a> {
     fn sql(&self, name: &str) -> Result<mysql::Conn> {
         let host = self.host(name)?;
         let mut s = self.session(name)?;
-        connect_sql(s.as_mut(), host, self.timeout.min(Duration::from_secs(10)))
+        // Reads may wait on purpose (a read lock, a dump, a position wait): bound them by the
+        // run's timeout plus a margin, so the server's own timeout answers first.
+        crate::observe::connect_sql_io(
+            s.as_mut(),
+            host,
+            self.timeout.min(Duration::from_secs(10)),
+            self.timeout + Duration::from_secs(30),
+        )
     }
 
     fn note(&self, change: String) {

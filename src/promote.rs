@@ -15,7 +15,7 @@ use mysql::prelude::Queryable;
 use crate::error::{input, problem};
 use crate::execute::{flavor_of, remove_file, replica_status, run_sql, write_defaults};
 use crate::flavor::{ChangeMaster, Flavor, Sql, StartAt};
-use crate::observe::{self, connect_sql, query_columns, query_one, Facts};
+use crate::observe::{self, query_columns, query_one, Facts};
 use crate::plan::CANARY_SCHEMA;
 use crate::topology::rewrite::{self, HostEdit};
 use crate::topology::{Host, Role, Topology};
@@ -302,7 +302,12 @@ impl Run<'_> {
             .get(name)
             .ok_or_else(|| anyhow!("{name}: no session"))?;
         let mut s = m.lock().unwrap_or_else(|e| e.into_inner());
-        connect_sql(s.as_mut(), host, self.timeout.min(Duration::from_secs(10)))
+        observe::connect_sql_io(
+            s.as_mut(),
+            host,
+            self.timeout.min(Duration::from_secs(10)),
+            self.timeout + Duration::from_secs(30),
+        )
     }
     fn note(&self, s: String) {
         eprintln!("  {s}");

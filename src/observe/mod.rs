@@ -103,12 +103,24 @@ use crate::topology::{Host, Topology};
 use crate::transport::HostSession;
 
 /// Open an administrative SQL connection to `host` through its session's endpoint (SSH
-/// port-forward, direct TCP, or the lab's loopback), with connect and read/write timeouts.
-/// The session clears NO_BACKSLASH_ESCAPES so `flavor::quote` is always right.
+/// port-forward, direct TCP, or the lab's loopback). `timeout` bounds the connect and every
+/// read and write, so a partitioned host costs at most that. The session clears
+/// NO_BACKSLASH_ESCAPES so `flavor::quote` is always right.
 pub fn connect_sql(
     session: &mut dyn HostSession,
     host: &Host,
     timeout: Duration,
+) -> Result<mysql::Conn> {
+    connect_sql_io(session, host, timeout, timeout)
+}
+
+/// [`connect_sql`] with a longer bound on reads and writes, for statements that wait on purpose
+/// (FLUSH TABLES WITH READ LOCK, MASTER_POS_WAIT).
+pub fn connect_sql_io(
+    session: &mut dyn HostSession,
+    host: &Host,
+    connect_timeout: Duration,
+    io_timeout: Duration,
 ) -> Result<mysql::Conn> {
     let (addr, port) = session.sql_endpoint(host.mysql.port)?;
     let opts = mysql::OptsBuilder::new()
@@ -117,9 +129,9 @@ pub fn connect_sql(
         .user(Some(host.mysql.user.clone()))
         .pass(Some(host.mysql.password.expose().to_string()))
         .prefer_socket(false)
-        .tcp_connect_timeout(Some(timeout))
-        .read_timeout(Some(timeout.max(Duration::from_secs(5))))
-        .write_timeout(Some(timeout.max(Duration::from_secs(5))))
+        .tcp_connect_timeout(Some(connect_timeout))
+        .read_timeout(Some(io_timeout))
+        .write_timeout(Some(io_timeout))
         .init(vec![
             "SET SESSION sql_mode = REPLACE(@@SESSION.sql_mode, 'NO_BACKSLASH_ESCAPES', '')",
         ]);
