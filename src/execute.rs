@@ -216,7 +216,10 @@ fn run_step(ctx: &Ctx, st: &Step) -> Result<()> {
         Action::StartReplica { stmt } => {
             ctx.progress.step(&st.host, "starting replication");
             let mut conn = ctx.sql(&st.host)?;
-            run_sql(&mut conn, std::slice::from_ref(stmt))?;
+            // Stop first: an IO thread waiting out its retry interval after an error (a user
+            // created just now) reconnects at once.
+            let f = flavor_of(&mut conn)?;
+            run_sql(&mut conn, &[f.stop_replica(), stmt.clone()])?;
             ctx.note(format!("{}: started replication", st.host));
             Ok(())
         }
@@ -704,9 +707,9 @@ fn verify(ctx: &Ctx, slaves: &[String], canary_from: &[String]) -> Result<()> {
                             return Ok(());
                         }
                         let err = format!("{}{}", r.last_io_error, r.last_sql_error);
-                        // A few seconds of grace: the IO thread reports a transient error while
-                        // the master restarts.
-                        if (!err.is_empty() && started.elapsed() > Duration::from_secs(5))
+                        // Grace of one reconnect interval: the IO thread reports a transient
+                        // error while its master restarts, and retries every 10 s.
+                        if (!err.is_empty() && started.elapsed() > Duration::from_secs(12))
                             || Instant::now() >= deadline
                         {
                             bail!(

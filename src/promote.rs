@@ -572,6 +572,10 @@ pub fn run(path: &Path, topo: &Topology, target: &str, opts: &PromoteOptions) ->
             Ok(0)
         }
         Err(e) => {
+            let refused = matches!(
+                e.downcast_ref::<crate::error::Failure>(),
+                Some(crate::error::Failure::Problem(_))
+            );
             let changes = run.changes();
             let mut msg = format!("promote {} failed: {e:#}", plan.target);
             if changes.is_empty() {
@@ -582,7 +586,8 @@ pub fn run(path: &Path, topo: &Topology, target: &str, opts: &PromoteOptions) ->
                     msg.push_str(&format!("\n  - {c}"));
                 }
             }
-            Err(anyhow!(msg))
+            // A refusal stays a refusal (exit 1); anything else could not run (exit 2).
+            Err(if refused { problem(msg) } else { anyhow!(msg) })
         }
     }
 }
@@ -948,13 +953,54 @@ fn failover(run: &Run, plan: &PromotePlan, force: bool, old_ssh_up: bool) -> Res
             )
         })
         .collect();
-    if !lagging.is_empty() && !force {
+    // Slaves that stopped behind the target get the difference from the old master's binary
+    // log on its disk (MHA's differential recovery); without that disk they would miss it.
+    let mut behind_target: Vec<String> = lagging
+        .iter()
+        .filter(|(n, _)| key(&stopped[n]) < key(&tpos))
+        .map(|(n, _)| n.clone())
+        .collect();
+    if !behind_target.is_empty() && old_ssh_up {
+        let tool = flavor_of(&mut run.sql(t)?)?.binlog_tool();
+        let mut still = Vec::new();
+        for n in behind_target {
+            let res = read_old_binlog(run, o, tool, &stopped[&n], Some(&tpos))
+                .and_then(|(script, txns, _)| apply_script(run, &n, &script, false).map(|_| txns));
+            match res {
+                Ok(txns) => run.note(format!(
+                    "{n}: applied {txns} transaction(s) it had not received, from {o}'s binary log on disk (up to {}:{})",
+                    tpos.0, tpos.1
+                )),
+                Err(e) => {
+                    eprintln!("{n}: catching up from {o}'s binary log failed: {e:#}");
+                    still.push(n);
+                }
+            }
+        }
+        behind_target = still;
+    }
+    let ahead: Vec<&(String, String)> = lagging
+        .iter()
+        .filter(|(n, _)| key(&stopped[n]) > key(&tpos))
+        .collect();
+    if (!behind_target.is_empty() || !ahead.is_empty()) && !force {
+        let list: Vec<String> = lagging
+            .iter()
+            .filter(|(n, _)| behind_target.contains(n) || ahead.iter().any(|(a, _)| a == n))
+            .map(|(n, d)| format!("{n} ({d})"))
+            .collect();
         return Err(problem(format!(
-            "these slaves did not stop where {t} did, and re-pointing them at {t} would leave them \
-             inconsistent: {}. Wait and promote again, or --force",
-            lagging.iter().map(|(n, d)| format!("{n} ({d})")).collect::<Vec<_>>().join(", ")
+            "these slaves did not stop where {t} did, {o}'s binary log could not fill the gap, and \
+             re-pointing them at {t} would leave them inconsistent: {}. Re-seed them after the \
+             promote, or --force",
+            list.join(", ")
         )));
     }
+    // Every replica of the new master, the old one when it comes back included, needs the
+    // replication user there.
+    let mut future: Vec<String> = vec![o.to_string()];
+    future.extend(plan.others.iter().cloned());
+    ensure_users(run, t, &future)?;
     // Promote the target.
     let mut tc = run.sql(t)?;
     let tf = flavor_of(&mut tc)?;
@@ -1021,23 +1067,15 @@ fn failover(run: &Run, plan: &PromotePlan, force: bool, old_ssh_up: bool) -> Res
     Ok(format!("failover {o} -> {t}{salvage_note}"))
 }
 
-/// Read the dead master's binary logs from its disk, from `from` on, with the server's own
-/// binlog tool, and apply them to the new master. Returns (transactions applied, end position
-/// in the old master's log).
-fn salvage(
-    run: &Run,
-    old: &str,
-    target: &str,
-    from: &(String, u64),
-) -> Result<(u64, (String, u64))> {
+/// The dead master's binary log on its own disk: the absolute `log_bin` path repltool's fragment
+/// gives (readable while the server is down).
+fn old_binlog_files(run: &Run, old: &str) -> Result<(PathBuf, Vec<String>)> {
     let oh = run.topo.host(old).ok_or_else(|| anyhow!("{old}?"))?;
-    let th = run.topo.host(target).ok_or_else(|| anyhow!("{target}?"))?;
     let osess = run
         .sessions
         .get(old)
         .ok_or_else(|| anyhow!("no session to {old}"))?;
     let mut os = osess.lock().unwrap_or_else(|e| e.into_inner());
-    // Where the binary log lives: repltool's fragment names it with an absolute path.
     let cfg = observe::config_facts(os.as_mut(), oh)?;
     let text = cfg
         .current
@@ -1045,8 +1083,7 @@ fn salvage(
     let base = text
         .lines()
         .filter_map(|l| {
-            let l = l.trim();
-            let (k, v) = l.split_once('=')?;
+            let (k, v) = l.trim().split_once('=')?;
             let k = k.trim().replace('-', "_");
             (k == "log_bin").then(|| v.trim().trim_matches('"').to_string())
         })
@@ -1067,73 +1104,126 @@ fn salvage(
     if !out.ok() {
         bail!("cannot read {index}: {}", out.stderr_str().trim());
     }
-    let files: Vec<String> = out
+    let files = out
         .stdout_str()
         .lines()
         .map(|l| l.trim().rsplit('/').next().unwrap_or("").to_string())
-        .filter(|f| !f.is_empty() && file_key(f) >= file_key(&from.0))
+        .filter(|f| !f.is_empty())
         .collect();
-    if files.is_empty() {
-        return Ok((0, from.clone()));
-    }
-    let last = files.last().cloned().unwrap_or_default();
-    let size_out = os.run(
-        &format!(
-            "stat -c %s {}",
-            shell_quote(&dir.join(&last).to_string_lossy())
-        ),
-        None,
-        true,
-        Duration::from_secs(10),
-    )?;
-    let end_pos: u64 = size_out.stdout_str().trim().parse().unwrap_or(0);
-    // The binlog tool of the old server's flavor: the flavor is unknown while it is down, so the
-    // target's (same family in a replication cluster) names it.
-    let mut tc = run.sql(target)?;
-    let tf = flavor_of(&mut tc)?;
+    Ok((dir, files))
+}
+
+/// The events of the old master's binary log from `from` up to `stop` (or its end), as the SQL
+/// script the server's binlog tool prints, with the number of transactions in it and the end
+/// position read.
+fn read_old_binlog(
+    run: &Run,
+    old: &str,
+    tool: &str,
+    from: &(String, u64),
+    stop: Option<&(String, u64)>,
+) -> Result<(Vec<u8>, u64, (String, u64))> {
+    let (dir, all) = old_binlog_files(run, old)?;
+    let files: Vec<String> = all
+        .into_iter()
+        .filter(|f| file_key(f) >= file_key(&from.0))
+        .filter(|f| stop.map(|s| file_key(f) <= file_key(&s.0)).unwrap_or(true))
+        .collect();
+    let Some(last) = files.last().cloned() else {
+        return Ok((Vec::new(), 0, from.clone()));
+    };
+    let osess = run
+        .sessions
+        .get(old)
+        .ok_or_else(|| anyhow!("no session to {old}"))?;
+    let mut os = osess.lock().unwrap_or_else(|e| e.into_inner());
+    let end_pos = match stop {
+        Some(s) => s.1,
+        None => {
+            let size = os.run(
+                &format!(
+                    "stat -c %s {}",
+                    shell_quote(&dir.join(&last).to_string_lossy())
+                ),
+                None,
+                true,
+                Duration::from_secs(10),
+            )?;
+            size.stdout_str().trim().parse().unwrap_or(0)
+        }
+    };
     let paths: Vec<String> = files
         .iter()
         .map(|f| shell_quote(&dir.join(f).to_string_lossy()))
         .collect();
+    let stop_arg = stop
+        .map(|s| format!(" --stop-position={}", s.1))
+        .unwrap_or_default();
     let cmd = format!(
-        "{} --start-position={} {}",
-        tf.binlog_tool(),
+        "{tool} --start-position={}{stop_arg} {}",
         from.1,
         paths.join(" ")
     );
     let out = os.run(&cmd, None, true, run.timeout)?;
-    drop(os);
     if !out.ok() {
-        bail!("{} failed: {}", tf.binlog_tool(), out.stderr_str().trim());
+        bail!("{tool} failed: {}", out.stderr_str().trim());
     }
-    let sql_text = out.stdout;
-    let txns = String::from_utf8_lossy(&sql_text)
+    let txns = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.starts_with("COMMIT") || l.contains(" Xid = "))
         .count() as u64;
-    if txns == 0 {
-        return Ok((0, (last, end_pos)));
-    }
-    // Apply through the client on the target's host: the output is a SQL script.
-    let tsess = run
+    Ok((out.stdout, txns, (last, end_pos)))
+}
+
+/// Apply a binlog tool's SQL script on `host` through its client; `log` keeps it in the host's
+/// own binary log (the new master: its slaves must get it too).
+fn apply_script(run: &Run, host: &str, script: &[u8], log: bool) -> Result<()> {
+    let h = run.topo.host(host).ok_or_else(|| anyhow!("{host}?"))?;
+    let f = {
+        let mut c = run.sql(host)?;
+        flavor_of(&mut c)?
+    };
+    let sess = run
         .sessions
-        .get(target)
-        .ok_or_else(|| anyhow!("no session to {target}"))?;
-    let mut ts = tsess.lock().unwrap_or_else(|e| e.into_inner());
-    let def = write_defaults(ts.as_mut(), th)?;
-    let res = ts.run(
-        &tf.client_command(&def.to_string_lossy()),
-        Some(&sql_text),
-        false,
-        run.timeout,
-    );
-    remove_file(ts.as_mut(), &def);
+        .get(host)
+        .ok_or_else(|| anyhow!("no session to {host}"))?;
+    let mut s = sess.lock().unwrap_or_else(|e| e.into_inner());
+    let def = write_defaults(s.as_mut(), h)?;
+    let cmd = if log {
+        f.client_command(&def.to_string_lossy())
+    } else {
+        f.load_command(&def.to_string_lossy())
+    };
+    let res = s.run(&cmd, Some(script), false, run.timeout);
+    remove_file(s.as_mut(), &def);
     let res = res?;
     if !res.ok() {
         bail!(
-            "applying the recovered events on {target} failed: {}",
+            "applying events on {host} failed: {}",
             res.stderr_str().trim()
         );
     }
-    Ok((txns, (last, end_pos)))
+    Ok(())
+}
+
+/// Read the dead master's binary logs from its disk, from `from` on, with the server's own
+/// binlog tool, and apply them to the new master. Returns (transactions applied, end position
+/// in the old master's log).
+fn salvage(
+    run: &Run,
+    old: &str,
+    target: &str,
+    from: &(String, u64),
+) -> Result<(u64, (String, u64))> {
+    // The old server's flavor is unknown while it is down; the target's (same family in one
+    // cluster) names the tool.
+    let tool = {
+        let mut c = run.sql(target)?;
+        flavor_of(&mut c)?.binlog_tool()
+    };
+    let (script, txns, end) = read_old_binlog(run, old, tool, from, None)?;
+    if txns > 0 {
+        apply_script(run, target, &script, true)?;
+    }
+    Ok((txns, end))
 }

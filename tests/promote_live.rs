@@ -1,0 +1,227 @@
+//! Live tests of `repltool promote` against real servers. Ports 25300-25399.
+
+#[path = "support/cluster.rs"]
+mod cluster;
+
+use std::time::Duration;
+
+use cluster::{show, stderr, stdout, Cluster, Writer, APP_SETUP};
+
+const T: Duration = Duration::from_secs(20);
+
+fn count_on_all(c: &Cluster, nodes: &[usize], sql: &str, want: &str) {
+    for k in nodes {
+        c.wait_for(*k, sql, want, T);
+    }
+}
+
+#[test]
+fn failover_after_sigkill_of_the_master_keeps_every_row() {
+    let c = Cluster::start(4, 25300, "master-slave");
+    c.exec(
+        1,
+        "CREATE DATABASE f; CREATE TABLE f.t (id INT PRIMARY KEY)",
+    );
+    c.init_ok();
+    for i in 0..50 {
+        c.exec(1, &format!("INSERT INTO f.t VALUES ({i})"));
+    }
+    count_on_all(&c, &[2, 3, 4], "SELECT COUNT(*) FROM f.t", "50");
+    c.kill9(1);
+    let out = c.run(&["promote", "node3", "--yes"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let text = stdout(&out);
+    assert!(text.contains("failover node1 -> node3"), "{text}");
+    // The new master has every row, is writable, and its writes replicate to the others.
+    assert_eq!(c.one(3, "SELECT COUNT(*) FROM f.t"), "50");
+    assert_eq!(c.one(3, "SELECT @@read_only"), "0");
+    c.exec(3, "INSERT INTO f.t VALUES (1000)");
+    count_on_all(&c, &[2, 4], "SELECT COUNT(*) FROM f.t", "51");
+    // The file says so, and init with it does not undo the promote.
+    let file = c.topology_text();
+    assert!(file.contains("master: node3"), "{file}");
+    assert!(c.file.with_extension("yaml.bak").exists());
+    let (code, v) = c.status_json();
+    assert_eq!(code, 1, "node1 is down: {v:#}");
+    assert_eq!(v["hosts"][1]["replicating_from"], "node3");
+    assert_eq!(v["hosts"][3]["replicating_from"], "node3");
+}
+
+#[test]
+fn a_slave_that_is_behind_is_refused_and_the_suggested_one_succeeds() {
+    let c = Cluster::start(3, 25310, "master-slave");
+    c.exec(
+        1,
+        "CREATE DATABASE b; CREATE TABLE b.t (id INT PRIMARY KEY)",
+    );
+    c.init_ok();
+    c.exec(1, "INSERT INTO b.t VALUES (1)");
+    count_on_all(&c, &[2, 3], "SELECT COUNT(*) FROM b.t", "1");
+    // node3 stops receiving; node2 gets two more transactions; then the master dies.
+    c.exec(3, "STOP SLAVE IO_THREAD");
+    c.exec(1, "INSERT INTO b.t VALUES (2)");
+    c.exec(1, "INSERT INTO b.t VALUES (3)");
+    c.wait_for(2, "SELECT COUNT(*) FROM b.t", "3", T);
+    c.kill9(1);
+    let out = c.run(&["promote", "node3", "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("node3 is behind node2"), "{err}");
+    assert!(err.contains("repltool promote node2"), "{err}");
+    assert!(
+        !c.topology_text().contains("master: node3"),
+        "file changed by a refused promote"
+    );
+    let out = c.run(&["promote", "node2", "--yes"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(c.one(2, "SELECT COUNT(*) FROM b.t"), "3");
+    // node3 got the two it never received from node1's binary log on disk, then follows node2.
+    c.wait_for(3, "SELECT COUNT(*) FROM b.t", "3", T);
+    c.exec(2, "INSERT INTO b.t VALUES (4)");
+    c.wait_for(3, "SELECT COUNT(*) FROM b.t", "4", T);
+}
+
+#[test]
+fn failover_recovers_what_no_slave_received_from_the_dead_masters_disk() {
+    let c = Cluster::start(3, 25360, "master-slave");
+    c.exec(
+        1,
+        "CREATE DATABASE s; CREATE TABLE s.t (id INT PRIMARY KEY)",
+    );
+    c.init_ok();
+    c.exec(1, "INSERT INTO s.t VALUES (1)");
+    count_on_all(&c, &[2, 3], "SELECT COUNT(*) FROM s.t", "1");
+    // Neither slave receives the next three transactions; then the server dies (its disk stays).
+    c.exec(2, "STOP SLAVE IO_THREAD");
+    c.exec(3, "STOP SLAVE IO_THREAD");
+    for i in 2..=4 {
+        c.exec(1, &format!("INSERT INTO s.t VALUES ({i})"));
+    }
+    c.kill9(1);
+    let out = c.run(&["promote", "node2", "--yes"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        stdout(&out).contains("recovered 3 transaction(s)"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(c.one(2, "SELECT COUNT(*) FROM s.t"), "4");
+    c.wait_for(3, "SELECT COUNT(*) FROM s.t", "4", T);
+    // The old master comes back with nothing the new one lacks: init rejoins it.
+    assert!(c.lab.ctl(1, "start").status.success());
+    c.init_ok();
+    c.exec(2, "INSERT INTO s.t VALUES (5)");
+    c.wait_for(1, "SELECT COUNT(*) FROM s.t", "5", T);
+}
+
+#[test]
+fn switchover_under_write_load_loses_no_acknowledged_write() {
+    let c = Cluster::start(4, 25320, "master-slave");
+    c.exec(1, APP_SETUP);
+    c.init_ok();
+    // node1 first, then the others: the writer follows whichever server takes writes.
+    let w = Writer::start(c.lab.ports.clone(), 100_000, Duration::from_secs(6));
+    std::thread::sleep(Duration::from_millis(700));
+    let out = c.run(&["promote", "node2", "--yes"]);
+    std::thread::sleep(Duration::from_millis(700));
+    let report = w.finish();
+    assert!(out.status.success(), "{}", show(&out));
+    let n = report.acked.len();
+    assert!(n > 100, "the writer barely wrote: {report:?}");
+    let last = *report.acked.last().unwrap();
+    // Every acknowledged id is on the new master and on every slave, the old one included.
+    for k in [2, 1, 3, 4] {
+        c.wait_for(k, "SELECT COUNT(*) FROM app.seq", &n.to_string(), T);
+        c.wait_for(k, "SELECT MAX(id) FROM app.seq", &last.to_string(), T);
+    }
+    assert_eq!(c.one(1, "SELECT @@read_only"), "1");
+    let (code, v) = c.status_json();
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["hosts"][0]["replicating_from"], "node2");
+    eprintln!(
+        "switchover under load: {n} acked writes, longest gap {:?}",
+        report.max_gap
+    );
+}
+
+#[test]
+fn the_old_master_comes_back_read_only_and_init_rejoins_it_unless_it_has_errant_transactions() {
+    let c = Cluster::start(3, 25330, "master-slave");
+    c.exec(
+        1,
+        "CREATE DATABASE r; CREATE TABLE r.t (id INT PRIMARY KEY)",
+    );
+    c.init_ok();
+    c.exec(1, "INSERT INTO r.t VALUES (1)");
+    count_on_all(&c, &[2, 3], "SELECT COUNT(*) FROM r.t", "1");
+    c.kill9(1);
+    let out = c.run(&["promote", "node2", "--yes"]);
+    assert!(out.status.success(), "{}", show(&out));
+    c.exec(2, "INSERT INTO r.t VALUES (2)");
+    assert!(c.lab.ctl(1, "start").status.success());
+    // Fenced: back read-only, and status calls it a former master.
+    assert_eq!(c.one(1, "SELECT @@read_only"), "1");
+    let st = c.run(&["status"]);
+    assert!(
+        stdout(&st).contains("node1: former master"),
+        "{}",
+        show(&st)
+    );
+    c.init_ok();
+    c.wait_for(1, "SELECT COUNT(*) FROM r.t", "2", T);
+    let (code, v) = c.status_json();
+    assert_eq!(code, 0, "{v:#}");
+
+    // Again, but the old master takes a write of its own after the failover: init refuses.
+    c.kill9(2);
+    let out = c.run(&["promote", "node3", "--yes"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(c.lab.ctl(2, "start").status.success());
+    c.exec(
+        2,
+        "SET GLOBAL read_only = OFF; INSERT INTO r.t VALUES (99); SET GLOBAL read_only = ON",
+    );
+    let out = c.run(&["init"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("errant"), "{err}");
+    assert!(err.contains("Nothing was reset"), "{err}");
+    assert_eq!(c.one(2, "SELECT COUNT(*) FROM r.t WHERE id = 99"), "1");
+}
+
+#[test]
+fn master_master_promote_switches_the_writer_only() {
+    let c = Cluster::start(2, 25340, "master-master");
+    c.init_ok();
+    let inc = c.one(1, "SELECT @@auto_increment_offset");
+    let out = c.run(&["promote", "node2", "--yes"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(c.one(1, "SELECT @@read_only"), "1");
+    assert_eq!(c.one(2, "SELECT @@read_only"), "0");
+    assert_eq!(c.one(1, "SELECT @@auto_increment_offset"), inc);
+    assert!(
+        c.topology_text().contains("read_only: true"),
+        "{}",
+        c.topology_text()
+    );
+    // init keeps it so.
+    c.init_ok();
+    assert_eq!(c.one(1, "SELECT @@read_only"), "1");
+    assert_eq!(c.one(2, "SELECT @@read_only"), "0");
+}
+
+#[test]
+fn promote_refuses_without_a_terminal_or_yes_and_dry_run_changes_nothing() {
+    let c = Cluster::start(2, 25350, "master-slave");
+    c.init_ok();
+    let out = c.run(&["promote", "node2", "--dry-run"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(stdout(&out).contains("switchover node1 -> node2"));
+    let out = c.run(&["promote", "node2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(stderr(&out).contains("--yes"));
+    assert_eq!(c.one(1, "SELECT @@read_only"), "0");
+    let out = c.run(&["promote", "nodeX", "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(stderr(&out).contains("no host named nodeX"));
+}
