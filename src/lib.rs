@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod execute;
+pub mod failpoint;
 pub mod flavor;
 pub mod lab;
 pub mod observe;

@@ -384,10 +384,13 @@ fn change_to(topo: &Topology, target: &Host, file: &str, pos: u64) -> ChangeMast
 
 /// Record a promotion on the new master, so that `init` can rejoin the old master at the right
 /// place later (the row replicates to every slave with the rest).
+/// `old_pos`: the end of what the new master has of the old master's log (for the rejoin);
+/// `slaves_pos`: where the slaves stood in that log when `new_pos` was taken (for a resume).
 fn record_promotion(
     conn: &mut mysql::Conn,
     old: &str,
     old_pos: &(String, u64),
+    slaves_pos: &(String, u64),
     new: &str,
     new_pos: &(String, u64),
 ) -> Result<()> {
@@ -399,13 +402,14 @@ fn record_promotion(
             Sql::plain(format!(
                 "CREATE TABLE IF NOT EXISTS {CANARY_SCHEMA}.promotions (id BIGINT AUTO_INCREMENT PRIMARY KEY, \
                  old_master VARCHAR(255) NOT NULL, old_file VARCHAR(255) NOT NULL, old_pos BIGINT UNSIGNED NOT NULL, \
+                 slaves_file VARCHAR(255) NOT NULL, slaves_pos BIGINT UNSIGNED NOT NULL, \
                  new_master VARCHAR(255) NOT NULL, new_file VARCHAR(255) NOT NULL, new_pos BIGINT UNSIGNED NOT NULL, \
                  promoted_at TIMESTAMP(6) NOT NULL) ENGINE=InnoDB"
             )),
             Sql::plain(format!(
-                "INSERT INTO {CANARY_SCHEMA}.promotions (old_master, old_file, old_pos, new_master, new_file, new_pos, promoted_at) \
-                 VALUES ({}, {}, {}, {}, {}, {}, NOW(6))",
-                q(old), q(&old_pos.0), old_pos.1, q(new), q(&new_pos.0), new_pos.1
+                "INSERT INTO {CANARY_SCHEMA}.promotions (old_master, old_file, old_pos, slaves_file, slaves_pos, new_master, new_file, new_pos, promoted_at) \
+                 VALUES ({}, {}, {}, {}, {}, {}, {}, {}, NOW(6))",
+                q(old), q(&old_pos.0), old_pos.1, q(&slaves_pos.0), slaves_pos.1, q(new), q(&new_pos.0), new_pos.1
             )),
         ],
     )
@@ -548,7 +552,28 @@ pub fn run(path: &Path, topo: &Topology, target: &str, opts: &PromoteOptions) ->
         timeout: opts.timeout,
         log: Mutex::new(Vec::new()),
     };
+    // An earlier promote to the same host that stopped half-way: the target is promoted (its
+    // promotion is recorded) but the file was not rewritten. Finish the job.
+    let resume_from = facts
+        .get(target)
+        .and_then(|f| f.sql.as_ref())
+        .filter(|s| {
+            s.replica
+                .as_ref()
+                .map(|r| r.master_host.is_empty())
+                .unwrap_or(true)
+        })
+        .and_then(|s| {
+            s.promotions
+                .iter()
+                .rev()
+                .find(|p| p.new_master == target && p.old_master == plan.old)
+                .cloned()
+        });
     let result = match (plan.pair, plan.mode) {
+        (false, _) if resume_from.is_some() => {
+            resume(&run, &plan, resume_from.as_ref().expect("checked"))
+        }
         (true, _) => pair_switch(&run, &plan),
         (false, Mode::Switchover) => switchover(&run, &plan),
         (false, Mode::Failover) => failover(
@@ -623,6 +648,79 @@ fn rewrite_file(path: &Path, topo: &Topology, plan: &PromotePlan) -> Result<()> 
         )
     })?;
     Ok(())
+}
+
+/// Finish a promote that stopped after the target was promoted: the target writable, every
+/// other slave and the old master (if it answers) re-pointed at the recorded position, each
+/// only if it stands exactly where the old master's log ended (or already follows the target).
+fn resume(run: &Run, plan: &PromotePlan, rec: &observe::Promotion) -> Result<String> {
+    let (t, o) = (plan.target.as_str(), plan.old.as_str());
+    let target = run.topo.host(t).ok_or_else(|| anyhow!("{t}?"))?;
+    eprintln!(
+        "{t} was already promoted by an earlier run (recorded: {o} up to {}:{} = {t} at {}:{}); finishing",
+        rec.old_pos.0, rec.old_pos.1, rec.new_pos.0, rec.new_pos.1
+    );
+    let mut tc = run.sql(t)?;
+    let tf = flavor_of(&mut tc)?;
+    run_sql(&mut tc, &tf.set_read_only(false))?;
+    let mut rest: Vec<String> = plan.others.clone();
+    if plan.mode == Mode::Switchover {
+        rest.push(o.to_string());
+    }
+    let mut errors = Vec::new();
+    for (n, r) in parallel(&rest, |n| -> Result<bool> {
+        let mut c = run.sql(n)?;
+        let f = flavor_of(&mut c)?;
+        let st = replica_status(&mut c, &f)?;
+        if let Some(r) = &st {
+            if r.master_host == target.address && r.master_port == target.mysql.port {
+                return Ok(false);
+            }
+        }
+        if n == o {
+            let errant = errant_transactions(&mut c, &rec.old_pos)?;
+            if !errant.is_empty() {
+                bail!(
+                    "has {} event(s) after {}:{} that {t} lacks; not re-pointed (see `repltool init`)",
+                    errant.len(), rec.old_pos.0, rec.old_pos.1
+                );
+            }
+        } else if let Some(r) = &st {
+            if (r.relay_master_log_file.as_str(), r.exec_master_log_pos)
+                != (rec.slaves_pos.0.as_str(), rec.slaves_pos.1)
+            {
+                bail!(
+                    "stopped at {}:{} of {o}'s log, not where {t} took over ({}:{}); re-seed it",
+                    r.relay_master_log_file,
+                    r.exec_master_log_pos,
+                    rec.slaves_pos.0,
+                    rec.slaves_pos.1
+                );
+            }
+        }
+        let mut stmts = Vec::new();
+        if st.is_some() {
+            stmts.push(f.stop_replica());
+            stmts.push(f.reset_replica_all());
+        }
+        stmts.push(f.change_master(&change_to(run.topo, target, &rec.new_pos.0, rec.new_pos.1)));
+        stmts.push(f.start_replica());
+        run_sql(&mut c, &stmts)?;
+        Ok(true)
+    }) {
+        match r {
+            Ok(true) => run.note(format!(
+                "{n}: replicates from {t} (from {}:{})",
+                rec.new_pos.0, rec.new_pos.1
+            )),
+            Ok(false) => {}
+            Err(e) => errors.push(format!("{n}: {e:#}")),
+        }
+    }
+    if !errors.is_empty() {
+        bail!("{t} is the master, but: {}", errors.join("; "));
+    }
+    Ok(format!("finished the interrupted promote {o} -> {t}"))
 }
 
 /// Make sure the target has the replication user for every address that will replicate from it.
@@ -804,7 +902,7 @@ fn switchover(run: &Run, plan: &PromotePlan) -> Result<String> {
         run_sql(tc, &[tf.stop_replica()])?;
         let np = master_status(tc, tf)?;
         run_sql(tc, &[tf.reset_replica_all()])?;
-        record_promotion(tc, o, &(file.clone(), pos), t, &np)?;
+        record_promotion(tc, o, &(file.clone(), pos), &(file.clone(), pos), t, &np)?;
         run_sql(tc, &tf.set_read_only(false))?;
         Ok(np)
     })();
@@ -822,6 +920,7 @@ fn switchover(run: &Run, plan: &PromotePlan) -> Result<String> {
     run.note(format!(
         "{t}: is the master (writable; binary log at {nf}:{np})"
     ));
+    crate::failpoint::hit("promote-after-target");
     // Re-point the others and the old master, in parallel.
     let mut repoint: Vec<String> = plan.others.clone();
     repoint.push(o.to_string());
@@ -1033,12 +1132,13 @@ fn failover(run: &Run, plan: &PromotePlan, force: bool, old_ssh_up: bool) -> Res
             tpos.0, tpos.1
         );
     }
-    record_promotion(&mut tc, o, &old_end, t, &np)?;
+    record_promotion(&mut tc, o, &old_end, &tpos, t, &np)?;
     run_sql(&mut tc, &tf.set_read_only(false))?;
     run.note(format!(
         "{t}: is the master (writable; binary log at {}:{})",
         np.0, np.1
     ));
+    crate::failpoint::hit("promote-after-target");
     let mut errors = Vec::new();
     for (n, r) in parallel(&plan.others, |n| {
         let mut c = run.sql(n)?;

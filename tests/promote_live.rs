@@ -225,3 +225,36 @@ fn promote_refuses_without_a_terminal_or_yes_and_dry_run_changes_nothing() {
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(stderr(&out).contains("no host named nodeX"));
 }
+
+#[test]
+fn a_promote_killed_half_way_is_finished_by_the_next_one() {
+    let c = Cluster::start(3, 25370, "master-slave");
+    c.exec(
+        1,
+        "CREATE DATABASE k; CREATE TABLE k.t (id INT PRIMARY KEY); INSERT INTO k.t VALUES (1)",
+    );
+    c.init_ok();
+    let f = c.file_str();
+    let out = std::process::Command::new(cluster::lab::bin())
+        .args(["promote", "node2", "--yes", "-f", &f])
+        .env("REPLTOOL_FAILPOINT", "promote-after-target")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(101), "{}", show(&out));
+    // Half-way: node2 writable and promoted, node3 and node1 not re-pointed, file unchanged.
+    assert_eq!(c.one(2, "SELECT @@read_only"), "0");
+    assert!(!c.topology_text().contains("master: node2"));
+    let out = c.run(&["promote", "node2", "--yes"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("already promoted by an earlier run"),
+        "{}",
+        show(&out)
+    );
+    c.exec(2, "INSERT INTO k.t VALUES (2)");
+    for k in [1, 3] {
+        c.wait_for(k, "SELECT COUNT(*) FROM k.t", "2", T);
+    }
+    let (code, v) = c.status_json();
+    assert_eq!(code, 0, "{v:#}");
+}

@@ -80,6 +80,8 @@ pub struct SqlFacts {
 pub struct Promotion {
     pub old_master: String,
     pub old_pos: (String, u64),
+    /// Where the other slaves stood in the old master's log when `new_pos` was taken.
+    pub slaves_pos: (String, u64),
     pub new_master: String,
     pub new_pos: (String, u64),
 }
@@ -290,8 +292,8 @@ pub fn sql_facts(conn: &mut mysql::Conn, topo: &Topology) -> Result<SqlFacts> {
     // No table: nothing was ever promoted here.
     let promotions = query_columns(
         conn,
-        "SELECT old_master, old_file, old_pos, new_master, new_file, new_pos \
-         FROM repltool.promotions ORDER BY id",
+        "SELECT old_master, old_file, old_pos, new_master, new_file, new_pos, slaves_file, \
+         slaves_pos FROM repltool.promotions ORDER BY id",
     )
     .map(|rows| {
         rows.into_iter()
@@ -302,6 +304,7 @@ pub fn sql_facts(conn: &mut mysql::Conn, topo: &Topology) -> Result<SqlFacts> {
                     old_pos: (g(1), g(2).parse().unwrap_or(0)),
                     new_master: g(3),
                     new_pos: (g(4), g(5).parse().unwrap_or(0)),
+                    slaves_pos: (g(6), g(7).parse().unwrap_or(0)),
                 }
             })
             .collect()

@@ -1,0 +1,25 @@
+//! Fault injection for the live tests: `REPLTOOL_FAILPOINT=NAME` ends the process at the named
+//! point (as a kill -9 of repltool would), `NAME:pause=MS` sleeps there (time for a test to cut
+//! an SSH link). Unset, a failpoint costs one environment lookup.
+
+/// Named points: `init-after-config` (configs written, nothing restarted),
+/// `promote-after-target` (the new master promoted, nobody re-pointed yet).
+pub fn hit(name: &str) {
+    let Ok(v) = std::env::var("REPLTOOL_FAILPOINT") else {
+        return;
+    };
+    let (point, action) = v.split_once(':').unwrap_or((v.as_str(), ""));
+    if point != name {
+        return;
+    }
+    match action
+        .strip_prefix("pause=")
+        .and_then(|ms| ms.parse::<u64>().ok())
+    {
+        Some(ms) => std::thread::sleep(std::time::Duration::from_millis(ms)),
+        None => {
+            eprintln!("failpoint {name}: exiting");
+            std::process::exit(101);
+        }
+    }
+}
