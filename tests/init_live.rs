@@ -236,3 +236,42 @@ fn replication_running_elsewhere_is_not_rewired_without_force() {
     let (code, v) = c.status_json();
     assert_eq!(code, 0, "{v:#}");
 }
+
+#[test]
+fn a_disk_full_config_write_is_named_leaves_no_debris_and_a_rerun_converges() {
+    let c = Cluster::start(2, 25110, "master-slave");
+    let confd = c.lab.node_dir(2).join("conf.d");
+    let d = confd.to_string_lossy().into_owned();
+    // A full 16 KiB filesystem over node2's include directory.
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16k", "tmpfs", &d])
+        .status()
+        .expect("mount");
+    assert!(st.success(), "cannot mount a tmpfs (the test needs root)");
+    // Unmounted however the test ends, so the lab can be removed.
+    struct Unmount(String);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let mounted = Unmount(d.clone());
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", &format!("of={d}/fill"), "bs=1k", "count=64"])
+        .output();
+    let out = c.run(&["init"]);
+    assert_ne!(out.status.code(), Some(0), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("node2: writing") && err.contains("60-repltool.cnf"), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    let left: Vec<String> = std::fs::read_dir(&confd)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec!["fill".to_string()], "debris left: {left:?}");
+    drop(mounted);
+    c.init_ok();
+    let (code, v) = c.status_json();
+    assert_eq!(code, 0, "{v:#}");
+}
