@@ -267,7 +267,7 @@ fn the_template_is_built_once_atomically_and_a_crashed_build_is_not_reused() {
             .unwrap()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.ends_with(".lock"))
+            .filter(|n| n.starts_with("template-") && !n.ends_with(".lock"))
             .collect()
     };
 
