@@ -85,6 +85,7 @@ measure_floor() {
     since "$t0" >>"$WORK/floor.txt"
     "$node/ctl" stop >/dev/null
   done
+  log "  runs: $(tr '\n' ' ' <"$WORK/floor.txt")"
   FLOOR_START=$(median <"$WORK/floor.txt")
   lab_down "$d"
 }
@@ -103,6 +104,7 @@ section_lab() {
       since "$t0" >>"$WORK/times.txt"
       lab_down "$WORK/lab-$n"
     done
+    log "  runs: $(tr '\n' ' ' <"$WORK/times.txt")"
     m=$(median <"$WORK/times.txt")
     row "\`lab up\`, $n node(s)" "$m" "$RUNS" "$FLOOR_START" "$(ratio "$m" "$FLOOR_START")"
   done

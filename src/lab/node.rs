@@ -178,7 +178,7 @@ STOP_TIMEOUT=${{REPLTOOL_LAB_STOP_TIMEOUT:-30}}
 # Is $1 our server? Checked on the command line, so a recycled pid or a zombie is not.
 ours() {{
   [ -n "$1" ] && [ -r "/proc/$1/cmdline" ] &&
-    tr '\0' '\n' < "/proc/$1/cmdline" | grep -qxF -- "--defaults-file=$CNF"
+    {{ tr '\0' '\n' < "/proc/$1/cmdline"; }} 2>/dev/null | grep -qxF -- "--defaults-file=$CNF"
 }}
 pid() {{ p=$(cat "$PIDFILE" 2>/dev/null); ours "$p" && echo "$p"; }}
 # Dead or a zombie (between fork and exec the child is neither, nor yet "ours").
