@@ -132,7 +132,12 @@ fn three_nodes_up_status_noop_restart_down() {
     assert_eq!(lab.ctl(3, "status").status.code(), Some(3));
     let table = String::from_utf8_lossy(&lab.lab("status").stdout).into_owned();
     assert_eq!(table.lines().filter(|l| l.contains(" yes ")).count(), 2);
-    assert!(lab.ctl(3, "start").status.success());
+    // `lab up` on a lab with a stopped node starts just that node.
+    let again = repltool(&["lab", "up", "--dir", &dir, "--nodes", "3"]);
+    assert!(again.status.success(), "{}", show(&again));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("started 1 stopped node"));
+    assert!(lab.ctl(3, "status").status.success());
+    assert_eq!(lab.pid(1), Some(pids[0]), "a running node was restarted");
 
     // Down: nothing left, not a process, not a file.
     let down = lab.lab("down");
@@ -267,7 +272,7 @@ fn the_template_is_built_once_atomically_and_a_crashed_build_is_not_reused() {
             .unwrap()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.ends_with(".lock"))
+            .filter(|n| n.starts_with("template-") && !n.ends_with(".lock"))
             .collect()
     };
 
@@ -292,4 +297,48 @@ fn the_template_is_built_once_atomically_and_a_crashed_build_is_not_reused() {
     assert!(up("c", "23430").contains("building the lab template"));
     assert!(!debris.exists());
     assert_eq!(templates(), vec![name]);
+}
+
+#[test]
+fn a_server_that_cannot_start_is_reported_and_nothing_is_left_behind() {
+    // A "mariadbd" first on PATH that reports a version, writes one line to its error log and
+    // exits, like a server refusing its configuration.
+    let fake = tempfile::tempdir().unwrap();
+    let script = fake.path().join("mariadbd");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n\
+         case \"$1\" in --version) echo \"mariadbd  Ver 10.11.0-MariaDB-labtest for linux\"; exit 0;; esac\n\
+         cnf=${1#--defaults-file=}\n\
+         log=$(sed -n 's/^log-error=//p' \"$cnf\")\n\
+         echo '[ERROR] labtest: refusing to start' >> \"$log\"\n\
+         exit 1\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path().join("lab");
+    let path = format!(
+        "{}:{}",
+        fake.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(lab::bin())
+        .args(["lab", "up", "-n", "2", "--base-port", "23440", "--dir"])
+        .arg(&d)
+        .env("PATH", path)
+        .env("XDG_CACHE_HOME", cache.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("node1: the server exited during startup"),
+        "{err}"
+    );
+    assert!(err.contains("labtest: refusing to start"), "{err}");
+    assert!(!d.exists(), "a failed lab up left its directory");
+    assert_eq!(processes_mentioning(&d), Vec::<u32>::new());
 }

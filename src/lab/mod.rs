@@ -230,7 +230,10 @@ pub fn up(args: &LabUpArgs) -> Result<i32> {
                     };
                 }
             }
-            Err(e)
+            Err(e.context(format!(
+                "lab up failed; stopped what had started and removed what it wrote in {}",
+                dir.display()
+            )))
         }
     }
 }
@@ -309,7 +312,7 @@ fn create(
     // Record the final ports and pids even on failure, so cleanup finds every server.
     state.save()?;
     if !errors.is_empty() {
-        bail!("lab up failed:\n{}", errors.join("\n"));
+        bail!("{}", errors.join("\n"));
     }
     fs::write(&state.topology, topology_yaml(&state)?)
         .with_context(|| format!("writing {}", state.topology.display()))?;
