@@ -44,7 +44,10 @@ fn main() {
         }
         let ok = conn
             .as_mut()
-            .map(|c| c.query_drop(format!("INSERT INTO app.seq (id) VALUES ({next})")).is_ok())
+            .map(|c| {
+                c.query_drop(format!("INSERT INTO app.seq (id) VALUES ({next})"))
+                    .is_ok()
+            })
             .unwrap_or(false);
         if ok {
             let now = Instant::now();

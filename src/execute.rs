@@ -479,7 +479,7 @@ fn link(ctx: &Ctx, master: &str, slaves: &[LinkSlave], seed: Option<&Seed>) -> R
             )
         })?;
     let locked_at = Instant::now();
-    let result = (|| -> Result<(String, u64, Option<String>, u64)> {
+    let result = (|| -> Result<(String, u64, Option<String>, Option<SeedStats>)> {
         let ms = query_columns(&mut mconn, mflavor.show_master_status().text())?
             .into_iter()
             .next()
@@ -490,16 +490,21 @@ fn link(ctx: &Ctx, master: &str, slaves: &[LinkSlave], seed: Option<&Seed>) -> R
             Some(q) => query_one(&mut mconn, q.text())?,
             None => ms.executed_gtid_set.clone(),
         };
-        let mut copied = 0;
+        let mut stats = None;
         if let Some(sd) = seed {
-            copied = stream_seed(ctx, mhost, &mut mconn, &mflavor, slaves, sd)?;
+            stats = Some(stream_seed(
+                ctx, mhost, &mut mconn, &mflavor, slaves, sd, locked_at,
+            )?);
         }
-        Ok((ms.file, ms.position, gtid, copied))
+        Ok((ms.file, ms.position, gtid, stats))
     })();
-    // Always release the lock, whatever happened.
+    // Always release the lock, whatever happened (a no-op when the seed released it already).
     let unlock = mconn.query_drop("UNLOCK TABLES");
-    let held = locked_at.elapsed();
-    let (file, pos, gtid, copied) = result?;
+    let (file, pos, gtid, stats) = result?;
+    let held = stats
+        .as_ref()
+        .and_then(|s| s.lock_held)
+        .unwrap_or_else(|| locked_at.elapsed());
     unlock.map_err(|e| anyhow!("UNLOCK TABLES: {}", observe::sql_error_text(&e)))?;
     ctx.progress.step(
         master,
@@ -508,11 +513,15 @@ fn link(ctx: &Ctx, master: &str, slaves: &[LinkSlave], seed: Option<&Seed>) -> R
             held.as_millis()
         ),
     );
-    if copied > 0 {
+    if let Some(st) = stats.filter(|s| s.bytes > 0) {
+        let secs = st.elapsed.as_secs_f64().max(1e-6);
         ctx.note(format!(
-            "{}: seeded from {master} ({} bytes)",
+            "{}: seeded from {master} ({} bytes in {:.2}s, {:.1} MiB/s; lock held {} ms)",
             names.join(", "),
-            copied
+            st.bytes,
+            secs,
+            st.bytes as f64 / secs / 1048576.0,
+            held.as_millis()
         ));
     }
     for (l, (conn, f)) in slaves.iter().zip(sconns.iter_mut()) {
@@ -550,6 +559,14 @@ fn link(ctx: &Ctx, master: &str, slaves: &[LinkSlave], seed: Option<&Seed>) -> R
     Ok(())
 }
 
+/// What a seed copy took.
+struct SeedStats {
+    bytes: u64,
+    elapsed: Duration,
+    /// How long the read lock was held, when the copy released it early.
+    lock_held: Option<Duration>,
+}
+
 /// Stream a dump of the master's user databases into every new slave's client at once.
 /// The read lock (held by `mconn`) is released as soon as the dump's consistent snapshot is
 /// open, unless the seed says to hold it for the whole copy. Returns the bytes copied.
@@ -560,10 +577,16 @@ fn stream_seed(
     mflavor: &Flavor,
     slaves: &[LinkSlave],
     seed: &Seed,
-) -> Result<u64> {
+    locked_at: Instant,
+) -> Result<SeedStats> {
+    let started = Instant::now();
     let dbs = observe::user_databases(mconn)?;
     if dbs.is_empty() {
-        return Ok(0);
+        return Ok(SeedStats {
+            bytes: 0,
+            elapsed: started.elapsed(),
+            lock_held: None,
+        });
     }
     let hold = seed.hold_lock || observe::has_non_transactional_tables(mconn)?;
     let size_hint = query_one(
@@ -583,6 +606,7 @@ fn stream_seed(
             }
         }
     };
+    let mut lock_held = None;
     let res = (|| -> Result<u64> {
         let mdef = {
             let mut s = ctx.session(&mhost.name)?;
@@ -639,6 +663,7 @@ fn stream_seed(
                         mconn.query_drop("UNLOCK TABLES").map_err(|e| {
                             anyhow!("UNLOCK TABLES: {}", observe::sql_error_text(&e))
                         })?;
+                        lock_held = Some(locked_at.elapsed());
                         unlocked = true;
                         tail.clear();
                     } else if tail.len() > 64 * 1024 {
@@ -684,7 +709,11 @@ fn stream_seed(
         Ok(bytes.done)
     })();
     cleanup(&files);
-    res
+    Ok(SeedStats {
+        bytes: res?,
+        elapsed: started.elapsed(),
+        lock_held,
+    })
 }
 
 /// Both threads running on every slave, then a canary row from each master on every host

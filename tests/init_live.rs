@@ -262,7 +262,10 @@ fn a_disk_full_config_write_is_named_leaves_no_debris_and_a_rerun_converges() {
     let out = c.run(&["init"]);
     assert_ne!(out.status.code(), Some(0), "{}", show(&out));
     let err = stderr(&out);
-    assert!(err.contains("node2: writing") && err.contains("60-repltool.cnf"), "{err}");
+    assert!(
+        err.contains("node2: writing") && err.contains("60-repltool.cnf"),
+        "{err}"
+    );
     assert!(err.contains("No space left on device"), "{err}");
     let left: Vec<String> = std::fs::read_dir(&confd)
         .unwrap()
