@@ -506,7 +506,7 @@ fn sql_forward_pumps_while_commands_run_concurrently() {
     for _ in 0..5 {
         match rx.recv_timeout(Duration::from_secs(120)) {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => panic!("{e}"),
+            Ok(Err(e)) => panic!("{e}\nsshd log:\n{}", s.log()),
             Err(_) => panic!("deadlock: a concurrent command or stream did not finish"),
         }
     }
@@ -544,6 +544,92 @@ fn sql_forward_pumps_while_commands_run_concurrently() {
         why.contains("db1") && why.contains(&closed.to_string()),
         "{why}"
     );
+}
+
+/// Run `f` in a thread that reports its outcome (a panic included) on `tx`.
+fn job(tx: &mpsc::Sender<Result<String, String>>, f: impl FnOnce() -> String + Send + 'static) {
+    let tx = tx.clone();
+    thread::spawn(move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+            p.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panicked".into())
+        });
+        let _ = tx.send(r);
+    });
+}
+
+#[test]
+fn one_session_serves_many_threads_at_once() {
+    let s = Sshd::start();
+    let mut h = session(&s);
+    let echo = echo_server(1000);
+    let (fh, fp) = h.sql_endpoint(echo).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let mut jobs = 0;
+    // More command threads than OpenSSH's default MaxSessions (10).
+    for k in 0..12u64 {
+        let mut hk = h.clone();
+        jobs += 1;
+        job(&tx, move || {
+            for n in 0..25u64 {
+                let input = noise(((k * 31 + n * 7919) % 200_000) as usize, k * 1000 + n);
+                let out = hk
+                    .run(&format!("cat; echo end-{k}-{n}"), Some(&input), false, Duration::from_secs(60))
+                    .unwrap_or_else(|e| panic!("{e:#}"));
+                let mut want = input.clone();
+                want.extend_from_slice(format!("end-{k}-{n}\n").as_bytes());
+                assert!(out.ok() && out.stdout == want, "thread {k} command {n}: wrong output");
+            }
+            format!("commands {k}")
+        });
+    }
+    for k in 0..2u64 {
+        let fh = fh.clone();
+        jobs += 1;
+        job(&tx, move || {
+            for n in 0..20u64 {
+                echo_through(&fh, fp, &noise(256 * 1024, 50 + k * 100 + n));
+            }
+            format!("forward {k}")
+        });
+    }
+    {
+        let mut hs = h.clone();
+        jobs += 1;
+        job(&tx, move || {
+            let mut p = hs.spawn("head -c 31457280 /dev/zero", false).unwrap();
+            let mut sink = Vec::new();
+            p.stdout().read_to_end(&mut sink).unwrap();
+            assert_eq!(sink.len(), 30 << 20);
+            assert!(p.wait().unwrap().ok());
+            "stream".into()
+        });
+    }
+    {
+        let mut ht = h.clone();
+        jobs += 1;
+        job(&tx, move || {
+            for _ in 0..5 {
+                let t = Instant::now();
+                let msg = err_text(ht.run("sleep 5", None, false, Duration::from_millis(300)));
+                assert!(msg.contains("timed out"), "{msg}");
+                assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+            }
+            "timeouts".into()
+        });
+    }
+    let t = Instant::now();
+    for _ in 0..jobs {
+        match rx.recv_timeout(Duration::from_secs(240)) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("{e}\nsshd log:\n{}", s.log()),
+            Err(_) => panic!("deadlock: a job did not finish"),
+        }
+    }
+    eprintln!("many threads: all jobs done in {:.2?}", t.elapsed());
+    assert_eq!(h.run("echo fine", None, false, T10).unwrap().stdout_str(), "fine\n");
 }
 
 #[test]
@@ -634,13 +720,8 @@ fn privileged_commands_go_through_sudo_with_stdin() {
     .unwrap();
     fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(bin.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let s = Sshd::start_with(
-        &["127.0.0.1"],
-        &format!(
-            "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin",
-            bin.path().display()
-        ),
-    );
+    let path = format!("{}:/usr/local/bin:/usr/bin:/bin", bin.path().display());
+    let s = Sshd::start_with_env(&["127.0.0.1"], &[("PATH", &path)]);
     let mut cfg = s.ssh();
     cfg.sudo = true;
     let mut h = connect("127.0.0.1", &cfg).unwrap();

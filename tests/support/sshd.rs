@@ -64,11 +64,12 @@ impl Sshd {
 
     /// Listen on several loopback addresses (127.0.0.2 ... are all local on Linux).
     pub fn start_on(addrs: &[&str]) -> Sshd {
-        Sshd::start_with(addrs, "")
+        Sshd::start_with_env(addrs, &[])
     }
 
-    /// Like [`Sshd::start_on`] with extra sshd_config lines.
-    pub fn start_with(addrs: &[&str], extra_config: &str) -> Sshd {
+    /// Like [`Sshd::start_on`], with extra environment variables for the sessions.
+    pub fn start_with_env(addrs: &[&str], env: &[(&str, &str)]) -> Sshd {
+        let extra_env: String = env.iter().map(|(k, v)| format!(" {k}={v}")).collect();
         assert!(
             Path::new("/usr/sbin/sshd").exists(),
             "/usr/sbin/sshd is missing: install openssh-server"
@@ -123,7 +124,7 @@ impl Sshd {
                 continue;
             }
             s.port = port;
-            s.write_config(extra_config);
+            s.write_config(&extra_env);
             match s.launch() {
                 Ok(()) => {
                     s.write_known_hosts();
@@ -136,13 +137,16 @@ impl Sshd {
         panic!("no free port for sshd in 2200-2299");
     }
 
-    fn write_config(&self, extra: &str) {
+    fn write_config(&self, extra_env: &str) {
         let d = self.dir.path().display();
         let listen: String = self
             .addrs
             .iter()
             .map(|a| format!("ListenAddress {a}\n"))
             .collect();
+        // SHLVL=1 keeps bash from sourcing the machine's ~/.bashrc for these sessions (bash
+        // only does so for ssh commands at shell level 1): tests must not depend on, or be
+        // slowed down by, whatever the test user's rc files do.
         let text = format!(
             "Port {port}\n{listen}\
              HostKey {d}/host_ed25519\n\
@@ -158,7 +162,7 @@ impl Sshd {
              PrintMotd no\n\
              MaxStartups 50\n\
              LogLevel INFO\n\
-             {extra}\n",
+             SetEnv SHLVL=1{extra_env}\n",
             port = self.port
         );
         fs::write(&self.config, text).expect("sshd_config");

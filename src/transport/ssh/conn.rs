@@ -5,6 +5,8 @@
 //! input may take packets meant for another thread's channel, so it rings every doorbell.
 
 use std::io::{self, Read, Write};
+use std::mem::ManuallyDrop;
+use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +30,22 @@ fn is_fatal(code: i32) -> bool {
         code,
         -2 | -3 | -4 | -5 | -7 | -8 | -9 | -12 | -13 | -14 | -30 | -43 | -44 | -45
     )
+}
+
+/// libssh2's terse message, with what it means for the common transport failures.
+fn describe(code: i32, msg: &str) -> String {
+    let meaning = match code {
+        -43 | -13 => "the server or the network closed the connection",
+        -7 => "sending on the connection failed",
+        -4 | -12 => "the data received was corrupted",
+        -9 | -30 => "the connection timed out",
+        _ => "",
+    };
+    if meaning.is_empty() {
+        format!("{msg} [libssh2 error {code}]")
+    } else {
+        format!("{meaning}: {msg} [libssh2 error {code}]")
+    }
 }
 
 /// The outcome of one non-blocking call.
@@ -234,7 +252,7 @@ impl Conn {
             Ok(v) => Ok(Step::Ready(v)),
             Err((EAGAIN, _)) => Ok(Step::Again(dirs)),
             Err((code, msg)) if is_fatal(code) => {
-                self.mark_broken(&format!("{what}: {msg}"));
+                self.mark_broken(&format!("{what}: {}", describe(code, &msg)));
                 match self.lost_error() {
                     Some(Lost(m)) => Err(anyhow!(m)),
                     None => Err(anyhow!("{}: {what}: {msg}", self.host)),
@@ -247,18 +265,79 @@ impl Conn {
         }
     }
 
-    /// Open a channel (session or direct-tcpip), waiting until `deadline`.
+    /// Open a channel (direct-tcpip), waiting until `deadline`.
     pub fn open_channel(
         self: &Arc<Self>,
         what: &str,
         deadline: Instant,
         f: impl Fn(&Session) -> Result<Channel, ssh2::Error>,
-    ) -> Result<Channel> {
+    ) -> Result<Chan> {
         let _g = lock(&self.open_lock);
+        self.open_locked(what, deadline, f)
+    }
+
+    /// Open a session channel and start `command` on it. The exec request is made under the
+    /// open lock too: libssh2 waits for its reply by packet type, and takes another channel's
+    /// "success" for a failure of its own, so only one such request may be in flight.
+    ///
+    /// A server at its limit of sessions per connection (OpenSSH `MaxSessions`, 10 by default)
+    /// refuses new ones until a running command ends, so a refusal is retried until `deadline`.
+    pub fn open_exec(self: &Arc<Self>, command: &str, deadline: Instant) -> Result<Chan> {
+        let mut backoff = Duration::from_millis(20);
+        let (_g, mut chan) = loop {
+            let g = lock(&self.open_lock);
+            match self.open_locked("opening a channel", deadline, |s| s.channel_session()) {
+                Ok(c) => break (g, c),
+                Err(e) if e.is::<ChannelError>() => {
+                    drop(g);
+                    if Instant::now() + backoff >= deadline {
+                        bail!(
+                            "{e:#}; the server keeps refusing new sessions (too many commands at \
+                             once for its MaxSessions?)"
+                        );
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let mut w = Waiter::new(self)?;
+        loop {
+            let ch = &mut *chan;
+            match self.op(w.id, "starting a command", |_| ch.exec(command))? {
+                Step::Ready(()) => return Ok(chan),
+                Step::Again(d) => {
+                    if !w.wait(d, &[], Some(deadline))? {
+                        // Its late reply could be taken for another command's.
+                        self.mark_broken("starting a command: no answer from the server");
+                        bail!(
+                            "{}: the SSH server did not start a command in time",
+                            self.host
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn open_locked(
+        self: &Arc<Self>,
+        what: &str,
+        deadline: Instant,
+        f: impl Fn(&Session) -> Result<Channel, ssh2::Error>,
+    ) -> Result<Chan> {
         let mut w = Waiter::new(self)?;
         loop {
             match self.op(w.id, what, &f)? {
-                Step::Ready(c) => return Ok(c),
+                Step::Ready(c) => {
+                    return Ok(Chan {
+                        ch: ManuallyDrop::new(c),
+                        conn: Arc::clone(self),
+                        pending: Vec::new(),
+                        closed: false,
+                    })
+                }
                 Step::Again(d) => {
                     if !w.wait(d, &[], Some(deadline))? {
                         // libssh2 would resume this half-open channel on the next open, whatever
@@ -273,23 +352,6 @@ impl Conn {
             }
         }
     }
-
-    /// Close a channel politely within `limit`; on failure it is dropped anyway.
-    pub fn close_channel(self: &Arc<Self>, chan: &mut Channel, limit: Duration) {
-        let Ok(mut w) = Waiter::new(self) else {
-            return;
-        };
-        let deadline = Instant::now() + limit;
-        loop {
-            match self.op(w.id, "closing a channel", |_| chan.close()) {
-                Ok(Step::Ready(())) | Err(_) => return,
-                Ok(Step::Again(d)) => match w.wait(d, &[], Some(deadline)) {
-                    Ok(true) => {}
-                    _ => return,
-                },
-            }
-        }
-    }
 }
 
 impl Drop for Conn {
@@ -300,6 +362,119 @@ impl Drop for Conn {
         self.sess.set_blocking(true);
         if lock(&self.broken).is_none() {
             let _ = self.sess.disconnect(None, "repltool done", None);
+        }
+    }
+}
+
+/// A channel that is closed and freed safely on a shared session.
+///
+/// ssh2 frees a channel in `Drop` without taking its session lock, and libssh2 then edits
+/// session-wide lists and may send a close: done while another thread is inside libssh2, that
+/// corrupts the session. And libssh2 requires a packet it could only partly send to be sent
+/// again by the same call before any other packet: a write abandoned half-way (timeout, stop)
+/// would block every other channel for good, so the last unfinished write is kept and
+/// finished before the channel is closed.
+pub(crate) struct Chan {
+    ch: ManuallyDrop<Channel>,
+    conn: Arc<Conn>,
+    pending: Vec<u8>,
+    closed: bool,
+}
+
+impl Deref for Chan {
+    type Target = Channel;
+    fn deref(&self) -> &Channel {
+        &self.ch
+    }
+}
+
+impl DerefMut for Chan {
+    fn deref_mut(&mut self) -> &mut Channel {
+        &mut self.ch
+    }
+}
+
+impl Chan {
+    /// Write (part of) `data` to the channel's stdin/stream 0.
+    pub fn write_data(&mut self, me: u64, what: &str, data: &[u8]) -> Result<Step<usize>> {
+        let conn = Arc::clone(&self.conn);
+        let ch = &mut *self.ch;
+        let r = conn.op_io(me, what, || ch.write(data));
+        match &r {
+            Ok(Step::Again(_)) => {
+                if self.pending.as_slice() != data {
+                    self.pending.clear();
+                    self.pending.extend_from_slice(data);
+                }
+            }
+            _ => self.pending.clear(),
+        }
+        r
+    }
+
+    /// Finish an interrupted write, then close politely, all within `limit`.
+    pub fn close(&mut self, limit: Duration) {
+        if self.closed || self.conn.check_alive().is_err() {
+            return;
+        }
+        let conn = Arc::clone(&self.conn);
+        let Ok(mut w) = Waiter::new(&conn) else {
+            return;
+        };
+        let deadline = Instant::now() + limit;
+        while !self.pending.is_empty() {
+            let data = std::mem::take(&mut self.pending);
+            match self.write_data(w.id, "finishing a write", &data) {
+                Ok(Step::Ready(_)) => break,
+                Ok(Step::Again(d)) => match w.wait(d, &[], Some(deadline)) {
+                    Ok(true) => {}
+                    _ => return,
+                },
+                Err(_) => break,
+            }
+        }
+        loop {
+            let ch = &mut *self.ch;
+            match conn.op(w.id, "closing a channel", |_| ch.close()) {
+                Ok(Step::Ready(())) | Err(_) => {
+                    self.closed = true;
+                    return;
+                }
+                Ok(Step::Again(d)) => match w.wait(d, &[], Some(deadline)) {
+                    Ok(true) => {}
+                    _ => return,
+                },
+            }
+        }
+    }
+
+    /// The command or the forward ended and the channel closed by itself.
+    pub fn mark_closed(&mut self) {
+        self.closed = true;
+        self.pending.clear();
+    }
+}
+
+impl Drop for Chan {
+    fn drop(&mut self) {
+        let conn = Arc::clone(&self.conn);
+        // Holding the op lock keeps every other thread out of libssh2 (all calls go through
+        // `op`), so the session can block briefly while libssh2 frees (and if need be closes)
+        // the channel, instead of giving up half-way as it does in non-blocking mode.
+        let _op = lock(&conn.op_lock);
+        let blocking = !self.closed && lock(&conn.broken).is_none();
+        if blocking {
+            conn.sess.set_timeout(2000);
+            conn.sess.set_blocking(true);
+        }
+        {
+            let _session = conn.sess.raw();
+            // SAFETY: dropped exactly once, here; the field is never used again.
+            unsafe { ManuallyDrop::drop(&mut self.ch) }
+        }
+        if blocking {
+            conn.sess.set_blocking(false);
+            conn.sess.set_timeout(0);
         }
     }
 }

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
-use ssh2::Channel;
 
-use super::conn::{ChannelError, Conn, Dirs, Step, Waiter};
+use super::conn::{Chan, ChannelError, Conn, Dirs, Step, Waiter};
 use crate::transport::{shell_quote, CmdOutput, RemoteProcess};
 
 const PGID_MARK: &str = "@repltool-pgid:";
@@ -60,8 +59,7 @@ impl From<anyhow::Error> for Failure {
 
 /// One exec channel and what has been seen of it.
 pub(crate) struct Exec {
-    // Declared first so it is freed before the last reference to the session goes.
-    chan: Channel,
+    chan: Chan,
     w: Waiter,
     label: String,
     sudo: bool,
@@ -84,8 +82,11 @@ impl Exec {
         sudo: bool,
         deadline: Instant,
     ) -> Result<Exec> {
-        let chan = conn.open_channel("opening a channel", deadline, |s| s.channel_session())?;
-        let mut ex = Exec {
+        // Starting a command needs a server reply; a server that cannot give one in a few
+        // seconds is in trouble whatever the command's own timeout.
+        let setup = deadline.max(Instant::now() + Duration::from_secs(15));
+        let chan = conn.open_exec(command, setup)?;
+        Ok(Exec {
             chan,
             w: Waiter::new(conn)?,
             label,
@@ -99,27 +100,7 @@ impl Exec {
             stderr_dropped: 0,
             marker_done: false,
             pgid: None,
-        };
-        loop {
-            let conn = Arc::clone(ex.w.conn());
-            match conn.op(ex.w.id, "starting a command", |_| ex.chan.exec(command)) {
-                Ok(Step::Ready(())) => return Ok(ex),
-                Ok(Step::Again(d)) => {
-                    if !ex.w.wait(d, &[], Some(deadline))? {
-                        ex.abandon();
-                        return Err(anyhow!(
-                            "{}: the SSH server did not start `{}` in time",
-                            conn.host,
-                            ex.label
-                        ));
-                    }
-                }
-                Err(e) => {
-                    ex.abandon();
-                    return Err(e);
-                }
-            }
-        }
+        })
     }
 
     fn conn(&self) -> Arc<Conn> {
@@ -219,9 +200,8 @@ impl Exec {
 
     /// `Ready(None)`: the remote end no longer takes input.
     fn write_stdin(&mut self, data: &[u8]) -> Result<Step<Option<usize>>> {
-        let conn = self.conn();
         let data = &data[..data.len().min(CHUNK)];
-        match conn.op_io(self.w.id, "sending input", || self.chan.write(data)) {
+        match self.chan.write_data(self.w.id, "sending input", data) {
             Ok(Step::Ready(n)) => Ok(Step::Ready(Some(n))),
             Ok(Step::Again(d)) => Ok(Step::Again(d)),
             Err(e) if e.is::<ChannelError>() => {
@@ -271,6 +251,7 @@ impl Exec {
             }
         }
         self.finished = true;
+        self.chan.mark_closed();
         if let Ok(sig) = self.chan.exit_signal() {
             if let Some(name) = sig.exit_signal {
                 self.keep_stderr(format!("[killed by signal {name} on the host]\n").as_bytes());
@@ -355,6 +336,23 @@ impl Exec {
             return;
         }
         let conn = self.conn();
+        // The pgid line comes once the login shell has read its rc files; give a slow one a
+        // moment rather than leave the command running.
+        let until = Instant::now() + Duration::from_secs(1);
+        while self.pgid.is_none() && !self.marker_done && !self.stderr_eof {
+            match self.drain_stderr() {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(_) => break,
+            }
+            let dirs = Dirs {
+                read: true,
+                write: false,
+            };
+            if !matches!(self.w.wait(dirs, &[], Some(until)), Ok(true)) {
+                break;
+            }
+        }
         if let Some(pg) = self.pgid {
             let kill = format!(
                 "kill -TERM -{pg} 2>/dev/null; i=0; \
@@ -372,16 +370,15 @@ impl Exec {
                 k.finished = true;
             }
         }
-        conn.close_channel(&mut self.chan, Duration::from_secs(2));
+        self.chan.close(Duration::from_secs(2));
         self.finished = true;
     }
 }
 
 impl Drop for Exec {
     fn drop(&mut self) {
-        if !self.finished && self.w.conn().check_alive().is_ok() {
-            let conn = self.conn();
-            conn.close_channel(&mut self.chan, Duration::from_secs(2));
+        if !self.finished {
+            self.chan.close(Duration::from_secs(2));
         }
     }
 }

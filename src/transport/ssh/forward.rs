@@ -12,9 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use ssh2::Channel;
 
-use super::conn::{ChannelError, Conn, Dirs, Step, Waiter};
+use super::conn::{Chan, ChannelError, Conn, Dirs, Step, Waiter};
 
 const CHUNK: usize = 32 * 1024;
 /// Forwarded connections open at once per port; more are closed on accept.
@@ -41,22 +40,20 @@ impl LocalEnd for UnixStream {
 /// channel fails, or `stop` is set. Closes the channel at the end.
 pub(crate) fn pump<L: LocalEnd>(
     w: &mut Waiter,
-    chan: &mut Channel,
+    chan: &mut Chan,
     local: &mut L,
     stop: &AtomicBool,
 ) -> Result<()> {
     let conn = Arc::clone(w.conn());
     let res = pump_inner(w, &conn, chan, local, stop);
-    if conn.check_alive().is_ok() {
-        conn.close_channel(chan, Duration::from_secs(5));
-    }
+    chan.close(Duration::from_secs(5));
     res
 }
 
 fn pump_inner<L: LocalEnd>(
     w: &mut Waiter,
     conn: &Arc<Conn>,
-    chan: &mut Channel,
+    chan: &mut Chan,
     local: &mut L,
     stop: &AtomicBool,
 ) -> Result<()> {
@@ -95,7 +92,7 @@ fn pump_inner<L: LocalEnd>(
             }
         }
         if up_off < up.len() {
-            match conn.op_io(id, "forwarding data", || chan.write(&up[up_off..])) {
+            match chan.write_data(id, "forwarding data", &up[up_off..]) {
                 Ok(Step::Ready(n)) => {
                     up_off += n;
                     progress |= n > 0;
@@ -292,7 +289,7 @@ impl Drop for Tunnel {
 /// reason goes to `error` and `local` is closed, so the session above sees the end at once.
 pub(crate) fn start_tunnel(
     jump: Arc<Conn>,
-    mut chan: Channel,
+    mut chan: Chan,
     mut local: UnixStream,
     error: Arc<Mutex<Option<String>>>,
 ) -> Result<Tunnel> {
