@@ -226,6 +226,26 @@ fn changed_host_key_is_refused_loudly() {
     let fp = keygen_fingerprint(&s.host_key_path.with_extension("pub"));
     assert!(msg.contains(&fp), "{msg}");
 
+    // Only a key of another type is trusted, and the server has no such key.
+    let rsa = s.dir().join("rsa_impostor");
+    must(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "rsa", "-b", "2048", "-N", "", "-f"])
+            .arg(&rsa),
+    );
+    let rsa_pub = fs::read_to_string(rsa.with_extension("pub")).unwrap();
+    let rsa_pub: Vec<&str> = rsa_pub.split_whitespace().collect();
+    fs::write(
+        &cfg.known_hosts,
+        format!("[127.0.0.1]:{} {} {}\n", s.port, rsa_pub[0], rsa_pub[1]),
+    )
+    .unwrap();
+    let msg = err_text(connect("127.0.0.1", &cfg));
+    assert!(
+        msg.contains("host key has changed") && msg.contains("ssh-rsa"),
+        "{msg}"
+    );
+
     // A revoked key is refused even when it is also listed as trusted.
     fs::write(
         &cfg.known_hosts,
@@ -576,11 +596,19 @@ fn one_session_serves_many_threads_at_once() {
             for n in 0..25u64 {
                 let input = noise(((k * 31 + n * 7919) % 200_000) as usize, k * 1000 + n);
                 let out = hk
-                    .run(&format!("cat; echo end-{k}-{n}"), Some(&input), false, Duration::from_secs(60))
+                    .run(
+                        &format!("cat; echo end-{k}-{n}"),
+                        Some(&input),
+                        false,
+                        Duration::from_secs(60),
+                    )
                     .unwrap_or_else(|e| panic!("{e:#}"));
                 let mut want = input.clone();
                 want.extend_from_slice(format!("end-{k}-{n}\n").as_bytes());
-                assert!(out.ok() && out.stdout == want, "thread {k} command {n}: wrong output");
+                assert!(
+                    out.ok() && out.stdout == want,
+                    "thread {k} command {n}: wrong output"
+                );
             }
             format!("commands {k}")
         });
@@ -629,7 +657,10 @@ fn one_session_serves_many_threads_at_once() {
         }
     }
     eprintln!("many threads: all jobs done in {:.2?}", t.elapsed());
-    assert_eq!(h.run("echo fine", None, false, T10).unwrap().stdout_str(), "fine\n");
+    assert_eq!(
+        h.run("echo fine", None, false, T10).unwrap().stdout_str(),
+        "fine\n"
+    );
 }
 
 #[test]
@@ -801,6 +832,57 @@ fn killing_sshd_mid_command_is_a_prompt_error_naming_the_host() {
             .stdout_str(),
         "back\n"
     );
+}
+
+#[test]
+fn a_reset_connection_is_a_prompt_error_naming_the_host() {
+    let s = Sshd::start();
+    let mut h = session(&s);
+    let mut h2 = h.clone();
+    let pidfile = s.dir().join("sleep.pid");
+    let script = format!("echo $$ > {}; exec sleep 30", pidfile.display());
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let r = h2.run(&script, None, false, Duration::from_secs(60));
+        let _ = tx.send(r.map(|o| o.status).map_err(|e| format!("{e:#}")));
+    });
+    thread::sleep(Duration::from_secs(1));
+    // Abort our side of every connection to this sshd, as a reset from the network would.
+    let reset_at = Instant::now();
+    let out = Command::new("ss")
+        .args([
+            "-K",
+            "dst",
+            "127.0.0.1",
+            "dport",
+            "=",
+            &format!(":{}", s.port),
+        ])
+        .output()
+        .expect("cannot run ss (iproute2)");
+    assert!(
+        out.status.success(),
+        "ss -K: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = rx
+        .recv_timeout(Duration::from_secs(15))
+        .expect("run() hung after the connection was reset");
+    let msg = r.expect_err("the command cannot have succeeded");
+    assert!(msg.contains("db1") && msg.contains("lost"), "{msg}");
+    assert!(reset_at.elapsed() < Duration::from_secs(5));
+    let msg = err_text(h.run("true", None, false, T10));
+    assert!(msg.contains("lost"), "{msg}");
+    // The server side outlives the reset; do not leave its sleep behind.
+    if let Some(pid) = fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+    {
+        // SAFETY: kill(2) on the pid our own command wrote.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
 }
 
 struct Mariadb {

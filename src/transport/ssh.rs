@@ -266,8 +266,21 @@ fn establish(
         }
     }
     sess.handshake().map_err(|e| {
+        // We asked for the key types known_hosts lists; a server without any of them fails
+        // the key exchange, which means its host key changed.
+        let hint = if known_types.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (only {} host keys are trusted for {name} in {}; if the server no longer \
+                 offers such a key, its host key has changed: verify it before replacing the \
+                 entry)",
+                known_types.join("/"),
+                known_hosts.path.display()
+            )
+        };
         anyhow!(
-            "{label}: SSH handshake with {host}:{port} failed: {}",
+            "{label}: SSH handshake with {host}:{port} failed: {}{hint}",
             e.message()
         )
     })?;

@@ -46,6 +46,30 @@ pub(crate) fn remote_command(script: &str, sudo: bool) -> String {
     )
 }
 
+/// Take our pgid line out of the start of stderr (it may follow output of the user's shell
+/// rc files). `None`: not decided yet; `Some(None)`: no marker (given up after 8 KiB).
+fn take_marker(stderr: &mut Vec<u8>) -> Option<Option<u32>> {
+    let window = &stderr[..stderr.len().min(8192)];
+    let mut start = 0;
+    while let Some(nl) = window[start..].iter().position(|&b| b == b'\n') {
+        let line = &window[start..start + nl];
+        if let Some(rest) = line.strip_prefix(PGID_MARK.as_bytes()) {
+            let pgid = std::str::from_utf8(rest)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+                .filter(|&p| p > 1);
+            stderr.drain(start..start + nl + 1);
+            return Some(pgid);
+        }
+        start += nl + 1;
+    }
+    if stderr.len() >= 8192 {
+        Some(None)
+    } else {
+        None
+    }
+}
+
 enum Failure {
     Timeout,
     Other(anyhow::Error),
@@ -145,32 +169,10 @@ impl Exec {
         self.stderr.extend_from_slice(&data[..take]);
         self.stderr_dropped += (data.len() - take) as u64;
         if !self.marker_done {
-            self.find_marker();
-        }
-    }
-
-    /// Take our pgid line out of stderr (it may follow output of the user's shell rc files).
-    fn find_marker(&mut self) {
-        let window = &self.stderr[..self.stderr.len().min(8192)];
-        let mut start = 0;
-        while start < window.len() {
-            let Some(nl) = window[start..].iter().position(|&b| b == b'\n') else {
-                break;
-            };
-            let line = &window[start..start + nl];
-            if let Some(rest) = line.strip_prefix(PGID_MARK.as_bytes()) {
-                self.pgid = std::str::from_utf8(rest)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u32>().ok())
-                    .filter(|&p| p > 1);
-                self.stderr.drain(start..start + nl + 1);
+            if let Some(pgid) = take_marker(&mut self.stderr) {
+                self.pgid = pgid;
                 self.marker_done = true;
-                return;
             }
-            start += nl + 1;
-        }
-        if self.stderr.len() >= 8192 {
-            self.marker_done = true;
         }
     }
 
@@ -399,7 +401,8 @@ pub(crate) fn run(
         label.clone(),
         sudo,
         deadline,
-    )?;
+    )
+    .map_err(|e| anyhow!("{e:#} (while starting: {label})"))?;
     match ex.drive(stdin.unwrap_or(&[]), deadline) {
         Ok(out) => Ok(out),
         Err(Failure::Timeout) => {
@@ -630,5 +633,35 @@ impl Drop for SshProcess {
         if !self.ex.finished && self.ex.w.conn().check_alive().is_ok() {
             self.ex.abandon();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marker_is_found_after_rc_noise_and_removed() {
+        let mut e = b"welcome from .bashrc\n@repltool-pgid:4242\nreal error\n".to_vec();
+        assert_eq!(take_marker(&mut e), Some(Some(4242)));
+        assert_eq!(e, b"welcome from .bashrc\nreal error\n");
+
+        let mut partial = b"@repltool-pg".to_vec();
+        assert_eq!(take_marker(&mut partial), None);
+
+        let mut none = vec![b'x'; 9000];
+        assert_eq!(take_marker(&mut none), Some(None));
+        assert_eq!(none.len(), 9000, "stderr without a marker is left alone");
+    }
+
+    #[test]
+    fn commands_run_through_sh_or_sudo_with_the_script_quoted() {
+        assert_eq!(
+            remote_command("echo 'hi' $X", false),
+            "echo \"@repltool-pgid:$$\" >&2; exec sh -c 'echo '\\''hi'\\'' $X'"
+        );
+        assert!(remote_command("id", true).ends_with("; exec sudo -n sh -c id"));
+        assert_eq!(label("\n  first line  \nsecond"), "first line");
+        assert_eq!(label(&"x".repeat(200)).chars().count(), 80);
     }
 }
