@@ -439,7 +439,8 @@ impl SshProcess {
             label(script),
             sudo,
             deadline,
-        )?;
+        )
+        .map_err(|e| anyhow!("{e:#} (while starting: {})", label(script)))?;
         Ok(SshProcess {
             ex,
             spill: Vec::new(),

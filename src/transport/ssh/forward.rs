@@ -85,10 +85,8 @@ fn pump_inner<L: LocalEnd>(
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => local_events |= libc::POLLIN,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                Err(_) => {
-                    local_eof = true;
-                    progress = true;
-                }
+                // Reset by the local client: nothing more can be delivered either way.
+                Err(_) => return Ok(()),
             }
         }
         if up_off < up.len() {
@@ -157,7 +155,13 @@ fn pump_inner<L: LocalEnd>(
             return Ok(());
         }
         if !progress {
-            w.wait(dirs, &[(local.as_raw_fd(), local_events)], None)?;
+            // Only watch the local socket for what we want from it: a hung-up socket we no
+            // longer read would otherwise wake poll(2) at once, forever.
+            if local_events == 0 {
+                w.wait(dirs, &[], None)?;
+            } else {
+                w.wait(dirs, &[(local.as_raw_fd(), local_events)], None)?;
+            }
         }
     }
 }
