@@ -9,7 +9,7 @@ use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -71,9 +71,6 @@ impl Dirs {
     }
 }
 
-/// What a connection failure says, for callers that want to add their own context.
-pub(crate) struct Lost(pub String);
-
 pub(crate) struct Conn {
     /// The host's name in the topology.
     pub host: String,
@@ -89,6 +86,9 @@ pub(crate) struct Conn {
     open_lock: Mutex<()>,
     bells: Mutex<Vec<(u64, Arc<UnixStream>)>>,
     next_bell: AtomicU64,
+    /// Some call was refused because the socket (or another thread's half-sent packet) blocked
+    /// sending.
+    out_blocked: AtomicBool,
     broken: Mutex<Option<String>>,
     /// Why the jump-host tunnel under this session ended, if it did.
     pub link_error: Option<Arc<Mutex<Option<String>>>>,
@@ -115,14 +115,15 @@ impl Conn {
             open_lock: Mutex::new(()),
             bells: Mutex::new(Vec::new()),
             next_bell: AtomicU64::new(1),
+            out_blocked: AtomicBool::new(false),
             broken: Mutex::new(None),
             link_error: None,
             link: None,
         }
     }
 
-    /// The error every user of a dead connection gets.
-    pub fn lost_error(&self) -> Option<Lost> {
+    /// The message every user of a dead connection gets.
+    pub fn lost_error(&self) -> Option<String> {
         let detail = lock(&self.broken).clone()?;
         let via = self
             .link_error
@@ -130,15 +131,15 @@ impl Conn {
             .and_then(|l| lock(l).clone())
             .map(|e| format!("; jump host tunnel: {e}"))
             .unwrap_or_default();
-        Some(Lost(format!(
+        Some(format!(
             "{}: SSH connection to {} lost ({detail}{via})",
             self.host, self.dest
-        )))
+        ))
     }
 
     pub fn check_alive(&self) -> Result<()> {
         match self.lost_error() {
-            Some(Lost(m)) => Err(anyhow!(m)),
+            Some(m) => Err(anyhow!(m)),
             None => Ok(()),
         }
     }
@@ -244,8 +245,21 @@ impl Conn {
             },
             _ => Dirs::default(),
         };
+        // A finished send may unblock threads that were refused while another thread's packet
+        // was half sent; wake them only then, not on every success (that would wake every idle
+        // forward for each block a busy stream moves).
+        let unblocked = match &res {
+            Ok(_) => self.out_blocked.swap(false, Ordering::Relaxed),
+            Err((EAGAIN, _)) => {
+                if dirs.write {
+                    self.out_blocked.store(true, Ordering::Relaxed);
+                }
+                false
+            }
+            Err(_) => false,
+        };
         drop(guard);
-        if had_input || res.is_ok() {
+        if had_input || unblocked {
             self.ring(me);
         }
         match res {
@@ -254,7 +268,7 @@ impl Conn {
             Err((code, msg)) if is_fatal(code) => {
                 self.mark_broken(&format!("{what}: {}", describe(code, &msg)));
                 match self.lost_error() {
-                    Some(Lost(m)) => Err(anyhow!(m)),
+                    Some(m) => Err(anyhow!(m)),
                     None => Err(anyhow!("{}: {what}: {msg}", self.host)),
                 }
             }
