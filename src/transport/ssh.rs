@@ -4,7 +4,11 @@
 //!
 //! One libssh2 session carries everything for a host: commands, streams and forwarded SQL
 //! connections run at the same time from several threads (see `conn` for how). Clones of an
-//! [`SshSession`] share that session.
+//! [`SshSession`] share that session. A server refusing more sessions (OpenSSH `MaxSessions`)
+//! makes new commands wait for a free one. A command that times out, or a stream dropped
+//! before its end, has its remote process group killed. A dead link (server gone, reset,
+//! silent network loss via TCP keepalive) fails every user of the session with a message
+//! naming the host.
 
 mod conn;
 mod exec;
