@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # repltool benchmarks: one command, a markdown table on stdout (progress on stderr).
 #
-#   bash bench/run.sh [section...]      sections: lab (default: all)
+#   bash bench/run.sh [section...]      sections: lab init status promote seed (default: all)
+#   SEED_MB=1024 bash bench/run.sh seed size of the seeding data set in MiB (default 1024)
 #   RUNS=7 bash bench/run.sh lab        more runs per row (default 5; the median is reported)
 #
 # Each row is compared with a floor measured in the same run on the same machine, so the ratio
@@ -12,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-5}
-ALL_SECTIONS=(lab)
+ALL_SECTIONS=(lab init status promote seed)
 BIN="$PWD/target/release/repltool"
 
 log() { printf '%s\n' "$*" >&2; }
@@ -30,6 +31,7 @@ WORK=$(mktemp -d /tmp/repltool-bench.XXXXXX)
 chmod 755 "$WORK"
 export XDG_CACHE_HOME="$WORK/cache"
 cleanup() {
+  declare -F stop_sshd >/dev/null && stop_sshd
   for d in "$WORK"/lab-*; do
     [ -e "$d/lab.json" ] && "$BIN" lab down --dir "$d" >/dev/null 2>&1 || true
   done
@@ -110,8 +112,9 @@ section_lab() {
   done
 }
 
-# Later sections (init, status, promote) go here as section_NAME functions, added to
-# ALL_SECTIONS, each calling row() and measuring its own floor.
+# init, status, promote and seed: over a real sshd (bench/sections.sh).
+# shellcheck source=bench/sections.sh
+. "$(dirname "$0")/sections.sh"
 
 sections=("$@")
 [ ${#sections[@]} -gt 0 ] || sections=("${ALL_SECTIONS[@]}")
