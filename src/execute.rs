@@ -524,37 +524,58 @@ fn link(ctx: &Ctx, master: &str, slaves: &[LinkSlave], seed: Option<&Seed>) -> R
             held.as_millis()
         ));
     }
-    for (l, (conn, f)) in slaves.iter().zip(sconns.iter_mut()) {
-        ctx.progress.step(
-            &l.host,
-            &format!("CHANGE MASTER TO {master} at {file}:{pos}"),
-        );
-        let mut stmts: Vec<Sql> = Vec::new();
-        if replica_status(conn, f)?.is_some() {
-            stmts.push(f.stop_replica());
-            stmts.push(f.reset_replica_all());
-        }
-        let mut cm = l.change.clone();
-        match cm.start {
-            StartAt::Gtid => {
-                if let Some(g) = &gtid {
-                    stmts.extend(f.seed_gtid(g));
-                }
-            }
-            StartAt::Position { .. } => {
-                cm.start = StartAt::Position {
-                    file: file.clone(),
-                    pos,
-                }
-            }
-        }
-        stmts.push(f.change_master(&cm));
-        stmts.push(f.start_replica());
-        run_sql(conn, &stmts).with_context(|| l.host.clone())?;
-        ctx.note(format!(
-            "{}: replicates from {master} (from {file}:{pos})",
-            l.host
-        ));
+    // Every slave at once: each has its own connection.
+    let (file, gtid) = (&file, &gtid);
+    let errors: Vec<String> = std::thread::scope(|scope| {
+        let hs: Vec<_> = slaves
+            .iter()
+            .zip(sconns.iter_mut())
+            .map(|(l, (conn, f))| {
+                scope.spawn(move || -> Result<()> {
+                    ctx.progress.step(
+                        &l.host,
+                        &format!("CHANGE MASTER TO {master} at {file}:{pos}"),
+                    );
+                    let mut stmts: Vec<Sql> = Vec::new();
+                    if replica_status(conn, f)?.is_some() {
+                        stmts.push(f.stop_replica());
+                        stmts.push(f.reset_replica_all());
+                    }
+                    let mut cm = l.change.clone();
+                    match cm.start {
+                        StartAt::Gtid => {
+                            if let Some(g) = gtid {
+                                stmts.extend(f.seed_gtid(g));
+                            }
+                        }
+                        StartAt::Position { .. } => {
+                            cm.start = StartAt::Position {
+                                file: file.clone(),
+                                pos,
+                            }
+                        }
+                    }
+                    stmts.push(f.change_master(&cm));
+                    stmts.push(f.start_replica());
+                    run_sql(conn, &stmts).with_context(|| l.host.clone())?;
+                    ctx.note(format!(
+                        "{}: replicates from {master} (from {file}:{pos})",
+                        l.host
+                    ));
+                    Ok(())
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .filter_map(|h| match h.join() {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("{e:#}")),
+                Err(_) => Some("internal error: a worker thread panicked".into()),
+            })
+            .collect()
+    });
+    if !errors.is_empty() {
+        bail!(errors.join("\n"));
     }
     Ok(())
 }

@@ -138,8 +138,12 @@ pub fn connect_sql_io(
             "SET SESSION sql_mode = REPLACE(@@SESSION.sql_mode, 'NO_BACKSLASH_ESCAPES', '')",
         ]);
     mysql::Conn::new(opts).map_err(|e| {
+        let far = session
+            .endpoint_error(host.mysql.port)
+            .map(|r| format!(" (through SSH: {r})"))
+            .unwrap_or_default();
         anyhow!(
-            "{}: SQL login as {} on port {} failed: {}",
+            "{}: SQL login as {} on port {} failed: {}{far}",
             host.name,
             host.mysql.user,
             host.mysql.port,

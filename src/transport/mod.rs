@@ -68,6 +68,14 @@ pub trait HostSession: Send {
     /// port-forward (direct-tcpip) that lives as long as the session.
     fn sql_endpoint(&mut self, port: u16) -> Result<(String, u16)>;
 
+    /// Why the last connection through [`HostSession::sql_endpoint`] to `port` failed on the
+    /// far side, when the transport knows (an SSH forward whose target refused): the SQL client
+    /// itself only sees a closed connection.
+    fn endpoint_error(&self, port: u16) -> Option<String> {
+        let _ = port;
+        None
+    }
+
     /// Read a file; `Ok(None)` when it does not exist.
     fn read_file(&mut self, path: &Path, privileged: bool) -> Result<Option<Vec<u8>>> {
         let p = shell_quote(&path.to_string_lossy());

@@ -117,6 +117,9 @@ impl HostSession for SshSession {
     fn host_name(&self) -> &str {
         &self.name
     }
+    fn endpoint_error(&self, port: u16) -> Option<String> {
+        self.forward_error(port)
+    }
 
     fn run(
         &mut self,

@@ -12,21 +12,61 @@ use mysql::prelude::Queryable;
 
 #[path = "lab.rs"]
 pub mod lab;
+#[path = "sshd.rs"]
+pub mod sshd;
 
 pub use lab::{repltool, show, Lab};
 
-/// A lab plus the topology file the test drives.
+/// A lab plus the topology file the test drives, and the sshd it is reached through.
 pub struct Cluster {
     pub lab: Lab,
     pub file: PathBuf,
+    pub sshd: Option<sshd::Sshd>,
 }
 
 impl Cluster {
-    /// `nodes` servers (lab shape `shape`), topology at DIR/topology.yaml.
+    /// `nodes` servers (lab shape `shape`) reached over a real sshd on 127.0.0.1, with SQL
+    /// through SSH port-forwards: the way users run repltool. Topology at DIR/topology.yaml.
     pub fn start(nodes: u32, base_port: u16, shape: &str) -> Cluster {
+        let mut c = Cluster::start_local(nodes, base_port, shape);
+        let sshd = sshd::Sshd::start();
+        let ssh = sshd.ssh();
+        let text = c.topology_text();
+        assert!(
+            text.contains("\n  transport: local\n"),
+            "unexpected lab file:\n{text}"
+        );
+        let block = format!(
+            "\n  transport: ssh\n  ssh:\n    user: {}\n    port: {}\n    identity_file: {}\n    known_hosts: {}\n",
+            ssh.user,
+            ssh.port,
+            sshd.identity.display(),
+            sshd.known_hosts.display()
+        );
+        write(&c.file, &text.replace("\n  transport: local\n", &block));
+        c.sshd = Some(sshd);
+        c
+    }
+
+    /// The same without SSH: the lab's own file (local transport).
+    pub fn start_local(nodes: u32, base_port: u16, shape: &str) -> Cluster {
         let lab = Lab::start_with(nodes, base_port, &["--shape", shape], true);
         let file = lab.topology.clone();
-        Cluster { lab, file }
+        Cluster {
+            lab,
+            file,
+            sshd: None,
+        }
+    }
+
+    /// Cut every SSH link (sshd and its sessions killed), as when a host drops off the network.
+    pub fn cut_ssh(&mut self) {
+        self.sshd.as_mut().expect("an SSH cluster").kill();
+    }
+
+    /// sshd back on the same port with the same keys.
+    pub fn restore_ssh(&mut self) {
+        self.sshd.as_mut().expect("an SSH cluster").restart();
     }
 
     pub fn file_str(&self) -> String {
