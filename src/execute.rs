@@ -130,6 +130,7 @@ pub fn execute(ctx: &Ctx, plan: &Plan) -> Result<()> {
             }
             bail!(msg);
         }
+        crate::failpoint::hit(&format!("execute-after-wave-{wave}"));
     }
     Ok(())
 }

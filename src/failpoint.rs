@@ -2,8 +2,8 @@
 //! point (as a kill -9 of repltool would), `NAME:pause=MS` sleeps there (time for a test to cut
 //! an SSH link). Unset, a failpoint costs one environment lookup.
 
-/// Named points: `init-after-config` (configs written, nothing restarted),
-/// `promote-after-target` (the new master promoted, nobody re-pointed yet).
+/// Named points: `execute-after-wave-N` (a plan's wave N done; wave 0 writes configs and
+/// restarts), `promote-after-target` (the new master promoted, nobody re-pointed yet).
 pub fn hit(name: &str) {
     let Ok(v) = std::env::var("REPLTOOL_FAILPOINT") else {
         return;
@@ -16,7 +16,10 @@ pub fn hit(name: &str) {
         .strip_prefix("pause=")
         .and_then(|ms| ms.parse::<u64>().ok())
     {
-        Some(ms) => std::thread::sleep(std::time::Duration::from_millis(ms)),
+        Some(ms) => {
+            eprintln!("failpoint {name}: pausing {ms} ms");
+            std::thread::sleep(std::time::Duration::from_millis(ms))
+        }
         None => {
             eprintln!("failpoint {name}: exiting");
             std::process::exit(101);

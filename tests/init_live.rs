@@ -278,3 +278,27 @@ fn a_disk_full_config_write_is_named_leaves_no_debris_and_a_rerun_converges() {
     let (code, v) = c.status_json();
     assert_eq!(code, 0, "{v:#}");
 }
+
+#[test]
+fn an_ssh_link_dropped_mid_run_is_named_and_a_rerun_converges() {
+    let mut c = Cluster::start(3, 25120, "master-slave");
+    let f = c.file_str();
+    // The link is cut after the configs are written and the servers restarted (wave 0).
+    let out = cluster::run_with_pause(&f, &["init"], "execute-after-wave-0", || c.cut_ssh());
+    assert_ne!(out.status.code(), Some(0), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("SSH connection") && err.contains("lost"),
+        "{err}"
+    );
+    assert!(err.contains("already changed"), "{err}");
+    assert!(
+        err.contains("node1: wrote") && err.contains("restarted the server"),
+        "{err}"
+    );
+    eprintln!("{err}");
+    c.restore_ssh();
+    c.init_ok();
+    let (code, v) = c.status_json();
+    assert_eq!(code, 0, "{v:#}");
+}

@@ -258,3 +258,37 @@ fn a_promote_killed_half_way_is_finished_by_the_next_one() {
     let (code, v) = c.status_json();
     assert_eq!(code, 0, "{v:#}");
 }
+
+#[test]
+fn a_promote_whose_ssh_link_drops_half_way_is_reported_and_the_next_one_finishes() {
+    let mut c = Cluster::start(3, 25380, "master-slave");
+    c.exec(
+        1,
+        "CREATE DATABASE l; CREATE TABLE l.t (id INT PRIMARY KEY); INSERT INTO l.t VALUES (1)",
+    );
+    c.init_ok();
+    let f = c.file_str();
+    let out = cluster::run_with_pause(
+        &f,
+        &["promote", "node2", "--yes"],
+        "promote-after-target",
+        || c.cut_ssh(),
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("SSH connection") && err.contains("lost"),
+        "{err}"
+    );
+    assert!(err.contains("node2: is the master"), "{err}");
+    assert!(err.contains("run the same promote again"), "{err}");
+    c.restore_ssh();
+    let out = c.run(&["promote", "node2", "--yes"]);
+    assert!(out.status.success(), "{}", show(&out));
+    c.exec(2, "INSERT INTO l.t VALUES (2)");
+    for k in [1, 3] {
+        c.wait_for(k, "SELECT COUNT(*) FROM l.t", "2", T);
+    }
+    let (code, v) = c.status_json();
+    assert_eq!(code, 0, "{v:#}");
+}

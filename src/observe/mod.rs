@@ -138,8 +138,18 @@ pub fn connect_sql_io(
             "SET SESSION sql_mode = REPLACE(@@SESSION.sql_mode, 'NO_BACKSLASH_ESCAPES', '')",
         ]);
     mysql::Conn::new(opts).map_err(|e| {
-        let far = session
-            .endpoint_error(host.mysql.port)
+        // The forward's own thread records why it closed; give it a moment to say so.
+        let mut far = session.endpoint_error(host.mysql.port);
+        if far.is_none() && (addr_is_forward(host)) {
+            for _ in 0..20 {
+                std::thread::sleep(Duration::from_millis(10));
+                far = session.endpoint_error(host.mysql.port);
+                if far.is_some() {
+                    break;
+                }
+            }
+        }
+        let far = far
             .map(|r| format!(" (through SSH: {r})"))
             .unwrap_or_default();
         anyhow!(
@@ -150,6 +160,11 @@ pub fn connect_sql_io(
             sql_error_text(&e)
         )
     })
+}
+
+fn addr_is_forward(host: &Host) -> bool {
+    matches!(host.transport, crate::topology::Transport::Ssh(_))
+        && host.mysql.route == crate::topology::SqlRoute::Forward
 }
 
 /// A server error without the crate's decoration, password never included.

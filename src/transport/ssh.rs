@@ -118,7 +118,7 @@ impl HostSession for SshSession {
         &self.name
     }
     fn endpoint_error(&self, port: u16) -> Option<String> {
-        self.forward_error(port)
+        self.forward_error(port).or_else(|| self.conn.lost_error())
     }
 
     fn run(

@@ -284,3 +284,47 @@ pub fn write(path: &Path, text: &str) {
 
 /// A shared log for assertions from threads.
 pub type Log = Arc<Mutex<Vec<String>>>;
+
+/// Run repltool with a failpoint that pauses; call `during` once the pause is reached, then
+/// wait for the end. Bounded: the pause line must come within 60 s.
+pub fn run_with_pause(f: &str, args: &[&str], failpoint: &str, during: impl FnOnce()) -> Output {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let mut child = Command::new(lab::bin())
+        .args(args)
+        .args(["-f", f])
+        .env("REPLTOOL_FAILPOINT", format!("{failpoint}:pause=3000"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn repltool");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let mut seen = String::new();
+        let mut r = BufReader::new(stderr);
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap_or(0) > 0 {
+            if line.contains("failpoint") && line.contains("pausing") {
+                let _ = tx.send(());
+            }
+            seen.push_str(&line);
+            line.clear();
+        }
+        seen
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the failpoint was not reached");
+    during();
+    let status = child.wait().expect("wait");
+    let mut out = Vec::new();
+    if let Some(mut so) = child.stdout.take() {
+        let _ = so.read_to_end(&mut out);
+    }
+    let err = reader.join().unwrap_or_default();
+    Output {
+        status,
+        stdout: out,
+        stderr: err.into_bytes(),
+    }
+}
