@@ -65,6 +65,8 @@ pub struct SqlFacts {
     pub repl_password_mismatch: Vec<String>,
     /// Whether any database other than the system ones exists.
     pub has_user_data: bool,
+    /// @@bind_address ("" when the server does not say).
+    pub bind_address: String,
     /// @@log_error resolved against @@datadir.
     pub error_log: Option<PathBuf>,
     pub datadir: String,
@@ -250,7 +252,7 @@ pub fn sql_facts(conn: &mut mysql::Conn, topo: &Topology) -> Result<SqlFacts> {
         "SELECT @@version AS v, @@version_comment AS c, @@server_id AS sid, @@log_bin AS lb, \
          @@binlog_format AS bf, @@read_only AS ro, @@log_slave_updates AS lsu, \
          @@auto_increment_increment AS aii, @@auto_increment_offset AS aio, @@datadir AS dd, \
-         @@log_error AS le, UNIX_TIMESTAMP() AS now",
+         @@log_error AS le, @@bind_address AS ba, UNIX_TIMESTAMP() AS now",
     )?
     .into_iter()
     .next()
@@ -356,6 +358,7 @@ pub fn sql_facts(conn: &mut mysql::Conn, topo: &Topology) -> Result<SqlFacts> {
         repl_password_mismatch,
         has_user_data,
         error_log,
+        bind_address: get("ba"),
         datadir,
         clock: get("now").parse().unwrap_or(0),
         promotions,
