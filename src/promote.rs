@@ -318,26 +318,13 @@ impl Run<'_> {
     }
 }
 
-/// Run statements on several hosts at once, each with its own connection; every error named.
+/// `f` on several hosts at once, each result with its host's name.
 fn parallel<T: Send>(
     names: &[String],
     f: impl Fn(&str) -> Result<T> + Sync,
 ) -> Vec<(String, Result<T>)> {
-    std::thread::scope(|s| {
-        let hs: Vec<_> = names
-            .iter()
-            .map(|n| {
-                let f = &f;
-                s.spawn(move || (n.clone(), f(n)))
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| (String::new(), Err(anyhow!("a worker thread panicked"))))
-            })
-            .collect()
-    })
+    let results = crate::par::each(names, |n| f(n));
+    names.iter().cloned().zip(results).collect()
 }
 
 fn master_status(conn: &mut mysql::Conn, f: &Flavor) -> Result<(String, u64)> {
@@ -464,61 +451,13 @@ pub fn run(path: &Path, topo: &Topology, target: &str, opts: &PromoteOptions) ->
     let started = Instant::now();
     // Sessions and facts, each host bounded; a dead master is a fact, not an error.
     let conn_timeout = opts.timeout.min(Duration::from_secs(5));
-    let mut sessions: Sessions = HashMap::new();
-    let mut ssh_up: HashMap<String, bool> = HashMap::new();
-    let opened: Vec<(String, Result<Box<dyn HostSession>>)> = std::thread::scope(|s| {
-        let hs: Vec<_> = topo
-            .hosts
-            .iter()
-            .map(|h| {
-                s.spawn(move || {
-                    let mut h2 = h.clone();
-                    if let crate::topology::Transport::Ssh(ssh) = &mut h2.transport {
-                        ssh.connect_timeout = ssh.connect_timeout.min(conn_timeout);
-                    }
-                    (h.name.clone(), crate::transport::connect(&h2))
-                })
-            })
-            .collect();
-        hs.into_iter().filter_map(|h| h.join().ok()).collect()
-    });
-    let mut facts: HashMap<String, Facts> = HashMap::new();
-    for (name, r) in opened {
-        match r {
-            Ok(sess) => {
-                ssh_up.insert(name.clone(), true);
-                sessions.insert(name, Mutex::new(sess));
-            }
-            Err(e) => {
-                ssh_up.insert(name.clone(), false);
-                facts.insert(
-                    name.clone(),
-                    Facts {
-                        host: name,
-                        sql: None,
-                        sql_error: Some(format!("{e:#}")),
-                        config: None,
-                    },
-                );
-            }
-        }
-    }
-    let observed: Vec<Facts> = std::thread::scope(|s| {
-        let hs: Vec<_> = sessions
-            .iter()
-            .filter_map(|(n, m)| topo.host(n).map(|h| (h, m)))
-            .map(|(h, m)| {
-                s.spawn(move || {
-                    let mut sess = m.lock().unwrap_or_else(|e| e.into_inner());
-                    observe::observe_host(topo, h, sess.as_mut(), conn_timeout, false)
-                })
-            })
-            .collect();
-        hs.into_iter().filter_map(|h| h.join().ok()).collect()
-    });
-    for f in observed {
-        facts.insert(f.host.clone(), f);
-    }
+    let (sessions, failed) = crate::transport::connect_all(topo, Some(conn_timeout));
+    let ssh_up: HashMap<String, bool> = topo
+        .hosts
+        .iter()
+        .map(|h| (h.name.clone(), sessions.contains_key(&h.name)))
+        .collect();
+    let facts = observe::observe_all(topo, &sessions, &failed, conn_timeout, false);
     let Some(plan) = plan_promote(topo, &facts, target)? else {
         println!(
             "{target} is already the master in {}; nothing to do",
@@ -852,11 +791,11 @@ fn switchover(run: &Run, plan: &PromotePlan) -> Result<String> {
         r.map_err(|e| problem(format!("{n} {e:#} (before any lock); nothing was changed")))?;
     }
     // Connections for the blocked window, opened beforehand.
-    let mut conns: HashMap<String, (mysql::Conn, Flavor)> = HashMap::new();
+    let mut conns: Vec<(String, mysql::Conn, Flavor)> = Vec::new();
     for n in &slaves {
         let mut c = run.sql(n)?;
         let f = flavor_of(&mut c)?;
-        conns.insert(n.clone(), (c, f));
+        conns.push((n.clone(), c, f));
     }
     let t_block = Instant::now();
     run_sql(&mut oc, &of.set_read_only(true))?;
@@ -878,26 +817,22 @@ fn switchover(run: &Run, plan: &PromotePlan) -> Result<String> {
             return Err(e);
         }
     };
-    let waits: Vec<(String, Result<()>)> = std::thread::scope(|s| {
-        let hs: Vec<_> = conns
-            .iter_mut()
-            .map(|(n, (c, f))| {
-                let (file, n) = (&file, n.clone());
-                s.spawn(move || (n, pos_wait(c, f, file, pos, secs)))
-            })
-            .collect();
-        hs.into_iter().filter_map(|h| h.join().ok()).collect()
+    let waits = crate::par::each_mut(&mut conns, |(n, c, f)| {
+        pos_wait(c, f, &file, pos, secs).map_err(|e| anyhow!("{n} {e:#}"))
     });
-    for (n, r) in waits {
+    for r in waits {
         if let Err(e) = r {
             undo(&mut oc);
             return Err(problem(format!(
-                "{n} {e:#}; aborted: {o} is writable again and nothing else changed"
+                "{e:#}; aborted: {o} is writable again and nothing else changed"
             )));
         }
     }
     // From here on the target is the master.
-    let (tc, tf) = conns.get_mut(t).ok_or_else(|| anyhow!("{t}?"))?;
+    let (_, tc, tf) = conns
+        .iter_mut()
+        .find(|(n, _, _)| n == t)
+        .ok_or_else(|| anyhow!("{t}?"))?;
     let promote_res = (|| -> Result<(String, u64)> {
         run_sql(tc, &[tf.stop_replica()])?;
         let np = master_status(tc, tf)?;

@@ -481,6 +481,54 @@ pub fn config_facts(session: &mut dyn HostSession, host: &Host) -> Result<Config
     })
 }
 
+/// Observe every host at once: those with a session over it, the others recorded with the
+/// reason they could not be reached.
+pub fn observe_all(
+    topo: &Topology,
+    sessions: &crate::transport::Sessions,
+    unreachable: &[(String, anyhow::Error)],
+    timeout: Duration,
+    with_config: bool,
+) -> std::collections::HashMap<String, Facts> {
+    let reachable: Vec<&Host> = topo
+        .hosts
+        .iter()
+        .filter(|h| sessions.contains_key(&h.name))
+        .collect();
+    let observed = crate::par::each(&reachable, |h| {
+        let m = sessions
+            .get(&h.name)
+            .ok_or_else(|| anyhow!("{}: no session", h.name))?;
+        let mut sess = m.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(observe_host(topo, h, sess.as_mut(), timeout, with_config))
+    });
+    let mut facts: std::collections::HashMap<String, Facts> = reachable
+        .iter()
+        .zip(observed)
+        .map(|(h, r)| {
+            let f = r.unwrap_or_else(|e| Facts {
+                host: h.name.clone(),
+                sql: None,
+                sql_error: Some(format!("{e:#}")),
+                config: None,
+            });
+            (h.name.clone(), f)
+        })
+        .collect();
+    for (name, e) in unreachable {
+        facts.insert(
+            name.clone(),
+            Facts {
+                host: name.clone(),
+                sql: None,
+                sql_error: Some(format!("{e:#}")),
+                config: None,
+            },
+        );
+    }
+    facts
+}
+
 /// Observe one host: config facts over its shell, SQL facts over its server. A failure to reach
 /// the server is recorded, not returned, so callers see every host.
 pub fn observe_host(
