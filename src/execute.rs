@@ -412,6 +412,9 @@ fn rejoin(
         stmts.push(f.stop_replica());
         stmts.push(f.reset_replica_all());
     }
+    if change.start == StartAt::Gtid {
+        stmts.extend(f.adopt_own_gtids());
+    }
     stmts.push(f.change_master(change));
     stmts.push(f.start_replica());
     run_sql(&mut conn, &stmts)?;

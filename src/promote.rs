@@ -360,9 +360,15 @@ fn change_to(topo: &Topology, target: &Host, file: &str, pos: u64) -> ChangeMast
         port: target.mysql.port,
         user: topo.replication.user.clone(),
         password: topo.replication.password.clone(),
-        start: StartAt::Position {
-            file: file.to_string(),
-            pos,
+        // With GTID on, every server logs what it replicates (log_slave_updates), so the new
+        // master's log has every slave's position: re-point by GTID, not by coordinates.
+        start: if topo.replication.gtid {
+            StartAt::Gtid
+        } else {
+            StartAt::Position {
+                file: file.to_string(),
+                pos,
+            }
         },
         ssl: topo.replication.ssl,
         connect_retry: 10,
@@ -642,6 +648,9 @@ fn resume(run: &Run, plan: &PromotePlan, rec: &observe::Promotion) -> Result<Str
             stmts.push(f.stop_replica());
             stmts.push(f.reset_replica_all());
         }
+        if n == o && run.topo.replication.gtid {
+            stmts.extend(f.adopt_own_gtids());
+        }
         stmts.push(f.change_master(&change_to(run.topo, target, &rec.new_pos.0, rec.new_pos.1)));
         stmts.push(f.start_replica());
         run_sql(&mut c, &stmts)?;
@@ -870,6 +879,9 @@ fn switchover(run: &Run, plan: &PromotePlan) -> Result<String> {
             stmts.push(f.stop_replica());
             stmts.push(f.reset_replica_all());
         }
+        if n == o && run.topo.replication.gtid {
+            stmts.extend(f.adopt_own_gtids());
+        }
         stmts.push(f.change_master(&change_to(run.topo, target, &nf, np)));
         stmts.push(f.start_replica());
         run_sql(&mut c, &stmts)
@@ -994,6 +1006,14 @@ fn failover(run: &Run, plan: &PromotePlan, force: bool, old_ssh_up: bool) -> Res
         .filter(|(n, _)| key(&stopped[n]) < key(&tpos))
         .map(|(n, _)| n.clone())
         .collect();
+    if run.topo.replication.gtid {
+        // The new master logs what it replicated (log_slave_updates is on with GTID): a slave
+        // behind it fetches the difference from it once re-pointed by GTID.
+        for n in &behind_target {
+            run.note(format!("{n}: behind {t}; it catches up from {t} by GTID"));
+        }
+        behind_target.clear();
+    }
     if !behind_target.is_empty() && old_ssh_up {
         let tool = flavor_of(&mut run.sql(t)?)?.binlog_tool();
         let mut still = Vec::new();

@@ -475,9 +475,13 @@ pub fn plan_init(
                             port: m.mysql.port,
                             user: topo.replication.user.clone(),
                             password: topo.replication.password.clone(),
-                            start: StartAt::Position {
-                                file: pr.new_pos.0.clone(),
-                                pos: pr.new_pos.1,
+                            start: if topo.replication.gtid {
+                                StartAt::Gtid
+                            } else {
+                                StartAt::Position {
+                                    file: pr.new_pos.0.clone(),
+                                    pos: pr.new_pos.1,
+                                }
                             },
                             ssl: topo.replication.ssl,
                             connect_retry: 10,
