@@ -3,6 +3,7 @@
 #
 #   bash bench/run.sh [section...]      sections: lab init status promote seed (default: all)
 #   SEED_MB=1024 bash bench/run.sh seed size of the seeding data set in MiB (default 1024)
+#   BENCH_LOGS=DIR bash bench/run.sh    keep the promote outputs (with their timings) in DIR
 #   RUNS=7 bash bench/run.sh lab        more runs per row (default 5; the median is reported)
 #
 # Each row is compared with a floor measured in the same run on the same machine, so the ratio

@@ -201,6 +201,7 @@ section_promote() {
     t0=$(now)
     "$BIN" promote node2 --yes -f "$d/topology.yaml" >"$WORK/promote.out" 2>&1 || { cat "$WORK/promote.out" >&2; die "switchover failed"; }
     since "$t0" >>"$WORK/sw.txt"
+    [ -n "${BENCH_LOGS:-}" ] && cp "$WORK/promote.out" "$BENCH_LOGS/switchover-$i.txt"
     wait "$wp"
     gap=$(grep -o '"max_gap_ms": [0-9.]*' "$WORK/writer.json" | grep -o '[0-9.]*$')
     acked=$(grep -o '"acked": [0-9]*' "$WORK/writer.json" | grep -o '[0-9]*$')
@@ -218,6 +219,7 @@ section_promote() {
     t0=$(now)
     "$BIN" promote node3 --yes -f "$d/topology.yaml" >"$WORK/promote.out" 2>&1 || { cat "$WORK/promote.out" >&2; die "failover failed"; }
     since "$t0" >>"$WORK/fo.txt"
+    [ -n "${BENCH_LOGS:-}" ] && cp "$WORK/promote.out" "$BENCH_LOGS/failover-$i.txt"
     "$BIN" status -f "$d/topology.yaml" --format json >"$WORK/st.json" 2>/dev/null || true
     [ "$(grep -c '"replicating_from": "node3"' "$WORK/st.json")" = 2 ] || die "after the failover the slaves do not replicate from node3: $(cat "$WORK/st.json")"
     lab_down "$d"

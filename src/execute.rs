@@ -104,6 +104,9 @@ pub fn execute(ctx: &Ctx, plan: &Plan) -> Result<()> {
         if !failures.is_empty() {
             let changes = ctx.changes();
             let mut msg = failures.join("\n");
+            for l in crate::transport::link_problems(ctx.topo, ctx.sessions) {
+                msg.push_str(&format!("\n{l}"));
+            }
             if changes.is_empty() {
                 msg.push_str("\nnothing was changed yet.");
             } else {

@@ -289,6 +289,7 @@ struct Run<'a> {
     sessions: Sessions,
     timeout: Duration,
     log: Mutex<Vec<String>>,
+    started: Instant,
 }
 
 impl Run<'_> {
@@ -310,8 +311,12 @@ impl Run<'_> {
         )
     }
     fn note(&self, s: String) {
-        eprintln!("  {s}");
+        eprintln!("[{:>6.3}s] {s}", self.started.elapsed().as_secs_f64());
         self.log.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+    }
+    /// Progress that is not a change (stderr only, with the time since the start).
+    fn trace(&self, s: &str) {
+        eprintln!("[{:>6.3}s] {s}", self.started.elapsed().as_secs_f64());
     }
     fn changes(&self) -> Vec<String> {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -464,6 +469,11 @@ pub fn run(path: &Path, topo: &Topology, target: &str, opts: &PromoteOptions) ->
         .map(|h| (h.name.clone(), sessions.contains_key(&h.name)))
         .collect();
     let facts = observe::observe_all(topo, &sessions, &failed, conn_timeout, false);
+    eprintln!(
+        "[{:>6.3}s] observed {} hosts",
+        started.elapsed().as_secs_f64(),
+        topo.hosts.len()
+    );
     let Some(plan) = plan_promote(topo, &facts, target)? else {
         println!(
             "{target} is already the master in {}; nothing to do",
@@ -496,6 +506,7 @@ pub fn run(path: &Path, topo: &Topology, target: &str, opts: &PromoteOptions) ->
         sessions,
         timeout: opts.timeout,
         log: Mutex::new(Vec::new()),
+        started,
     };
     // An earlier promote to the same host that stopped half-way: the target is promoted (its
     // promotion is recorded) but the file was not rewritten. Finish the job.
@@ -548,6 +559,9 @@ pub fn run(path: &Path, topo: &Topology, target: &str, opts: &PromoteOptions) ->
             );
             let changes = run.changes();
             let mut msg = format!("promote {} failed: {e:#}", plan.target);
+            for l in crate::transport::link_problems(topo, &run.sessions) {
+                msg.push_str(&format!("\n{l}"));
+            }
             if changes.is_empty() {
                 msg.push_str("\nnothing was changed.");
             } else {
@@ -672,11 +686,10 @@ fn resume(run: &Run, plan: &PromotePlan, rec: &observe::Promotion) -> Result<Str
 }
 
 /// Make sure the target has the replication user for every address that will replicate from it.
-fn ensure_users(run: &Run, target: &str, from: &[String]) -> Result<()> {
-    let mut conn = run.sql(target)?;
-    let f = flavor_of(&mut conn)?;
+fn ensure_users(run: &Run, conn: &mut mysql::Conn, target: &str, from: &[String]) -> Result<()> {
+    let f = flavor_of(conn)?;
     let have: Vec<String> = query_columns(
-        &mut conn,
+        conn,
         &format!(
             "SELECT Host FROM mysql.user WHERE User = {}",
             crate::flavor::quote(&run.topo.replication.user)
@@ -707,7 +720,7 @@ fn ensure_users(run: &Run, target: &str, from: &[String]) -> Result<()> {
         let mut all = vec![Sql::plain("SET SESSION sql_log_bin = 0")];
         all.extend(stmts);
         all.push(Sql::plain("SET SESSION sql_log_bin = 1"));
-        run_sql(&mut conn, &all)?;
+        run_sql(conn, &all)?;
         run.note(format!(
             "{target}: created the replication user for {}",
             done.join(", ")
@@ -757,55 +770,52 @@ fn switchover(run: &Run, plan: &PromotePlan) -> Result<String> {
     let (t, o) = (plan.target.as_str(), plan.old.as_str());
     let secs = run.timeout.as_secs().max(1) as u32;
     let target = run.topo.host(t).ok_or_else(|| anyhow!("{t}?"))?;
-    let mut slaves: Vec<String> = vec![t.to_string()];
-    slaves.extend(plan.others.iter().cloned());
+    let old_host = run.topo.host(o).ok_or_else(|| anyhow!("{o}?"))?;
+    // One connection per host, opened at once and kept for every step: connecting through an
+    // SSH forward costs more than the statements themselves.
+    let mut names: Vec<String> = vec![t.to_string()];
+    names.extend(plan.others.iter().cloned());
+    names.push(o.to_string());
+    let opened = crate::par::each(&names, |n| {
+        let mut c = run.sql(n)?;
+        let f = flavor_of(&mut c)?;
+        Ok((n.clone(), c, f))
+    });
+    let mut conns: Vec<(String, mysql::Conn, Flavor)> = Vec::new();
+    for r in opened {
+        conns.push(r.map_err(|e| problem(format!("{e:#}; nothing was changed")))?);
+    }
+    let (_, mut oc, of) = conns.pop().ok_or_else(|| anyhow!("{o}?"))?;
+    run.trace("connected to every server");
     // Every replica of the target-to-be needs the replication user there.
     let mut future: Vec<String> = vec![o.to_string()];
     future.extend(plan.others.iter().cloned());
-    ensure_users(run, t, &future)?;
+    ensure_users(run, &mut conns[0].1, t, &future)?;
 
-    // Guard: every slave replicates from the old master now.
-    let old_host = run.topo.host(o).ok_or_else(|| anyhow!("{o}?"))?;
-    for (n, r) in parallel(&slaves, |n| {
-        let mut c = run.sql(n)?;
-        let f = flavor_of(&mut c)?;
-        let r = replica_status(&mut c, &f)?.ok_or_else(|| anyhow!("is not replicating"))?;
+    // Guard: every slave replicates from the old master now; then it catches up before any
+    // lock, so the blocked window only covers the last few events.
+    let (f0, p0) = master_status(&mut oc, &of)?;
+    let ready = crate::par::each_mut(&mut conns, |(n, c, f)| {
+        let r = replica_status(c, f)?.ok_or_else(|| anyhow!("{n} is not replicating"))?;
         if r.master_host != old_host.address || r.master_port != old_host.mysql.port {
             bail!(
-                "replicates from {}:{}, not from {o}",
+                "{n} replicates from {}:{}, not from {o}",
                 r.master_host,
                 r.master_port
             );
         }
         if !r.sql_running {
             bail!(
-                "its SQL thread is stopped ({}); it could not catch up",
+                "{n}: its SQL thread is stopped ({}); it could not catch up",
                 r.last_sql_error
             );
         }
-        Ok(())
-    }) {
-        r.map_err(|e| problem(format!("{n} {e:#}; nothing was changed")))?;
+        pos_wait(c, f, &f0, p0, secs).map_err(|e| anyhow!("{n} {e:#} (before any lock)"))
+    });
+    for r in ready {
+        r.map_err(|e| problem(format!("{e:#}; nothing was changed")))?;
     }
-
-    let mut oc = run.sql(o)?;
-    let of = flavor_of(&mut oc)?;
-    // Catch up before any lock, so the blocked window only covers the last few events.
-    let (f0, p0) = master_status(&mut oc, &of)?;
-    for (n, r) in parallel(&slaves, |n| {
-        let mut c = run.sql(n)?;
-        let f = flavor_of(&mut c)?;
-        pos_wait(&mut c, &f, &f0, p0, secs)
-    }) {
-        r.map_err(|e| problem(format!("{n} {e:#} (before any lock); nothing was changed")))?;
-    }
-    // Connections for the blocked window, opened beforehand.
-    let mut conns: Vec<(String, mysql::Conn, Flavor)> = Vec::new();
-    for n in &slaves {
-        let mut c = run.sql(n)?;
-        let f = flavor_of(&mut c)?;
-        conns.push((n.clone(), c, f));
-    }
+    run.trace("every slave caught up before the lock");
     let t_block = Instant::now();
     run_sql(&mut oc, &of.set_read_only(true))?;
     let undo = |oc: &mut mysql::Conn| {
@@ -838,10 +848,7 @@ fn switchover(run: &Run, plan: &PromotePlan) -> Result<String> {
         }
     }
     // From here on the target is the master.
-    let (_, tc, tf) = conns
-        .iter_mut()
-        .find(|(n, _, _)| n == t)
-        .ok_or_else(|| anyhow!("{t}?"))?;
+    let (_, tc, tf) = &mut conns[0];
     let promote_res = (|| -> Result<(String, u64)> {
         run_sql(tc, &[tf.stop_replica()])?;
         let np = master_status(tc, tf)?;
@@ -865,17 +872,13 @@ fn switchover(run: &Run, plan: &PromotePlan) -> Result<String> {
         "{t}: is the master (writable; binary log at {nf}:{np})"
     ));
     crate::failpoint::hit("promote-after-target");
-    // Re-point the others and the old master, in parallel.
-    let mut repoint: Vec<String> = plan.others.clone();
-    repoint.push(o.to_string());
+    // Re-point the others and the old master (its read lock released first), in parallel.
     let _ = oc.query_drop("UNLOCK TABLES");
-    drop(oc);
-    let mut errors = Vec::new();
-    for (n, r) in parallel(&repoint, |n| {
-        let mut c = run.sql(n)?;
-        let f = flavor_of(&mut c)?;
+    let mut rest: Vec<(String, mysql::Conn, Flavor)> = conns.split_off(1);
+    rest.push((o.to_string(), oc, of));
+    let results = crate::par::each_mut(&mut rest, |(n, c, f)| {
         let mut stmts = Vec::new();
-        if replica_status(&mut c, &f)?.is_some() {
+        if replica_status(c, f)?.is_some() {
             stmts.push(f.stop_replica());
             stmts.push(f.reset_replica_all());
         }
@@ -884,8 +887,10 @@ fn switchover(run: &Run, plan: &PromotePlan) -> Result<String> {
         }
         stmts.push(f.change_master(&change_to(run.topo, target, &nf, np)));
         stmts.push(f.start_replica());
-        run_sql(&mut c, &stmts)
-    }) {
+        run_sql(c, &stmts)
+    });
+    let mut errors = Vec::new();
+    for ((n, _, _), r) in rest.iter().zip(results) {
         match r {
             Ok(()) => run.note(format!("{n}: replicates from {t} (from {nf}:{np})")),
             Err(e) => errors.push(format!("{n}: {e:#}")),
@@ -1054,7 +1059,7 @@ fn failover(run: &Run, plan: &PromotePlan, force: bool, old_ssh_up: bool) -> Res
     // replication user there.
     let mut future: Vec<String> = vec![o.to_string()];
     future.extend(plan.others.iter().cloned());
-    ensure_users(run, t, &future)?;
+    ensure_users(run, &mut run.sql(t)?, t, &future)?;
     // Promote the target.
     let mut tc = run.sql(t)?;
     let tf = flavor_of(&mut tc)?;

@@ -169,6 +169,23 @@ pub fn connect_all(
     (sessions, failed)
 }
 
+/// Why SQL through each host's transport broke, for hosts whose transport knows (a lost SSH
+/// link, a refused forward): the SQL client alone only reports a closed connection.
+pub fn link_problems(topo: &crate::topology::Topology, sessions: &Sessions) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for h in &topo.hosts {
+        if let Some(m) = sessions.get(&h.name) {
+            let s = m.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(e) = s.endpoint_error(h.mysql.port) {
+                if !out.contains(&e) {
+                    out.push(e);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Open the session a host's topology entry asks for.
 pub fn connect(host: &Host) -> Result<Box<dyn HostSession>> {
     match &host.transport {
