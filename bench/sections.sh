@@ -146,6 +146,22 @@ section_status() {
     [ "$k" = 1 ] && one=$m
     row "\`status\`, $k host(s) over SSH (floor: 1 host; target 8 hosts < 0.3 s, ratio <= 1.5)" "$m" "$((RUNS * 2))" "$one" "$(ratio "$m" "$one")"
   done
+  # The physical floor of the ratio: the same sshd answering 1, then 8 OpenSSH logins at once
+  # (every login costs sshd a fork, an exec and a key exchange on these 2 cores).
+  local sshcmd=(ssh -q -p "$SSHD_PORT" -i "$SSHD_DIR/id" -o UserKnownHostsFile="$SSHD_DIR/known_hosts" -o BatchMode=yes "$(id -un)@127.0.0.1" true)
+  : >"$WORK/ssh1.txt"
+  : >"$WORK/ssh8.txt"
+  for i in $(seq "$RUNS"); do
+    t0=$(now); "${sshcmd[@]}" || die "ssh login failed"; since "$t0" >>"$WORK/ssh1.txt"
+    t0=$(now)
+    for k in 1 2 3 4 5 6 7 8; do "${sshcmd[@]}" & done
+    wait
+    since "$t0" >>"$WORK/ssh8.txt"
+  done
+  local s1 s8
+  s1=$(median <"$WORK/ssh1.txt")
+  s8=$(median <"$WORK/ssh8.txt")
+  row "floor: OpenSSH \`ssh true\`, 8 logins at once against 1 (the sshd's own ratio)" "$s8" "$RUNS" "$s1" "$(ratio "$s8" "$s1")"
   # One host partitioned: its SSH port is a listener whose accept queue is full, so SYNs are
   # dropped, not refused.
   python3 -c '
