@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, Color, Table};
+use comfy_table::{presets::UTF8_HORIZONTAL_ONLY, Cell, Color, Table};
 use serde_json::{json, Value};
 
 use crate::observe::{Facts, IoThread, ReplicaStatus, SqlFacts};
@@ -249,6 +249,34 @@ fn io_text(io: Option<IoThread>) -> &'static str {
     }
 }
 
+/// The thread states a healthy replica shows most, in a few words; others shortened. The
+/// full text is in the JSON.
+fn short_state(s: &str) -> String {
+    let l = s.to_ascii_lowercase();
+    let known = [
+        ("waiting for master to send event", "waiting for events"),
+        ("waiting for source to send event", "waiting for events"),
+        ("has read all relay log", "caught up"),
+        ("connecting to master", "connecting"),
+        ("connecting to source", "connecting"),
+        ("reconnecting after a failed", "reconnecting"),
+        ("queueing master event to the relay log", "queueing events"),
+        ("queueing source event to the relay log", "queueing events"),
+    ];
+    for (k, v) in known {
+        if l.contains(k) {
+            return v.to_string();
+        }
+    }
+    shorten(s, 24)
+}
+
+/// Binary log coordinates without the file's base name: `000002:1234`.
+fn coords(file: &str, pos: u64) -> String {
+    let suffix = file.rsplit_once('.').map(|(_, n)| n).unwrap_or(file);
+    format!("{suffix}:{pos}")
+}
+
 fn shorten(s: &str, n: usize) -> String {
     let s = s.replace('\n', " ");
     if s.chars().count() <= n {
@@ -263,11 +291,13 @@ fn shorten(s: &str, n: usize) -> String {
 /// The table: one row per host.
 pub fn table(topo: &Topology, facts: &HashMap<String, Facts>, max_lag: u64, color: bool) -> Table {
     let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED);
+    t.load_preset(UTF8_HORIZONTAL_ONLY);
     if !color {
         t.force_no_tty();
     } else {
+        // On a terminal, fit its width (cells wrap) instead of running off the edge.
         t.enforce_styling();
+        t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
     }
     t.set_header(vec![
         "host",
@@ -332,11 +362,11 @@ pub fn table(topo: &Topology, facts: &HashMap<String, Facts>, max_lag: u64, colo
                 }
                 row.push(io);
                 row.push(Cell::new(
-                    r.map(|r| shorten(&r.io_state, 32)).unwrap_or_default(),
+                    r.map(|r| short_state(&r.io_state)).unwrap_or_default(),
                 ));
                 row.push(sq);
                 row.push(Cell::new(
-                    r.map(|r| shorten(&r.sql_state, 32)).unwrap_or_default(),
+                    r.map(|r| short_state(&r.sql_state)).unwrap_or_default(),
                 ));
                 let lag = r.and_then(|r| r.seconds_behind_master);
                 let mut lc = Cell::new(match (r, lag) {
@@ -349,21 +379,21 @@ pub fn table(topo: &Topology, facts: &HashMap<String, Facts>, max_lag: u64, colo
                 }
                 row.push(lc);
                 row.push(Cell::new(
-                    r.map(|r| format!("{}:{}", r.master_log_file, r.read_master_log_pos))
+                    r.map(|r| coords(&r.master_log_file, r.read_master_log_pos))
                         .unwrap_or_else(|| {
                             s.master_status
                                 .as_ref()
-                                .map(|m| format!("own {}:{}", m.file, m.position))
+                                .map(|m| coords(&m.file, m.position))
                                 .unwrap_or_else(|| "-".into())
                         }),
                 ));
                 row.push(Cell::new(
-                    r.map(|r| format!("{}:{}", r.relay_master_log_file, r.exec_master_log_pos))
+                    r.map(|r| coords(&r.relay_master_log_file, r.exec_master_log_pos))
                         .unwrap_or_else(|| "-".into()),
                 ));
                 row.push(Cell::new(if s.read_only { "ON" } else { "OFF" }));
                 row.push(Cell::new(s.server_id));
-                row.push(Cell::new(shorten(&s.version, 24)));
+                row.push(Cell::new(s.flavor.describe()));
                 let err = r
                     .map(|r| {
                         if !r.last_io_error.is_empty() {
@@ -383,6 +413,18 @@ pub fn table(topo: &Topology, facts: &HashMap<String, Facts>, max_lag: u64, colo
             }
         }
         t.add_row(row);
+    }
+    if color {
+        // Names, threads, numbers and coordinates never wrap; the states, the version and the
+        // error take what the terminal has left.
+        for i in [0, 1, 2, 3, 5, 7, 8, 9, 10, 11] {
+            if let Some(c) = t.column_mut(i) {
+                c.set_constraint(comfy_table::ColumnConstraint::ContentWidth);
+            }
+        }
+        for c in t.column_iter_mut() {
+            c.set_padding((0, 1));
+        }
     }
     t
 }
