@@ -278,6 +278,28 @@ fn clean_stale() {
             panic!("{what} belongs to process {pid}, which is still running: another netns test holds 10.231.77.0/24 without the lock");
         }
     };
+    // Links first: deleting one is synchronous; a deleted namespace drops its own later.
+    for line in must(&["ip", "-o", "link", "show"]).lines() {
+        // "7: rtb123: <...>" or "8: rt123h1@if2: <...>"
+        let Some(name) = line
+            .split(':')
+            .nth(1)
+            .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+        else {
+            continue;
+        };
+        let pid = owner(&name, "rtb").or_else(|| owner(&name, "rt"));
+        if pid.is_some_and(|p| stale(p, &name)) {
+            // A veth goes with its pair: the other end may already be gone.
+            let _ = quiet(&["ip", "link", "del", &name]);
+            let end = Instant::now() + Duration::from_secs(5);
+            while quiet(&["ip", "link", "show", &name]) {
+                assert!(Instant::now() < end, "stale link {name} cannot be deleted");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            eprintln!("netns: removed stale link {name}");
+        }
+    }
     if let Ok(entries) = fs::read_dir("/run/netns") {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -308,21 +330,6 @@ fn clean_stale() {
             if owner(&name, "rt-").is_some_and(|p| stale(p, &name)) {
                 let _ = fs::remove_dir_all(e.path());
             }
-        }
-    }
-    for line in must(&["ip", "-o", "link", "show"]).lines() {
-        // "7: rtb123: <...>" or "8: rt123h1@if2: <...>"
-        let Some(name) = line
-            .split(':')
-            .nth(1)
-            .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
-        else {
-            continue;
-        };
-        let pid = owner(&name, "rtb").or_else(|| owner(&name, "rt"));
-        if pid.is_some_and(|p| stale(p, &name)) {
-            must(&["ip", "link", "del", &name]);
-            eprintln!("netns: removed stale link {name}");
         }
     }
     if let Ok(entries) = fs::read_dir("/tmp") {
@@ -648,6 +655,18 @@ impl NsHost {
         if !left.is_empty() {
             problems.push(format!("{}: processes {left:?} still alive", self.name));
         }
+        // The pair first, from this side: deleting it is synchronous, while a deleted
+        // namespace takes its interfaces down later, in the background.
+        if quiet(&["ip", "link", "show", &self.veth]) {
+            let _ = quiet(&["ip", "link", "del", &self.veth]);
+        }
+        let end = Instant::now() + Duration::from_secs(5);
+        while quiet(&["ip", "link", "show", &self.veth]) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if quiet(&["ip", "link", "show", &self.veth]) {
+            problems.push(format!("{}: link {} remains", self.name, self.veth));
+        }
         if self.ns_added {
             // The namespace file may be busy for a moment after its last process died.
             let end = Instant::now() + Duration::from_secs(5);
@@ -659,11 +678,6 @@ impl NsHost {
             } else {
                 self.ns_added = false;
             }
-        }
-        // Deleting the namespace destroyed the host's end and with it the pair.
-        if quiet(&["ip", "link", "show", &self.veth]) && !quiet(&["ip", "link", "del", &self.veth])
-        {
-            problems.push(format!("{}: link {} remains", self.name, self.veth));
         }
         if let Some(etc) = self.etc.take() {
             if let Err(e) = fs::remove_dir_all(&etc) {
