@@ -2,15 +2,13 @@
 //! / detail. Exit 1 when any check fails.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Result;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use serde_json::json;
 
 use crate::execute::{remove_file, write_defaults};
-use crate::observe::{self, connect_sql, query_columns, query_one, ConfigTarget, Facts};
+use crate::observe::{self, connect_sql, query_columns, query_one, ConfigTarget};
 use crate::topology::{Host, Topology, Transport};
 use crate::transport::{shell_quote, HostSession};
 
@@ -55,75 +53,44 @@ pub fn run_checks(topo: &Topology, timeout: Duration) -> Vec<CheckRow> {
         })
     };
     // Sessions: SSH with verified host keys (or local).
-    let opened: Vec<(String, Result<Box<dyn HostSession>>)> = std::thread::scope(|s| {
-        let hs: Vec<_> = topo
-            .hosts
-            .iter()
-            .map(|h| {
-                s.spawn(move || {
-                    let mut h2 = h.clone();
-                    if let Transport::Ssh(ssh) = &mut h2.transport {
-                        ssh.connect_timeout = ssh.connect_timeout.min(timeout);
-                    }
-                    (h.name.clone(), crate::transport::connect(&h2))
-                })
-            })
-            .collect();
-        hs.into_iter().filter_map(|h| h.join().ok()).collect()
-    });
-    let mut sessions: HashMap<String, Mutex<Box<dyn HostSession>>> = HashMap::new();
-    for (name, r) in opened {
-        let h = topo.host(&name);
-        let how = match h.map(|h| &h.transport) {
-            Some(Transport::Ssh(s)) => format!(
+    let (sessions, failed) = crate::transport::connect_all(topo, Some(timeout));
+    for h in &topo.hosts {
+        if let Some((_, e)) = failed.iter().find(|(n, _)| n == &h.name) {
+            row("shell reachable", &h.name, Verdict::Fail, format!("{e:#}"));
+            continue;
+        }
+        let how = match &h.transport {
+            Transport::Ssh(s) => format!(
                 "{}@{}:{} (host key verified against {})",
                 s.user,
-                h.map(|h| h.address.as_str()).unwrap_or(""),
+                h.address,
                 s.port,
                 s.known_hosts.display()
             ),
-            _ => "local transport (this machine)".to_string(),
+            Transport::Local => "local transport (this machine)".to_string(),
         };
-        match r {
-            Ok(s) => {
-                row("shell reachable", &name, Verdict::Pass, how);
-                sessions.insert(name, Mutex::new(s));
-            }
-            Err(e) => row("shell reachable", &name, Verdict::Fail, format!("{e:#}")),
-        }
+        row("shell reachable", &h.name, Verdict::Pass, how);
     }
-    let observed: Vec<(Facts, Option<String>)> = std::thread::scope(|s| {
-        let hs: Vec<_> = sessions
-            .iter()
-            .filter_map(|(n, m)| topo.host(n).map(|h| (h, m)))
-            .map(|(h, m)| {
-                s.spawn(move || {
-                    let mut sess = m.lock().unwrap_or_else(|e| e.into_inner());
-                    let f = observe::observe_host(topo, h, sess.as_mut(), timeout, true);
-                    // Privileges need their own query.
-                    let grants = connect_sql(sess.as_mut(), h, timeout)
-                        .and_then(|mut c| query_columns(&mut c, "SHOW GRANTS FOR CURRENT_USER()"))
-                        .map(|rows| {
-                            rows.into_iter()
-                                .filter_map(|r| r.into_iter().next().and_then(|(_, v)| v))
-                                .collect::<Vec<_>>()
-                                .join("\n")
-                        })
-                        .ok();
-                    (f, grants)
-                })
-            })
-            .collect();
-        hs.into_iter().filter_map(|h| h.join().ok()).collect()
+    let facts = observe::observe_all(topo, &sessions, &[], timeout, true);
+    // Privileges need their own query.
+    let grant_rows = crate::par::each(&topo.hosts, |h| {
+        let m = sessions
+            .get(&h.name)
+            .ok_or_else(|| anyhow::anyhow!("no session"))?;
+        let mut sess = m.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = connect_sql(sess.as_mut(), h, timeout)?;
+        Ok(query_columns(&mut c, "SHOW GRANTS FOR CURRENT_USER()")?
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().and_then(|(_, v)| v))
+            .collect::<Vec<_>>()
+            .join("\n"))
     });
-    let mut facts: HashMap<String, Facts> = HashMap::new();
-    let mut grants: HashMap<String, String> = HashMap::new();
-    for (f, g) in observed {
-        if let Some(g) = g {
-            grants.insert(f.host.clone(), g);
-        }
-        facts.insert(f.host.clone(), f);
-    }
+    let grants: HashMap<String, String> = topo
+        .hosts
+        .iter()
+        .zip(grant_rows)
+        .filter_map(|(h, g)| g.ok().map(|g| (h.name.clone(), g)))
+        .collect();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

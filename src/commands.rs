@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -14,7 +13,7 @@ use crate::observe::Facts;
 use crate::plan::init::InitOptions;
 use crate::report::Progress;
 use crate::topology::Topology;
-use crate::transport::HostSession;
+use crate::transport::Sessions;
 
 use crate::cli::{Cli, Command, LabCommand};
 
@@ -99,80 +98,27 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
 
 /// One session per host, opened in parallel; any failure names the host and stops here,
 /// before anything was changed.
-fn open_sessions(
-    topo: &Topology,
-    progress: &Progress,
-) -> Result<HashMap<String, Mutex<Box<dyn HostSession>>>> {
-    let results: Vec<(String, Result<Box<dyn HostSession>>)> = std::thread::scope(|s| {
-        let hs: Vec<_> = topo
-            .hosts
-            .iter()
-            .map(|h| {
-                s.spawn(move || {
-                    progress.step(&h.name, "connecting");
-                    (h.name.clone(), crate::transport::connect(h))
-                })
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    (
-                        String::new(),
-                        Err(anyhow::anyhow!("internal error: a thread panicked")),
-                    )
-                })
-            })
-            .collect()
-    });
-    let mut sessions = HashMap::new();
-    let mut errors = Vec::new();
-    for (name, r) in results {
-        match r {
-            Ok(s) => {
-                sessions.insert(name, Mutex::new(s));
-            }
-            Err(e) => errors.push(format!("{e:#}")),
-        }
+fn open_sessions(topo: &Topology, progress: &Progress) -> Result<Sessions> {
+    for h in &topo.hosts {
+        progress.step(&h.name, "connecting");
     }
-    if !errors.is_empty() {
+    let (sessions, failed) = crate::transport::connect_all(topo, None);
+    if !failed.is_empty() {
         progress.finish();
-        anyhow::bail!(
-            "{}
-nothing was changed.",
-            errors.join(
-                "
-"
-            )
-        );
+        let errors: Vec<String> = failed.iter().map(|(_, e)| format!("{e:#}")).collect();
+        anyhow::bail!("{}\nnothing was changed.", errors.join("\n"));
     }
     Ok(sessions)
 }
 
-/// Observe every host in parallel.
+/// Observe every host in parallel over the open sessions.
 pub fn observe_all(
     topo: &Topology,
-    sessions: &HashMap<String, Mutex<Box<dyn HostSession>>>,
+    sessions: &Sessions,
     timeout: Duration,
     with_config: bool,
 ) -> HashMap<String, Facts> {
-    std::thread::scope(|s| {
-        let hs: Vec<_> = topo
-            .hosts
-            .iter()
-            .filter_map(|h| sessions.get(&h.name).map(|m| (h, m)))
-            .map(|(h, m)| {
-                s.spawn(move || {
-                    let mut sess = m.lock().unwrap_or_else(|e| e.into_inner());
-                    crate::observe::observe_host(topo, h, sess.as_mut(), timeout, with_config)
-                })
-            })
-            .collect();
-        hs.into_iter()
-            .filter_map(|h| h.join().ok())
-            .map(|f| (f.host.clone(), f))
-            .collect()
-    })
+    crate::observe::observe_all(topo, sessions, &[], timeout, with_config)
 }
 
 fn status(path: &Path, a: &crate::cli::StatusArgs) -> Result<i32> {
@@ -229,35 +175,8 @@ fn status(path: &Path, a: &crate::cli::StatusArgs) -> Result<i32> {
 /// Connect to and observe every host in parallel, each bounded by `timeout` (SSH connect, SQL
 /// connect): an unreachable host becomes a row, never a hang.
 pub fn observe_bounded(topo: &Topology, timeout: Duration) -> HashMap<String, Facts> {
-    std::thread::scope(|s| {
-        let hs: Vec<_> = topo
-            .hosts
-            .iter()
-            .map(|h| {
-                s.spawn(move || {
-                    let mut h2 = h.clone();
-                    if let crate::topology::Transport::Ssh(ssh) = &mut h2.transport {
-                        ssh.connect_timeout = ssh.connect_timeout.min(timeout);
-                    }
-                    match crate::transport::connect(&h2) {
-                        Ok(mut sess) => {
-                            crate::observe::observe_host(topo, h, sess.as_mut(), timeout, false)
-                        }
-                        Err(e) => Facts {
-                            host: h.name.clone(),
-                            sql: None,
-                            sql_error: Some(format!("{e:#}")),
-                            config: None,
-                        },
-                    }
-                })
-            })
-            .collect();
-        hs.into_iter()
-            .filter_map(|h| h.join().ok())
-            .map(|f| (f.host.clone(), f))
-            .collect()
-    })
+    let (sessions, failed) = crate::transport::connect_all(topo, Some(timeout));
+    crate::observe::observe_all(topo, &sessions, &failed, timeout, false)
 }
 
 fn promote(path: &Path, a: &crate::cli::PromoteArgs) -> Result<i32> {

@@ -94,28 +94,13 @@ pub fn execute(ctx: &Ctx, plan: &Plan) -> Result<()> {
         for s in plan.steps.iter().filter(|s| s.wave == wave) {
             groups.entry(s.host.as_str()).or_default().push(s);
         }
-        let failures: Vec<String> = std::thread::scope(|scope| {
-            let handles: Vec<_> = groups
-                .into_values()
-                .map(|steps| {
-                    scope.spawn(move || -> Vec<String> {
-                        for st in steps {
-                            if let Err(e) = run_step(ctx, st) {
-                                return vec![format!("{}: {}: {e:#}", st.host, step_name(st))];
-                            }
-                        }
-                        Vec::new()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| vec!["internal error: a worker thread panicked".into()])
-                })
-                .collect()
-        });
+        let groups: Vec<Vec<&Step>> = groups.into_values().collect();
+        let failures = crate::par::errors(crate::par::each(&groups, |steps| {
+            for st in steps {
+                run_step(ctx, st).map_err(|e| anyhow!("{}: {}: {e:#}", st.host, step_name(st)))?;
+            }
+            Ok(())
+        }));
         if !failures.is_empty() {
             let changes = ctx.changes();
             let mut msg = failures.join("\n");
@@ -427,6 +412,9 @@ fn rejoin(
         stmts.push(f.stop_replica());
         stmts.push(f.reset_replica_all());
     }
+    if change.start == StartAt::Gtid {
+        stmts.extend(f.adopt_own_gtids());
+    }
     stmts.push(f.change_master(change));
     stmts.push(f.start_replica());
     run_sql(&mut conn, &stmts)?;
@@ -527,54 +515,40 @@ fn link(ctx: &Ctx, master: &str, slaves: &[LinkSlave], seed: Option<&Seed>) -> R
     }
     // Every slave at once: each has its own connection.
     let (file, gtid) = (&file, &gtid);
-    let errors: Vec<String> = std::thread::scope(|scope| {
-        let hs: Vec<_> = slaves
-            .iter()
-            .zip(sconns.iter_mut())
-            .map(|(l, (conn, f))| {
-                scope.spawn(move || -> Result<()> {
-                    ctx.progress.step(
-                        &l.host,
-                        &format!("CHANGE MASTER TO {master} at {file}:{pos}"),
-                    );
-                    let mut stmts: Vec<Sql> = Vec::new();
-                    if replica_status(conn, f)?.is_some() {
-                        stmts.push(f.stop_replica());
-                        stmts.push(f.reset_replica_all());
-                    }
-                    let mut cm = l.change.clone();
-                    match cm.start {
-                        StartAt::Gtid => {
-                            if let Some(g) = gtid {
-                                stmts.extend(f.seed_gtid(g));
-                            }
-                        }
-                        StartAt::Position { .. } => {
-                            cm.start = StartAt::Position {
-                                file: file.clone(),
-                                pos,
-                            }
-                        }
-                    }
-                    stmts.push(f.change_master(&cm));
-                    stmts.push(f.start_replica());
-                    run_sql(conn, &stmts).with_context(|| l.host.clone())?;
-                    ctx.note(format!(
-                        "{}: replicates from {master} (from {file}:{pos})",
-                        l.host
-                    ));
-                    Ok(())
-                })
-            })
-            .collect();
-        hs.into_iter()
-            .filter_map(|h| match h.join() {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(format!("{e:#}")),
-                Err(_) => Some("internal error: a worker thread panicked".into()),
-            })
-            .collect()
-    });
+    let mut work: Vec<(&LinkSlave, (mysql::Conn, Flavor))> = slaves.iter().zip(sconns).collect();
+    let errors = crate::par::errors(crate::par::each_mut(&mut work, |(l, (conn, f))| {
+        ctx.progress.step(
+            &l.host,
+            &format!("CHANGE MASTER TO {master} at {file}:{pos}"),
+        );
+        let mut stmts: Vec<Sql> = Vec::new();
+        if replica_status(conn, f)?.is_some() {
+            stmts.push(f.stop_replica());
+            stmts.push(f.reset_replica_all());
+        }
+        let mut cm = l.change.clone();
+        match cm.start {
+            StartAt::Gtid => {
+                if let Some(g) = gtid {
+                    stmts.extend(f.seed_gtid(g));
+                }
+            }
+            StartAt::Position { .. } => {
+                cm.start = StartAt::Position {
+                    file: file.clone(),
+                    pos,
+                }
+            }
+        }
+        stmts.push(f.change_master(&cm));
+        stmts.push(f.start_replica());
+        run_sql(conn, &stmts).with_context(|| l.host.clone())?;
+        ctx.note(format!(
+            "{}: replicates from {master} (from {file}:{pos})",
+            l.host
+        ));
+        Ok(())
+    }));
     if !errors.is_empty() {
         bail!(errors.join("\n"));
     }
@@ -742,48 +716,38 @@ fn stream_seed(
 /// downstream of it, each within the timeout.
 fn verify(ctx: &Ctx, slaves: &[String], canary_from: &[String]) -> Result<()> {
     let deadline = Instant::now() + ctx.timeout;
-    let errors: Vec<String> = std::thread::scope(|scope| {
-        let hs: Vec<_> = slaves
-            .iter()
-            .map(|s| {
-                scope.spawn(move || -> Result<()> {
-                    ctx.progress.step(s, "waiting for both replication threads");
-                    let mut conn = ctx.sql(s)?;
-                    let f = flavor_of(&mut conn)?;
-                    let started = Instant::now();
-                    loop {
-                        let r = replica_status(&mut conn, &f)?
-                            .ok_or_else(|| anyhow!("{s}: no replication configured"))?;
-                        if r.io_running == Some(IoThread::Yes) && r.sql_running {
-                            return Ok(());
-                        }
-                        let err = format!("{}{}", r.last_io_error, r.last_sql_error);
-                        // Grace of one reconnect interval: the IO thread reports a transient
-                        // error while its master restarts, and retries every 10 s.
-                        if (!err.is_empty() && started.elapsed() > Duration::from_secs(12))
-                            || Instant::now() >= deadline
-                        {
-                            bail!(
-                                "{s}: replication is not running (IO thread {:?} \"{}\", SQL thread {}): {}",
-                                r.io_running.unwrap_or(IoThread::No),
-                                r.io_state,
-                                if r.sql_running { "Yes" } else { "No" },
-                                if err.is_empty() { "no error reported yet (timed out)".to_string() } else { err }
-                            );
-                        }
-                        std::thread::sleep(Duration::from_millis(50));
+    let errors = crate::par::errors(crate::par::each(slaves, |s| {
+        ctx.progress.step(s, "waiting for both replication threads");
+        let mut conn = ctx.sql(s)?;
+        let f = flavor_of(&mut conn)?;
+        let started = Instant::now();
+        loop {
+            let r = replica_status(&mut conn, &f)?
+                .ok_or_else(|| anyhow!("{s}: no replication configured"))?;
+            if r.io_running == Some(IoThread::Yes) && r.sql_running {
+                return Ok(());
+            }
+            let err = format!("{}{}", r.last_io_error, r.last_sql_error);
+            // Grace of one reconnect interval: the IO thread reports a transient error while
+            // its master restarts, and retries every 10 s.
+            if (!err.is_empty() && started.elapsed() > Duration::from_secs(12))
+                || Instant::now() >= deadline
+            {
+                bail!(
+                    "{s}: replication is not running (IO thread {:?} \"{}\", SQL thread {}): {}",
+                    r.io_running.unwrap_or(IoThread::No),
+                    r.io_state,
+                    if r.sql_running { "Yes" } else { "No" },
+                    if err.is_empty() {
+                        "no error reported yet (timed out)".to_string()
+                    } else {
+                        err
                     }
-                })
-            })
-            .collect();
-        hs.into_iter()
-            .filter_map(|h| match h.join() {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(format!("{e:#}")),
-                Err(_) => Some("internal error: a worker thread panicked".into()),
-            })
-            .collect()
-    });
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }));
     if !errors.is_empty() {
         bail!(errors.join("\n"));
     }
@@ -814,50 +778,37 @@ fn verify(ctx: &Ctx, slaves: &[String], canary_from: &[String]) -> Result<()> {
             ],
         )?;
     }
-    let mut checks: Vec<(String, String)> = Vec::new();
-    for m in canary_from {
-        for d in downstream(ctx.topo, m) {
-            checks.push((m.clone(), d));
+    let checks: Vec<(String, String)> = canary_from
+        .iter()
+        .flat_map(|m| {
+            downstream(ctx.topo, m)
+                .into_iter()
+                .map(move |d| (m.clone(), d))
+        })
+        .collect();
+    let errors = crate::par::errors(crate::par::each(&checks, |(m, d)| {
+        let mut conn = ctx.sql(d)?;
+        let q = format!(
+            "SELECT token FROM {CANARY_SCHEMA}.canary WHERE host = {}",
+            crate::flavor::quote(m)
+        );
+        loop {
+            // The table itself arrives by replication too: an error is "not yet".
+            if let Ok(Some(t)) = query_one(&mut conn, &q) {
+                if t == token {
+                    ctx.progress.step(d, &format!("canary from {m} arrived"));
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{d}: the canary row written on {m} did not arrive within {}s",
+                    ctx.timeout.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-    }
-    let errors: Vec<String> = std::thread::scope(|scope| {
-        let token = &token;
-        let hs: Vec<_> = checks
-            .iter()
-            .map(|(m, d)| {
-                scope.spawn(move || -> Result<()> {
-                    let mut conn = ctx.sql(d)?;
-                    let q = format!(
-                        "SELECT token FROM {CANARY_SCHEMA}.canary WHERE host = {}",
-                        crate::flavor::quote(m)
-                    );
-                    loop {
-                        // The table itself arrives by replication too: an error is "not yet".
-                        if let Ok(Some(t)) = query_one(&mut conn, &q) {
-                            if &t == token {
-                                ctx.progress.step(d, &format!("canary from {m} arrived"));
-                                return Ok(());
-                            }
-                        }
-                        if Instant::now() >= deadline {
-                            bail!(
-                                "{d}: the canary row written on {m} did not arrive within {}s",
-                                ctx.timeout.as_secs()
-                            );
-                        }
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                })
-            })
-            .collect();
-        hs.into_iter()
-            .filter_map(|h| match h.join() {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(format!("{e:#}")),
-                Err(_) => Some("internal error: a worker thread panicked".into()),
-            })
-            .collect()
-    });
+    }));
     if !errors.is_empty() {
         bail!(errors.join("\n"));
     }

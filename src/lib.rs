@@ -13,6 +13,7 @@ pub mod failpoint;
 pub mod flavor;
 pub mod lab;
 pub mod observe;
+pub mod par;
 pub mod plan;
 pub mod promote;
 pub mod report;

@@ -318,26 +318,13 @@ impl Run<'_> {
     }
 }
 
-/// Run statements on several hosts at once, each with its own connection; every error named.
+/// `f` on several hosts at once, each result with its host's name.
 fn parallel<T: Send>(
     names: &[String],
     f: impl Fn(&str) -> Result<T> + Sync,
 ) -> Vec<(String, Result<T>)> {
-    std::thread::scope(|s| {
-        let hs: Vec<_> = names
-            .iter()
-            .map(|n| {
-                let f = &f;
-                s.spawn(move || (n.clone(), f(n)))
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| (String::new(), Err(anyhow!("a worker thread panicked"))))
-            })
-            .collect()
-    })
+    let results = crate::par::each(names, |n| f(n));
+    names.iter().cloned().zip(results).collect()
 }
 
 fn master_status(conn: &mut mysql::Conn, f: &Flavor) -> Result<(String, u64)> {
@@ -373,9 +360,15 @@ fn change_to(topo: &Topology, target: &Host, file: &str, pos: u64) -> ChangeMast
         port: target.mysql.port,
         user: topo.replication.user.clone(),
         password: topo.replication.password.clone(),
-        start: StartAt::Position {
-            file: file.to_string(),
-            pos,
+        // With GTID on, every server logs what it replicates (log_slave_updates), so the new
+        // master's log has every slave's position: re-point by GTID, not by coordinates.
+        start: if topo.replication.gtid {
+            StartAt::Gtid
+        } else {
+            StartAt::Position {
+                file: file.to_string(),
+                pos,
+            }
         },
         ssl: topo.replication.ssl,
         connect_retry: 10,
@@ -464,61 +457,13 @@ pub fn run(path: &Path, topo: &Topology, target: &str, opts: &PromoteOptions) ->
     let started = Instant::now();
     // Sessions and facts, each host bounded; a dead master is a fact, not an error.
     let conn_timeout = opts.timeout.min(Duration::from_secs(5));
-    let mut sessions: Sessions = HashMap::new();
-    let mut ssh_up: HashMap<String, bool> = HashMap::new();
-    let opened: Vec<(String, Result<Box<dyn HostSession>>)> = std::thread::scope(|s| {
-        let hs: Vec<_> = topo
-            .hosts
-            .iter()
-            .map(|h| {
-                s.spawn(move || {
-                    let mut h2 = h.clone();
-                    if let crate::topology::Transport::Ssh(ssh) = &mut h2.transport {
-                        ssh.connect_timeout = ssh.connect_timeout.min(conn_timeout);
-                    }
-                    (h.name.clone(), crate::transport::connect(&h2))
-                })
-            })
-            .collect();
-        hs.into_iter().filter_map(|h| h.join().ok()).collect()
-    });
-    let mut facts: HashMap<String, Facts> = HashMap::new();
-    for (name, r) in opened {
-        match r {
-            Ok(sess) => {
-                ssh_up.insert(name.clone(), true);
-                sessions.insert(name, Mutex::new(sess));
-            }
-            Err(e) => {
-                ssh_up.insert(name.clone(), false);
-                facts.insert(
-                    name.clone(),
-                    Facts {
-                        host: name,
-                        sql: None,
-                        sql_error: Some(format!("{e:#}")),
-                        config: None,
-                    },
-                );
-            }
-        }
-    }
-    let observed: Vec<Facts> = std::thread::scope(|s| {
-        let hs: Vec<_> = sessions
-            .iter()
-            .filter_map(|(n, m)| topo.host(n).map(|h| (h, m)))
-            .map(|(h, m)| {
-                s.spawn(move || {
-                    let mut sess = m.lock().unwrap_or_else(|e| e.into_inner());
-                    observe::observe_host(topo, h, sess.as_mut(), conn_timeout, false)
-                })
-            })
-            .collect();
-        hs.into_iter().filter_map(|h| h.join().ok()).collect()
-    });
-    for f in observed {
-        facts.insert(f.host.clone(), f);
-    }
+    let (sessions, failed) = crate::transport::connect_all(topo, Some(conn_timeout));
+    let ssh_up: HashMap<String, bool> = topo
+        .hosts
+        .iter()
+        .map(|h| (h.name.clone(), sessions.contains_key(&h.name)))
+        .collect();
+    let facts = observe::observe_all(topo, &sessions, &failed, conn_timeout, false);
     let Some(plan) = plan_promote(topo, &facts, target)? else {
         println!(
             "{target} is already the master in {}; nothing to do",
@@ -703,6 +648,9 @@ fn resume(run: &Run, plan: &PromotePlan, rec: &observe::Promotion) -> Result<Str
             stmts.push(f.stop_replica());
             stmts.push(f.reset_replica_all());
         }
+        if n == o && run.topo.replication.gtid {
+            stmts.extend(f.adopt_own_gtids());
+        }
         stmts.push(f.change_master(&change_to(run.topo, target, &rec.new_pos.0, rec.new_pos.1)));
         stmts.push(f.start_replica());
         run_sql(&mut c, &stmts)?;
@@ -852,11 +800,11 @@ fn switchover(run: &Run, plan: &PromotePlan) -> Result<String> {
         r.map_err(|e| problem(format!("{n} {e:#} (before any lock); nothing was changed")))?;
     }
     // Connections for the blocked window, opened beforehand.
-    let mut conns: HashMap<String, (mysql::Conn, Flavor)> = HashMap::new();
+    let mut conns: Vec<(String, mysql::Conn, Flavor)> = Vec::new();
     for n in &slaves {
         let mut c = run.sql(n)?;
         let f = flavor_of(&mut c)?;
-        conns.insert(n.clone(), (c, f));
+        conns.push((n.clone(), c, f));
     }
     let t_block = Instant::now();
     run_sql(&mut oc, &of.set_read_only(true))?;
@@ -878,26 +826,22 @@ fn switchover(run: &Run, plan: &PromotePlan) -> Result<String> {
             return Err(e);
         }
     };
-    let waits: Vec<(String, Result<()>)> = std::thread::scope(|s| {
-        let hs: Vec<_> = conns
-            .iter_mut()
-            .map(|(n, (c, f))| {
-                let (file, n) = (&file, n.clone());
-                s.spawn(move || (n, pos_wait(c, f, file, pos, secs)))
-            })
-            .collect();
-        hs.into_iter().filter_map(|h| h.join().ok()).collect()
+    let waits = crate::par::each_mut(&mut conns, |(n, c, f)| {
+        pos_wait(c, f, &file, pos, secs).map_err(|e| anyhow!("{n} {e:#}"))
     });
-    for (n, r) in waits {
+    for r in waits {
         if let Err(e) = r {
             undo(&mut oc);
             return Err(problem(format!(
-                "{n} {e:#}; aborted: {o} is writable again and nothing else changed"
+                "{e:#}; aborted: {o} is writable again and nothing else changed"
             )));
         }
     }
     // From here on the target is the master.
-    let (tc, tf) = conns.get_mut(t).ok_or_else(|| anyhow!("{t}?"))?;
+    let (_, tc, tf) = conns
+        .iter_mut()
+        .find(|(n, _, _)| n == t)
+        .ok_or_else(|| anyhow!("{t}?"))?;
     let promote_res = (|| -> Result<(String, u64)> {
         run_sql(tc, &[tf.stop_replica()])?;
         let np = master_status(tc, tf)?;
@@ -934,6 +878,9 @@ fn switchover(run: &Run, plan: &PromotePlan) -> Result<String> {
         if replica_status(&mut c, &f)?.is_some() {
             stmts.push(f.stop_replica());
             stmts.push(f.reset_replica_all());
+        }
+        if n == o && run.topo.replication.gtid {
+            stmts.extend(f.adopt_own_gtids());
         }
         stmts.push(f.change_master(&change_to(run.topo, target, &nf, np)));
         stmts.push(f.start_replica());
@@ -1059,6 +1006,14 @@ fn failover(run: &Run, plan: &PromotePlan, force: bool, old_ssh_up: bool) -> Res
         .filter(|(n, _)| key(&stopped[n]) < key(&tpos))
         .map(|(n, _)| n.clone())
         .collect();
+    if run.topo.replication.gtid {
+        // The new master logs what it replicated (log_slave_updates is on with GTID): a slave
+        // behind it fetches the difference from it once re-pointed by GTID.
+        for n in &behind_target {
+            run.note(format!("{n}: behind {t}; it catches up from {t} by GTID"));
+        }
+        behind_target.clear();
+    }
     if !behind_target.is_empty() && old_ssh_up {
         let tool = flavor_of(&mut run.sql(t)?)?.binlog_tool();
         let mut still = Vec::new();

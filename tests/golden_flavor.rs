@@ -89,6 +89,7 @@ fn settings() -> FragmentSettings {
         log_slave_updates: false,
         auto_increment: None,
         gtid: false,
+        bind_address: None,
     }
 }
 

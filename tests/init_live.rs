@@ -302,3 +302,24 @@ fn an_ssh_link_dropped_mid_run_is_named_and_a_rerun_converges() {
     let (code, v) = c.status_json();
     assert_eq!(code, 0, "{v:#}");
 }
+
+#[test]
+fn another_option_file_overriding_repltools_settings_is_named_after_the_restart() {
+    let c = Cluster::start(2, 25130, "master-slave");
+    // Read after 60-repltool.cnf: it wins, and init must notice.
+    cluster::write(
+        &c.lab.node_dir(2).join("conf.d/99-dba.cnf"),
+        "[mysqld]\nbinlog_format = STATEMENT\n",
+    );
+    let out = c.run(&["init"]);
+    assert_ne!(out.status.code(), Some(0), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("node2") && err.contains("binlog_format is STATEMENT"),
+        "{err}"
+    );
+    assert!(err.contains("overrides"), "{err}");
+    std::fs::remove_file(c.lab.node_dir(2).join("conf.d/99-dba.cnf")).unwrap();
+    assert!(c.lab.ctl(2, "restart").status.success());
+    c.init_ok();
+}

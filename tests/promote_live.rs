@@ -292,3 +292,42 @@ fn a_promote_whose_ssh_link_drops_half_way_is_reported_and_the_next_one_finishes
     let (code, v) = c.status_json();
     assert_eq!(code, 0, "{v:#}");
 }
+
+#[test]
+fn with_gtid_init_failover_and_rejoin_all_use_gtid_positions() {
+    let c = Cluster::start(3, 25390, "master-slave");
+    let text = c
+        .topology_text()
+        .replace("replication:\n", "replication:\n  gtid: true\n");
+    cluster::write(&c.file, &text);
+    c.exec(
+        1,
+        "CREATE DATABASE g; CREATE TABLE g.t (id INT PRIMARY KEY); INSERT INTO g.t VALUES (1)",
+    );
+    c.init_ok();
+    let using_gtid = |k: usize| {
+        let mut conn = c.conn(k);
+        let row: Option<mysql::Row> =
+            mysql::prelude::Queryable::query_first(&mut conn, "SHOW SLAVE STATUS").unwrap();
+        row.and_then(|r| r.get::<String, _>("Using_Gtid"))
+            .unwrap_or_default()
+    };
+    assert_eq!(using_gtid(2), "Slave_Pos");
+    assert_eq!(using_gtid(3), "Slave_Pos");
+    c.wait_for(3, "SELECT COUNT(*) FROM g.t", "1", T);
+    c.exec(1, "INSERT INTO g.t VALUES (2)");
+    count_on_all(&c, &[2, 3], "SELECT COUNT(*) FROM g.t", "2");
+    c.kill9(1);
+    let out = c.run(&["promote", "node2", "--yes"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(using_gtid(3), "Slave_Pos");
+    c.exec(2, "INSERT INTO g.t VALUES (3)");
+    c.wait_for(3, "SELECT COUNT(*) FROM g.t", "3", T);
+    // The old master comes back and rejoins by GTID.
+    assert!(c.lab.ctl(1, "start").status.success());
+    c.init_ok();
+    assert_eq!(using_gtid(1), "Slave_Pos");
+    c.wait_for(1, "SELECT COUNT(*) FROM g.t", "3", T);
+    let (code, v) = c.status_json();
+    assert_eq!(code, 0, "{v:#}");
+}

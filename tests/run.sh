@@ -9,4 +9,12 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo build --all-targets
 # Live tests start many servers; two at a time suits a 2-core machine.
-cargo test --no-fail-fast -- --test-threads="${REPLTOOL_TEST_THREADS:-2}"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --no-fail-fast -- --test-threads="${REPLTOOL_TEST_THREADS:-2}" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite (cargo prints one per test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

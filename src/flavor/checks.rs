@@ -27,3 +27,17 @@ impl Flavor {
         }
     }
 }
+
+impl Flavor {
+    /// Before a former master replicates by GTID: make it start after its own transactions.
+    /// MariaDB keeps them in gtid_binlog_pos, not in the gtid_slave_pos replication reads;
+    /// MySQL's auto-positioning reads gtid_executed, which already has them.
+    pub fn adopt_own_gtids(&self) -> Vec<Sql> {
+        match self.kind {
+            Kind::MariaDB => vec![Sql::plain(
+                "SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos",
+            )],
+            Kind::MySQL => Vec::new(),
+        }
+    }
+}

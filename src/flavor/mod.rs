@@ -103,6 +103,9 @@ pub struct FragmentSettings {
     pub auto_increment: Option<(u32, u32)>,
     /// GTID on (MySQL: gtid_mode=ON + enforce_gtid_consistency=ON; MariaDB: gtid_strict_mode=ON).
     pub gtid: bool,
+    /// `bind_address`, when the server must listen beyond loopback (Debian's default is
+    /// 127.0.0.1, which no replica on another host can reach).
+    pub bind_address: Option<String>,
 }
 
 /// How a MASTER_POS_WAIT / SOURCE_POS_WAIT / GTID wait ended.
@@ -683,6 +686,9 @@ impl Flavor {
         if !s.report_host.is_empty() {
             line(format!("report_host = {}", s.report_host));
         }
+        if let Some(b) = &s.bind_address {
+            line(format!("bind_address = {b}"));
+        }
         // Fencing: a server that restarts (a master that died and came back included) must
         // not take writes until repltool says so. skip_slave_start is deliberately NOT set: a
         // read-only replica that restarts should resume replicating on its own.
@@ -1052,6 +1058,7 @@ mod tests {
             log_slave_updates: false,
             auto_increment: None,
             gtid: false,
+            bind_address: None,
         }
     }
 

@@ -65,6 +65,8 @@ pub struct SqlFacts {
     pub repl_password_mismatch: Vec<String>,
     /// Whether any database other than the system ones exists.
     pub has_user_data: bool,
+    /// @@bind_address ("" when the server does not say).
+    pub bind_address: String,
     /// @@log_error resolved against @@datadir.
     pub error_log: Option<PathBuf>,
     pub datadir: String,
@@ -250,7 +252,7 @@ pub fn sql_facts(conn: &mut mysql::Conn, topo: &Topology) -> Result<SqlFacts> {
         "SELECT @@version AS v, @@version_comment AS c, @@server_id AS sid, @@log_bin AS lb, \
          @@binlog_format AS bf, @@read_only AS ro, @@log_slave_updates AS lsu, \
          @@auto_increment_increment AS aii, @@auto_increment_offset AS aio, @@datadir AS dd, \
-         @@log_error AS le, UNIX_TIMESTAMP() AS now",
+         @@log_error AS le, @@bind_address AS ba, UNIX_TIMESTAMP() AS now",
     )?
     .into_iter()
     .next()
@@ -356,6 +358,7 @@ pub fn sql_facts(conn: &mut mysql::Conn, topo: &Topology) -> Result<SqlFacts> {
         repl_password_mismatch,
         has_user_data,
         error_log,
+        bind_address: get("ba"),
         datadir,
         clock: get("now").parse().unwrap_or(0),
         promotions,
@@ -476,6 +479,54 @@ pub fn config_facts(session: &mut dyn HostSession, host: &Host) -> Result<Config
         current,
         restart: restart_command(host, &probe),
     })
+}
+
+/// Observe every host at once: those with a session over it, the others recorded with the
+/// reason they could not be reached.
+pub fn observe_all(
+    topo: &Topology,
+    sessions: &crate::transport::Sessions,
+    unreachable: &[(String, anyhow::Error)],
+    timeout: Duration,
+    with_config: bool,
+) -> std::collections::HashMap<String, Facts> {
+    let reachable: Vec<&Host> = topo
+        .hosts
+        .iter()
+        .filter(|h| sessions.contains_key(&h.name))
+        .collect();
+    let observed = crate::par::each(&reachable, |h| {
+        let m = sessions
+            .get(&h.name)
+            .ok_or_else(|| anyhow!("{}: no session", h.name))?;
+        let mut sess = m.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(observe_host(topo, h, sess.as_mut(), timeout, with_config))
+    });
+    let mut facts: std::collections::HashMap<String, Facts> = reachable
+        .iter()
+        .zip(observed)
+        .map(|(h, r)| {
+            let f = r.unwrap_or_else(|e| Facts {
+                host: h.name.clone(),
+                sql: None,
+                sql_error: Some(format!("{e:#}")),
+                config: None,
+            });
+            (h.name.clone(), f)
+        })
+        .collect();
+    for (name, e) in unreachable {
+        facts.insert(
+            name.clone(),
+            Facts {
+                host: name.clone(),
+                sql: None,
+                sql_error: Some(format!("{e:#}")),
+                config: None,
+            },
+        );
+    }
+    facts
 }
 
 /// Observe one host: config facts over its shell, SQL facts over its server. A failure to reach

@@ -30,7 +30,12 @@ pub struct InitOptions {
 /// The fragment settings the file implies for `host`. The binary log gets an absolute path in
 /// the server's datadir so that a failover can find it on disk from the fragment alone when the
 /// server is dead.
-pub fn fragment_settings(topo: &Topology, host: &Host, datadir: &str) -> FragmentSettings {
+pub fn fragment_settings(
+    topo: &Topology,
+    host: &Host,
+    datadir: &str,
+    listen_all: bool,
+) -> FragmentSettings {
     let auto_increment = if host.role == Role::MasterMaster {
         Some((2, pair_offset(topo, host)))
     } else {
@@ -50,7 +55,28 @@ pub fn fragment_settings(topo: &Topology, host: &Host, datadir: &str) -> Fragmen
             || (topo.replication.gtid && host.master.is_some()),
         auto_increment,
         gtid: topo.replication.gtid,
+        bind_address: listen_all.then(|| "0.0.0.0".to_string()),
     }
+}
+
+/// The bind_address repltool writes when a server listens on loopback only.
+const LISTEN_ALL: &str = "bind_address = 0.0.0.0";
+
+fn is_loopback(a: &str) -> bool {
+    let a = a.trim();
+    a == "localhost" || a == "::1" || a.starts_with("127.")
+}
+
+/// Must the server listen beyond loopback? When replicas (or, after a promote, any host) reach
+/// it at a non-loopback address and it listens on loopback only (Debian's default
+/// `bind-address = 127.0.0.1`); and, once repltool wrote that, for as long as it is in the
+/// fragment (the observed value is then no longer loopback).
+fn needs_listen_all(host: &Host, bind: &str, current: Option<&str>) -> bool {
+    if is_loopback(&host.address) {
+        return false;
+    }
+    let loopback_only = !bind.trim().is_empty() && bind.split(',').all(is_loopback);
+    loopback_only || current.map(|c| c.contains(LISTEN_ALL)).unwrap_or(false)
 }
 
 /// auto_increment_offset of a master-master member: 1 for the first in file order, 2 for the other.
@@ -219,7 +245,20 @@ pub fn plan_init(
     for h in &topo.hosts {
         let f = &facts[&h.name];
         let sql = sqlf(&h.name).expect("checked above");
-        let settings = fragment_settings(topo, h, &sql.datadir);
+        let listen_all = needs_listen_all(
+            h,
+            &sql.bind_address,
+            f.config.as_ref().and_then(|c| c.current.as_deref()),
+        );
+        let settings = fragment_settings(topo, h, &sql.datadir, listen_all);
+        let bind_change = listen_all && sql.bind_address.split(',').all(is_loopback);
+        if bind_change {
+            plan.warnings.push(format!(
+                "{}: the server listens on {} only, so no replica could reach it at {}; repltool \
+                 sets bind_address = 0.0.0.0 (a restart). Keep port {} firewalled to your hosts",
+                h.name, sql.bind_address, h.address, h.mysql.port
+            ));
+        }
         let fragment = sql.flavor.fragment(&settings);
         let Some(cfg) = f.config.as_ref() else {
             refusals.push(format!("{}: the configuration layout was not read", h.name));
@@ -251,7 +290,7 @@ pub fn plan_init(
             });
         }
         let lsu_missing = settings.effective_log_slave_updates() && !sql.log_slave_updates;
-        let need_restart = !sql.log_bin || lsu_missing;
+        let need_restart = !sql.log_bin || lsu_missing || bind_change;
         if need_restart {
             match &cfg.restart {
                 Some(cmd) => {
@@ -262,6 +301,9 @@ pub fn plan_init(
                     ];
                     if settings.effective_log_slave_updates() {
                         expect.push((sql.flavor.log_slave_updates_var().to_string(), "1".into()));
+                    }
+                    if let Some(b) = &settings.bind_address {
+                        expect.push(("bind_address".to_string(), b.clone()));
                     }
                     plan.steps.push(Step {
                         wave: WAVE_CONFIG,
@@ -281,6 +323,8 @@ pub fn plan_init(
                     h.name,
                     if !sql.log_bin {
                         "enabling the binary log"
+                    } else if bind_change {
+                        "listening beyond 127.0.0.1"
                     } else {
                         "enabling log_slave_updates"
                     }
@@ -431,9 +475,13 @@ pub fn plan_init(
                             port: m.mysql.port,
                             user: topo.replication.user.clone(),
                             password: topo.replication.password.clone(),
-                            start: StartAt::Position {
-                                file: pr.new_pos.0.clone(),
-                                pos: pr.new_pos.1,
+                            start: if topo.replication.gtid {
+                                StartAt::Gtid
+                            } else {
+                                StartAt::Position {
+                                    file: pr.new_pos.0.clone(),
+                                    pos: pr.new_pos.1,
+                                }
                             },
                             ssl: topo.replication.ssl,
                             connect_retry: 10,
@@ -683,6 +731,7 @@ mod tests {
                             repl_password_mismatch: vec![],
                             has_user_data: false,
                             error_log: None,
+                            bind_address: "127.0.0.1".into(),
                             datadir: "/lab".into(),
                             clock: 0,
                             promotions: vec![],
@@ -710,7 +759,7 @@ mod tests {
             s.binlog_format = "ROW".into();
             s.read_only = !t.writable(h);
             s.log_slave_updates = matches!(h.role, Role::Relay | Role::MasterMaster);
-            if let Some((i, o)) = fragment_settings(t, h, "/lab").auto_increment {
+            if let Some((i, o)) = fragment_settings(t, h, "/lab", false).auto_increment {
                 s.auto_increment_increment = i;
                 s.auto_increment_offset = o;
             }
@@ -726,7 +775,7 @@ mod tests {
                 });
             }
             e.config.as_mut().unwrap().current =
-                Some(maria().fragment(&fragment_settings(t, h, "/lab")));
+                Some(maria().fragment(&fragment_settings(t, h, "/lab", false)));
         }
         f
     }
@@ -982,6 +1031,48 @@ mod tests {
         assert!(!text.contains("s3cr"), "{text}");
         assert!(text.contains("***"), "{text}");
         let _ = Duration::from_secs(1);
+    }
+
+    #[test]
+    fn a_server_on_loopback_only_is_made_to_listen_and_then_left_alone() {
+        let mut t = topo(&[("db1", None), ("db2", Some("db1"))]);
+        for (i, h) in t.hosts.iter_mut().enumerate() {
+            h.address = format!("10.231.77.{}", 11 + i);
+        }
+        let mut f = converged(&t);
+        for h in &t.hosts {
+            let e = f.get_mut(&h.name).unwrap();
+            let s = e.sql.as_mut().unwrap();
+            s.bind_address = "127.0.0.1".into();
+            s.repl_user_hosts = vec!["10.231.77.12".into()];
+        }
+        let p = plan(&t, &f, false).unwrap();
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.contains("db1: the server listens on 127.0.0.1 only")),
+            "{:?}",
+            p.warnings
+        );
+        let restarts = p
+            .steps
+            .iter()
+            .filter(|s| {
+                matches!(&s.action, Action::Restart { expect, .. }
+            if expect.iter().any(|(k, v)| k == "bind_address" && v == "0.0.0.0"))
+            })
+            .count();
+        assert_eq!(restarts, 2, "{}", p.render());
+        assert!(p.render().contains("bind_address = 0.0.0.0"));
+        // Once done: the fragment says so and the server listens everywhere: nothing to do.
+        for h in &t.hosts {
+            let e = f.get_mut(&h.name).unwrap();
+            e.sql.as_mut().unwrap().bind_address = "0.0.0.0".into();
+            e.config.as_mut().unwrap().current =
+                Some(maria().fragment(&fragment_settings(&t, h, "/lab", true)));
+        }
+        let p = plan(&t, &f, false).unwrap();
+        assert!(p.is_empty(), "{}", p.render());
     }
 
     #[test]

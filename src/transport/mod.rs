@@ -139,6 +139,36 @@ pub trait HostSession: Send {
     }
 }
 
+/// The sessions of a run, one per host, each behind a lock so threads can share them.
+pub type Sessions = std::collections::HashMap<String, std::sync::Mutex<Box<dyn HostSession>>>;
+
+/// Open a session to every host at once; `timeout` caps each SSH connect (status and promote
+/// must not wait the topology's full connect timeout for a dead host). Returns the sessions
+/// opened and, for every host that could not be reached, why.
+pub fn connect_all(
+    topo: &crate::topology::Topology,
+    timeout: Option<Duration>,
+) -> (Sessions, Vec<(String, anyhow::Error)>) {
+    let results = crate::par::each(&topo.hosts, |h| {
+        let mut h2 = h.clone();
+        if let (Some(t), Transport::Ssh(ssh)) = (timeout, &mut h2.transport) {
+            ssh.connect_timeout = ssh.connect_timeout.min(t);
+        }
+        Ok(connect(&h2))
+    });
+    let mut sessions = Sessions::new();
+    let mut failed = Vec::new();
+    for (h, r) in topo.hosts.iter().zip(results) {
+        match r.and_then(|x| x) {
+            Ok(s) => {
+                sessions.insert(h.name.clone(), std::sync::Mutex::new(s));
+            }
+            Err(e) => failed.push((h.name.clone(), e)),
+        }
+    }
+    (sessions, failed)
+}
+
 /// Open the session a host's topology entry asks for.
 pub fn connect(host: &Host) -> Result<Box<dyn HostSession>> {
     match &host.transport {
