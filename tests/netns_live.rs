@@ -128,10 +128,19 @@ fn init_builds_replication_between_hosts_with_the_package_defaults() {
         .iter()
         .map(|h| h.server_pid().expect("a running server"))
         .collect();
-    let out = init_ok(&net);
+    let run = net.run(&["init"]);
+    assert!(run.status.success(), "init failed:\n{}", show(&run));
+    let out = stdout(&run);
     for k in [2, 3] {
         assert!(out.contains(&format!("h{k}: replicates from h1")), "{out}");
     }
+    // Debian's bind-address = 127.0.0.1 would keep the slaves out: init says so and overrides
+    // it in its own fragment (50-server.cnf is left as the package wrote it).
+    let all = format!("{out}{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        all.contains("h1: the server listens on 127.0.0.1 only"),
+        "{all}"
+    );
     for (i, h) in net.hosts.iter().enumerate() {
         // The fragment went where Debian reads it, and the binary log needed the detected
         // restart: a new server process on every host.
@@ -149,6 +158,11 @@ fn init_builds_replication_between_hosts_with_the_package_defaults() {
             h.name
         );
         assert_eq!(h.sql("SELECT @@log_bin"), "1");
+        assert!(frag.contains("bind_address = 0.0.0.0"), "{frag}");
+        assert_eq!(h.sql("SELECT @@bind_address"), "0.0.0.0");
+        assert!(h
+            .etc_mysql("mariadb.conf.d/50-server.cnf")
+            .is_some_and(|c| c.contains("bind-address            = 127.0.0.1")));
     }
     // Replication crosses the network: each slave reads from h1's address, and h1 sees the
     // dump threads coming from the slaves' own addresses.

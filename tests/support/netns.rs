@@ -5,7 +5,8 @@
 //! Every host sees the machine's /etc/mysql tree copied to /etc/netns/<ns>/mysql (which
 //! `ip netns exec` bind-mounts over /etc/mysql: Debian's my.cnf with its `!includedir` lines,
 //! 50-server.cnf with `bind-address = 127.0.0.1`, debian.cnf), and, in a mount and PID namespace
-//! of its own, its own /var/lib/mysql and /run/mysqld. sshd is the host's PID 1, so every SSH
+//! of its own, its own /var/lib/mysql, /run/mysqld, /var/log and /tmp (from a directory under
+//! /var/tmp/repltool-netns-<pid>-*). sshd is the host's PID 1, so every SSH
 //! session repltool opens lands on that host's files and processes, and the Debian init script
 //! (`service mariadb start|restart`, whose `killall` fallback would otherwise reach every
 //! mariadbd on the machine) only ever sees that host's server. The topology file gives
@@ -43,6 +44,9 @@ const PREFIX: &str = "10.231.77.0/24";
 /// The PATH an SSH session of root gets on Debian.
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const LOCK_NAME: &[u8] = b"repltool-netns-test-hosts";
+/// Where the hosts' files live: not /tmp, which every host gets a private one of (servers in
+/// different PID namespaces may have the same pid, and MariaDB names temp files by pid).
+const BASE: &str = "/var/tmp";
 
 /// One test host.
 pub struct NsHost {
@@ -53,7 +57,8 @@ pub struct NsHost {
     pub addr: String,
     /// The root namespace end of the host's veth (the host's end is its `eth0`).
     pub veth: String,
-    /// The host's own files: lib (datadir), run (/run/mysqld), sshd config, logs.
+    /// The host's own files: lib, run, log, tmp (mounted at /var/lib/mysql, /run/mysqld,
+    /// /var/log, /tmp), its sshd config, host key and log (host.log).
     pub dir: PathBuf,
     /// /etc/netns/<ns>: the host's /etc overrides (its /etc/mysql).
     etc: Option<PathBuf>,
@@ -61,6 +66,8 @@ pub struct NsHost {
     /// `ip netns exec NS unshare --pid --fork ...`; its only child is the host's PID 1 (sshd).
     unshare: Option<Child>,
     init_pid: Option<i32>,
+    /// The host's PID namespace (`pid:[N]`), to tell its processes from reused pids.
+    pid_ns: Option<PathBuf>,
 }
 
 /// N hosts and the topology file that describes them.
@@ -80,7 +87,6 @@ pub struct NetnsHosts {
     _lock: UnixListener,
 }
 
-/// Output of a bounded command.
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -212,18 +218,15 @@ fn comm(pid: i32) -> String {
         .to_string()
 }
 
-/// Every process in the PID namespace whose init is `init` (pids as this process sees them).
-fn pid_ns_members(init: i32) -> Vec<i32> {
-    let Ok(ns) = fs::read_link(format!("/proc/{init}/ns/pid")) else {
-        return Vec::new();
-    };
+/// Every process in PID namespace `ns` (`pid:[N]`), pids as this process sees them.
+fn pid_ns_members(ns: &Path) -> Vec<i32> {
     let mut out = Vec::new();
     if let Ok(entries) = fs::read_dir("/proc") {
         for e in entries.flatten() {
             let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
                 continue;
             };
-            if fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|l| l == ns) {
+            if in_pid_ns(pid, ns) {
                 out.push(pid);
             }
         }
@@ -231,10 +234,37 @@ fn pid_ns_members(init: i32) -> Vec<i32> {
     out
 }
 
-fn wait_dead(pids: &[i32], within: Duration) -> Vec<i32> {
+/// Processes whose mount table has a mount from a path containing `needle`.
+fn mount_holders(needle: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            if fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+                .is_ok_and(|m| m.contains(needle))
+            {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+fn in_pid_ns(pid: i32, ns: &Path) -> bool {
+    fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|l| l == ns)
+}
+
+/// Wait until none of `pids` runs (in `ns`, when given: a pid reused elsewhere is not ours).
+fn wait_dead(pids: &[i32], ns: Option<&Path>, within: Duration) -> Vec<i32> {
     let end = Instant::now() + within;
     loop {
-        let left: Vec<i32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+        let left: Vec<i32> = pids
+            .iter()
+            .copied()
+            .filter(|p| alive(*p) && ns.is_none_or(|ns| in_pid_ns(*p, ns)))
+            .collect();
         if left.is_empty() || Instant::now() > end {
             return left;
         }
@@ -317,7 +347,7 @@ fn clean_stale() {
                         libc::kill(*p, libc::SIGKILL);
                     }
                 }
-                let left = wait_dead(&pids, Duration::from_secs(10));
+                let left = wait_dead(&pids, None, Duration::from_secs(10));
                 assert!(left.is_empty(), "stale {name}: {left:?} survive SIGKILL");
                 must(&["ip", "netns", "del", &name]);
                 eprintln!("netns: removed stale namespace {name}");
@@ -325,14 +355,20 @@ fn clean_stale() {
         }
     }
     if let Ok(entries) = fs::read_dir("/etc/netns") {
+        let mut removed = false;
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if owner(&name, "rt-").is_some_and(|p| stale(p, &name)) {
                 let _ = fs::remove_dir_all(e.path());
+                removed = true;
             }
         }
+        if removed {
+            // Only if empty, as Drop would have done.
+            let _ = fs::remove_dir("/etc/netns");
+        }
     }
-    if let Ok(entries) = fs::read_dir("/tmp") {
+    if let Ok(entries) = fs::read_dir(BASE) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if owner(&name, "repltool-netns-").is_some_and(|p| p != me && stale(p, &name)) {
@@ -398,7 +434,7 @@ fn template() -> PathBuf {
 
 fn template_root() -> PathBuf {
     PathBuf::from(format!(
-        "/tmp/repltool-netns-{}-template",
+        "{BASE}/repltool-netns-{}-template",
         std::process::id()
     ))
 }
@@ -417,6 +453,11 @@ fn build_template() -> Result<PathBuf, String> {
     }
     fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
     let data = root.join("data");
+    // Its own temp dir: the bootstrap server names temp files by pid, and pids repeat across
+    // PID namespaces.
+    let tmp = root.join("tmp");
+    fs::create_dir(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)).map_err(|e| e.to_string())?;
     let out = run_bounded(
         Command::new("/usr/bin/mariadb-install-db")
             .arg("--user=mysql")
@@ -424,7 +465,8 @@ fn build_template() -> Result<PathBuf, String> {
             .arg("--auth-root-authentication-method=socket")
             .arg("--skip-test-db")
             .env_clear()
-            .env("PATH", PATH),
+            .env("PATH", PATH)
+            .env("TMPDIR", &tmp),
         None,
         Duration::from_secs(120),
     );
@@ -435,10 +477,6 @@ fn build_template() -> Result<PathBuf, String> {
 }
 
 impl NsHost {
-    fn k(&self) -> usize {
-        self.name[1..].parse().unwrap_or(0)
-    }
-
     /// The host's PID 1 as this process sees it.
     pub fn init_pid(&self) -> i32 {
         self.init_pid
@@ -447,8 +485,8 @@ impl NsHost {
 
     /// Every process of the host (its PID namespace), with its name.
     pub fn processes(&self) -> Vec<(i32, String)> {
-        match self.init_pid {
-            Some(init) => pid_ns_members(init)
+        match &self.pid_ns {
+            Some(ns) => pid_ns_members(ns)
                 .into_iter()
                 .map(|p| (p, comm(p)))
                 .collect(),
@@ -547,7 +585,7 @@ impl NsHost {
             }
         }
         let all: Vec<i32> = safe.into_iter().chain(server).collect();
-        let left = wait_dead(&all, Duration::from_secs(10));
+        let left = wait_dead(&all, self.pid_ns.as_deref(), Duration::from_secs(10));
         assert!(left.is_empty(), "{}: {left:?} survive SIGKILL", self.name);
     }
 
@@ -582,6 +620,8 @@ impl NsHost {
             "set -e\n\
              mount --bind {d}/lib /var/lib/mysql\n\
              mount --bind {d}/run /run/mysqld\n\
+             mount --bind {d}/log /var/log\n\
+             mount --bind {d}/tmp /tmp\n\
              exec /usr/sbin/sshd -D -e -f {d}/sshd_config\n"
         );
         let log = fs::File::create(self.dir.join("host.log")).expect("host log");
@@ -617,6 +657,10 @@ impl NsHost {
             let init = sshd::descendants(upid).into_iter().next();
             if let Some(p) = init.filter(|p| comm(*p) == "sshd") {
                 self.init_pid = Some(p);
+                self.pid_ns = Some(
+                    fs::read_link(format!("/proc/{p}/ns/pid"))
+                        .unwrap_or_else(|e| panic!("{}: PID namespace of {p}: {e}", self.name)),
+                );
                 return;
             }
             assert!(
@@ -642,16 +686,17 @@ impl NsHost {
             }
         }
         if let Some(mut c) = self.unshare.take() {
+            // --kill-child: its death takes the host's init (if it got that far) with it.
+            let _ = c.kill();
             let end = Instant::now() + Duration::from_secs(10);
             while matches!(c.try_wait(), Ok(None)) && Instant::now() < end {
                 std::thread::sleep(Duration::from_millis(10));
             }
             if matches!(c.try_wait(), Ok(None)) {
-                let _ = c.kill();
-                let _ = c.wait();
+                problems.push(format!("{}: unshare {} does not exit", self.name, c.id()));
             }
         }
-        let left = wait_dead(&members, Duration::from_secs(10));
+        let left = wait_dead(&members, self.pid_ns.as_deref(), Duration::from_secs(10));
         if !left.is_empty() {
             problems.push(format!("{}: processes {left:?} still alive", self.name));
         }
@@ -706,7 +751,7 @@ impl NetnsHosts {
         let pid = std::process::id();
         let tmp = tempfile::Builder::new()
             .prefix(&format!("repltool-netns-{pid}-"))
-            .tempdir()
+            .tempdir_in(BASE)
             .expect("temp dir");
         // The mysql user must reach the datadirs below it.
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -789,6 +834,7 @@ impl NetnsHosts {
                 ns_added: false,
                 unshare: None,
                 init_pid: None,
+                pid_ns: None,
             };
             must(&["ip", "netns", "add", &h.ns]);
             h.ns_added = true;
@@ -850,6 +896,13 @@ impl NetnsHosts {
                 &d.join("lib").to_string_lossy(),
             ]);
             fs::create_dir(d.join("run")).expect("run dir");
+            fs::create_dir(d.join("tmp")).expect("tmp dir");
+            fs::set_permissions(d.join("tmp"), fs::Permissions::from_mode(0o1777)).expect("chmod");
+            // Its own /var/log, with the mysql/ directory the package would have made.
+            fs::create_dir_all(d.join("log/mysql")).expect("log dir");
+            must(&["chown", "mysql:adm", &d.join("log/mysql").to_string_lossy()]);
+            fs::set_permissions(d.join("log/mysql"), fs::Permissions::from_mode(0o2750))
+                .expect("chmod");
             must(&["chown", "mysql:root", &d.join("run").to_string_lossy()]);
             fs::set_permissions(d.join("run"), fs::Permissions::from_mode(0o755)).expect("chmod");
             let key = d.join("ssh_host_ed25519_key");
@@ -1016,6 +1069,15 @@ impl Drop for NetnsHosts {
         let mut problems = Vec::new();
         for h in &mut self.hosts {
             problems.extend(h.teardown());
+        }
+        // The hosts' mounts lived in their own mount namespaces, gone with their last process;
+        // no process anywhere may still see them.
+        let needle = format!(" {}/", self.dir.display());
+        let holders = mount_holders(&needle);
+        if !holders.is_empty() {
+            problems.push(format!(
+                "processes {holders:?} still have mounts under {needle}"
+            ));
         }
         if let Some(br) = self.bridge.take() {
             if !quiet(&["ip", "link", "del", &br]) || quiet(&["ip", "link", "show", &br]) {
