@@ -184,6 +184,39 @@ pub fn run_checks(topo: &Topology, timeout: Duration) -> Vec<CheckRow> {
             if restart.is_some() { Verdict::Pass } else { Verdict::Warn },
             restart.unwrap_or_else(|| "none found (systemd not PID 1, no service script); needed only when a restart is".into()),
         );
+        // Replicas on other hosts cannot reach a server that listens on loopback only.
+        let loopback = |a: &str| {
+            let a = a.trim();
+            a == "localhost" || a == "::1" || a.starts_with("127.")
+        };
+        let bind_loopback_only =
+            !s.bind_address.trim().is_empty() && s.bind_address.split(',').all(loopback);
+        if !loopback(&h.address) {
+            row(
+                "listens beyond loopback",
+                &h.name,
+                if bind_loopback_only {
+                    Verdict::Warn
+                } else {
+                    Verdict::Pass
+                },
+                if bind_loopback_only {
+                    format!(
+                        "bind_address is {}: no replica can reach it at {}; init sets bind_address = 0.0.0.0 (a restart)",
+                        s.bind_address, h.address
+                    )
+                } else {
+                    format!(
+                        "bind_address {}",
+                        if s.bind_address.is_empty() {
+                            "(all)"
+                        } else {
+                            &s.bind_address
+                        }
+                    )
+                },
+            );
+        }
         let skew = (s.clock - now).abs();
         row(
             "clock",

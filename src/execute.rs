@@ -95,6 +95,10 @@ pub fn execute(ctx: &Ctx, plan: &Plan) -> Result<()> {
             groups.entry(s.host.as_str()).or_default().push(s);
         }
         let groups: Vec<Vec<&Step>> = groups.into_values().collect();
+        let only_verify = groups
+            .iter()
+            .flatten()
+            .all(|s| matches!(s.action, Action::Verify { .. }));
         let failures = crate::par::errors(crate::par::each(&groups, |steps| {
             for st in steps {
                 run_step(ctx, st).map_err(|e| anyhow!("{}: {}: {e:#}", st.host, step_name(st)))?;
@@ -115,6 +119,11 @@ pub fn execute(ctx: &Ctx, plan: &Plan) -> Result<()> {
                     msg.push_str("\n  - ");
                     msg.push_str(&c);
                 }
+            }
+            // Everything was built and only the final check failed: the run found a problem (1);
+            // anything else could not run (2).
+            if only_verify {
+                return Err(crate::error::problem(msg));
             }
             bail!(msg);
         }
