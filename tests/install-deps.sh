@@ -3,8 +3,11 @@
 # or with sudo). Servers installed here are NOT started: the lab and the tests start their own.
 set -euo pipefail
 need=()
+# Installed means "install ok installed": a removed package whose config files remain is
+# still known to dpkg, but its programs are gone.
+installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
 for pkg in mariadb-server mariadb-client mariadb-backup openssh-server openssh-client iproute2 procps; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+  installed "$pkg" || need+=("$pkg")
 done
 if [ "${#need[@]}" -eq 0 ]; then
   exit 0
