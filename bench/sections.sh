@@ -274,6 +274,6 @@ section_seed() {
   "$BIN" init -f "$d/topology.yaml" >"$WORK/seed.out" 2>&1 || { cat "$WORK/seed.out" >&2; die "init with seeding failed"; }
   ours=$(grep -o 'bytes in [0-9.]*s' "$WORK/seed.out" | head -n 1 | grep -o '[0-9.]*')
   [ -n "$ours" ] || die "no seeding time in init's output: $(cat "$WORK/seed.out")"
-  row "seeding ${mb} MiB over SSH into a slave (floor: the raw dump | client pipe; target ratio <= 1.11)" "$ours" 1 "$f" "$(ratio "$ours" "$f")"
+  row "seeding ${mb} MiB over SSH into a slave (floor: the raw dump-into-client pipe; target ratio <= 1.11)" "$ours" 1 "$f" "$(ratio "$ours" "$f")"
   lab_down "$d"
 }
