@@ -331,3 +331,28 @@ fn with_gtid_init_failover_and_rejoin_all_use_gtid_positions() {
     let (code, v) = c.status_json();
     assert_eq!(code, 0, "{v:#}");
 }
+
+#[test]
+fn force_promotes_a_slave_that_is_behind_after_saying_what_is_lost() {
+    let c = Cluster::start(3, 25400, "master-slave");
+    c.exec(
+        1,
+        "CREATE DATABASE fo; CREATE TABLE fo.t (id INT PRIMARY KEY)",
+    );
+    c.init_ok();
+    c.exec(1, "INSERT INTO fo.t VALUES (1)");
+    count_on_all(&c, &[2, 3], "SELECT COUNT(*) FROM fo.t", "1");
+    c.exec(3, "STOP SLAVE IO_THREAD");
+    c.exec(1, "INSERT INTO fo.t VALUES (2)");
+    c.wait_for(2, "SELECT COUNT(*) FROM fo.t", "2", T);
+    // The machine dies with the server: nothing can be read from its disk.
+    c.kill9(1);
+    std::fs::remove_dir_all(c.lab.node_dir(1).join("data")).unwrap();
+    let out = c.run(&["promote", "node3", "--yes", "--force"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("--force: promoting node3 loses"), "{err}");
+    assert!(err.contains("that node2 received"), "{err}");
+    assert_eq!(c.one(3, "SELECT @@read_only"), "0");
+    assert_eq!(c.one(3, "SELECT COUNT(*) FROM fo.t"), "1");
+}
