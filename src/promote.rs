@@ -14,7 +14,7 @@ use mysql::prelude::Queryable;
 
 use crate::error::{input, problem};
 use crate::execute::{flavor_of, remove_file, replica_status, run_sql, write_defaults};
-use crate::flavor::{ChangeMaster, Flavor, Sql, StartAt};
+use crate::flavor::{ChangeMaster, Flavor, Sql};
 use crate::observe::{self, query_columns, query_one, Facts};
 use crate::plan::CANARY_SCHEMA;
 use crate::topology::rewrite::{self, HostEdit};
@@ -360,24 +360,7 @@ fn file_key(f: &str) -> (String, u64) {
 }
 
 fn change_to(topo: &Topology, target: &Host, file: &str, pos: u64) -> ChangeMaster {
-    ChangeMaster {
-        host: target.address.clone(),
-        port: target.mysql.port,
-        user: topo.replication.user.clone(),
-        password: topo.replication.password.clone(),
-        // With GTID on, every server logs what it replicates (log_slave_updates), so the new
-        // master's log has every slave's position: re-point by GTID, not by coordinates.
-        start: if topo.replication.gtid {
-            StartAt::Gtid
-        } else {
-            StartAt::Position {
-                file: file.to_string(),
-                pos,
-            }
-        },
-        ssl: topo.replication.ssl,
-        connect_retry: 10,
-    }
+    crate::plan::init::change_master_to(topo, target, file, pos)
 }
 
 /// Record a promotion on the new master, so that `init` can rejoin the old master at the right

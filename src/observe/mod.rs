@@ -222,7 +222,7 @@ pub fn query_one(conn: &mut mysql::Conn, sql: &str) -> Result<Option<String>> {
         .and_then(|(_, v)| v))
 }
 
-const SYSTEM_SCHEMAS: &[&str] = &["mysql", "information_schema", "performance_schema", "sys"];
+use crate::flavor::SYSTEM_SCHEMAS;
 
 /// The databases a seed dump copies: everything but the system schemas.
 pub fn user_databases(conn: &mut mysql::Conn) -> Result<Vec<String>> {

@@ -470,22 +470,7 @@ pub fn plan_init(
                     host: s.name.clone(),
                     action: Action::Rejoin {
                         slave: s.name.clone(),
-                        change: ChangeMaster {
-                            host: m.address.clone(),
-                            port: m.mysql.port,
-                            user: topo.replication.user.clone(),
-                            password: topo.replication.password.clone(),
-                            start: if topo.replication.gtid {
-                                StartAt::Gtid
-                            } else {
-                                StartAt::Position {
-                                    file: pr.new_pos.0.clone(),
-                                    pos: pr.new_pos.1,
-                                }
-                            },
-                            ssl: topo.replication.ssl,
-                            connect_retry: 10,
-                        },
+                        change: change_master_to(topo, m, &pr.new_pos.0, pr.new_pos.1),
                         from: pr.old_pos.clone(),
                     },
                 });
@@ -507,22 +492,8 @@ pub fn plan_init(
             continue;
         }
         new_links.insert(s.name.clone(), seed || ssql.has_user_data);
-        let change = ChangeMaster {
-            host: m.address.clone(),
-            port: m.mysql.port,
-            user: topo.replication.user.clone(),
-            password: topo.replication.password.clone(),
-            start: if topo.replication.gtid {
-                StartAt::Gtid
-            } else {
-                StartAt::Position {
-                    file: String::new(),
-                    pos: 0,
-                }
-            },
-            ssl: topo.replication.ssl,
-            connect_retry: 10,
-        };
+        // The coordinates come from the snapshot at execution time.
+        let change = change_master_to(topo, m, "", 0);
         let key = (m.name.clone(), wave);
         links.entry(key.clone()).or_default().push(LinkSlave {
             host: s.name.clone(),
@@ -605,6 +576,29 @@ pub fn plan_init(
         }
     }
     Ok(plan)
+}
+
+/// CHANGE MASTER TO `master` with the file's replication account: at (file, pos), or by GTID
+/// when the file says `gtid: true` (every server then logs what it replicates, so any master's
+/// log has every slave's position).
+pub fn change_master_to(topo: &Topology, master: &Host, file: &str, pos: u64) -> ChangeMaster {
+    ChangeMaster {
+        host: master.address.clone(),
+        port: master.mysql.port,
+        user: topo.replication.user.clone(),
+        password: topo.replication.password.clone(),
+        start: if topo.replication.gtid {
+            StartAt::Gtid
+        } else {
+            StartAt::Position {
+                file: file.to_string(),
+                pos,
+            }
+        },
+        ssl: topo.replication.ssl,
+        // Seconds between reconnects: short, so a replica recovers quickly from a restart.
+        connect_retry: 10,
+    }
 }
 
 /// Every host that replicates, directly or through relays, from `name` (not `name` itself).

@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use crate::flavor::{ChangeMaster, Sql};
 use crate::observe::ConfigTarget;
 
-/// The schema that holds repltool's canary table (written on masters to prove replication).
-pub const CANARY_SCHEMA: &str = "repltool";
+/// The schema that holds repltool's canary table (written on masters to prove replication)
+/// and its record of promotions.
+pub use crate::flavor::CANARY_SCHEMA;
 
 /// A plan: steps in waves. Steps of one wave run in parallel across hosts (in order for one
 /// host); a wave starts when the previous one is done.
