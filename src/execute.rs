@@ -654,40 +654,92 @@ fn stream_seed(
         let mut unlocked = hold;
         let mut tail: Vec<u8> = Vec::new();
         const SNAPSHOT_OPEN: &[u8] = b"-- Current Database:";
-        let copy_result = (|| -> Result<()> {
-            loop {
-                let n = dump.stdout().read(&mut buf).context("reading the dump")?;
-                if n == 0 {
-                    break;
-                }
-                if !unlocked {
-                    // The dump prints "Current Database" only after START TRANSACTION WITH
-                    // CONSISTENT SNAPSHOT: from then on its view is fixed and writes may resume.
-                    tail.extend_from_slice(&buf[..n]);
-                    if tail
-                        .windows(SNAPSHOT_OPEN.len())
-                        .any(|w| w == SNAPSHOT_OPEN)
+        // A copy that stops moving (a lock wait on either side) is ended after `stall`: every
+        // process of this copy is found by its own option file, unique to this run.
+        let stall = ctx.timeout.max(Duration::from_secs(60));
+        let started = Instant::now();
+        let last_progress = std::sync::atomic::AtomicU64::new(0);
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let stalled = std::sync::atomic::AtomicBool::new(false);
+        let ms = |d: Duration| d.as_millis() as u64;
+        let files_ref = &files;
+        let copy_result = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                use std::sync::atomic::Ordering::Relaxed;
+                while !done.load(Relaxed) {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if ms(started.elapsed()).saturating_sub(last_progress.load(Relaxed)) > ms(stall)
                     {
-                        mconn.query_drop("UNLOCK TABLES").map_err(|e| {
-                            anyhow!("UNLOCK TABLES: {}", observe::sql_error_text(&e))
-                        })?;
-                        lock_held = Some(locked_at.elapsed());
-                        unlocked = true;
-                        tail.clear();
-                    } else if tail.len() > 64 * 1024 {
-                        let keep = tail.len() - SNAPSHOT_OPEN.len();
-                        tail.drain(..keep);
+                        stalled.store(true, Relaxed);
+                        for (h, f) in files_ref.iter() {
+                            if let Ok(mut s) = ctx.session(h) {
+                                let _ = s.run(
+                                    &format!(
+                                        "pkill -f -- {}",
+                                        shell_quote(&format!(
+                                            "--defaults-extra-file={}",
+                                            f.display()
+                                        ))
+                                    ),
+                                    None,
+                                    false,
+                                    Duration::from_secs(10),
+                                );
+                            }
+                        }
+                        return;
                     }
                 }
-                for (h, c) in clients.iter_mut() {
-                    c.stdin()
-                        .write_all(&buf[..n])
-                        .with_context(|| format!("{h}: writing the copy into the client"))?;
+            });
+            let r = (|| -> Result<()> {
+                loop {
+                    let n = dump.stdout().read(&mut buf).context("reading the dump")?;
+                    last_progress
+                        .store(ms(started.elapsed()), std::sync::atomic::Ordering::Relaxed);
+                    if n == 0 {
+                        break;
+                    }
+                    if !unlocked {
+                        // The dump prints "Current Database" only after START TRANSACTION WITH
+                        // CONSISTENT SNAPSHOT: from then on its view is fixed and writes may resume.
+                        tail.extend_from_slice(&buf[..n]);
+                        if tail
+                            .windows(SNAPSHOT_OPEN.len())
+                            .any(|w| w == SNAPSHOT_OPEN)
+                        {
+                            mconn.query_drop("UNLOCK TABLES").map_err(|e| {
+                                anyhow!("UNLOCK TABLES: {}", observe::sql_error_text(&e))
+                            })?;
+                            lock_held = Some(locked_at.elapsed());
+                            unlocked = true;
+                            tail.clear();
+                        } else if tail.len() > 64 * 1024 {
+                            let keep = tail.len() - SNAPSHOT_OPEN.len();
+                            tail.drain(..keep);
+                        }
+                    }
+                    for (h, c) in clients.iter_mut() {
+                        c.stdin()
+                            .write_all(&buf[..n])
+                            .with_context(|| format!("{h}: writing the copy into the client"))?;
+                    }
+                    bytes.add(n as u64);
+                    last_progress
+                        .store(ms(started.elapsed()), std::sync::atomic::Ordering::Relaxed);
                 }
-                bytes.add(n as u64);
-            }
-            Ok(())
-        })();
+                Ok(())
+            })();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            r
+        });
+        if stalled.load(std::sync::atomic::Ordering::Relaxed) {
+            bail!(
+                "the copy from {} made no progress for {}s (a lock wait on the master or a \
+                 slave?); it was stopped",
+                mhost.name,
+                stall.as_secs()
+            );
+        }
         let dump_out = dump.wait()?;
         let mut client_errors = Vec::new();
         for (h, mut c) in clients {
