@@ -755,8 +755,13 @@ fn stream_seed(
         }
         bytes.finish();
         if !dump_out.ok() {
+            // A lost connection usually means the server itself went away: show its log.
+            let tail = match ctx.session(&mhost.name) {
+                Ok(mut s) => tail_log(s.as_mut(), mhost.error_log.as_deref()),
+                Err(_) => String::new(),
+            };
             bail!(
-                "{}: the dump failed (exit {}): {}",
+                "{}: the dump failed (exit {}): {}{tail}",
                 mhost.name,
                 dump_out.status,
                 dump_out.stderr_str().trim()
