@@ -516,20 +516,29 @@ impl Write for SshProcess {
                     progress |= n > 0;
                 }
             }
-            if progress {
-                deadline = Instant::now() + STREAM_IDLE_LIMIT;
-            } else if !self
-                .ex
-                .w
-                .wait(d, &[], Some(deadline))
-                .map_err(|e| self.io_err(e))?
-            {
-                return Err(self.idle_err());
-            }
+            self.idle_wait(progress, d, &mut deadline)?;
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SshProcess {
+    /// After a pass over the channel: progress pushes the idle deadline back; no progress
+    /// waits on the socket, and a stream idle past [`STREAM_IDLE_LIMIT`] is an error.
+    fn idle_wait(&mut self, progress: bool, d: Dirs, deadline: &mut Instant) -> io::Result<()> {
+        if progress {
+            *deadline = Instant::now() + STREAM_IDLE_LIMIT;
+        } else if !self
+            .ex
+            .w
+            .wait(d, &[], Some(*deadline))
+            .map_err(|e| self.io_err(e))?
+        {
+            return Err(self.idle_err());
+        }
         Ok(())
     }
 }
@@ -556,16 +565,7 @@ impl Read for SshProcess {
                 Step::Ready(n) => return Ok(n),
                 Step::Again(d) => d,
             };
-            if progress {
-                deadline = Instant::now() + STREAM_IDLE_LIMIT;
-            } else if !self
-                .ex
-                .w
-                .wait(d, &[], Some(deadline))
-                .map_err(|e| self.io_err(e))?
-            {
-                return Err(self.idle_err());
-            }
+            self.idle_wait(progress, d, &mut deadline)?;
         }
     }
 }
