@@ -1,6 +1,5 @@
 //! Test helper for live cluster tests: a lab of real servers (optionally reached over a real
 //! sshd), run the built binary against it, query servers, and a bounded application writer.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -10,10 +9,7 @@ use std::time::{Duration, Instant};
 
 use mysql::prelude::Queryable;
 
-#[path = "lab.rs"]
-pub mod lab;
-#[path = "sshd.rs"]
-pub mod sshd;
+pub use super::{lab, sshd};
 
 pub use lab::{repltool, show, Lab};
 

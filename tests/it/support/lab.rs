@@ -1,10 +1,9 @@
 //! Test helper: a `repltool lab` of N real servers in a temp dir, taken down on Drop.
 //!
-//! Use it from a live test with `#[path = "support/lab.rs"] mod lab;` (or `pub mod lab;` in a
-//! tests/support/mod.rs), then `let lab = lab::Lab::start(3, 23410);`. Give every test its own
+//! Use it from a live test with `use crate::support::lab;`,
+//! then `let lab = lab::Lab::start(3, 23410);`. Give every test its own
 //! base port so tests run in parallel. Starting a lab that cannot come up panics with the
 //! command's output: a live test never skips.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

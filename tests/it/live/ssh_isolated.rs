@@ -1,16 +1,16 @@
-//! Live tests that need the whole test process to themselves, run one at a time: key discovery
-//! without `identity_file` (ssh-agent, then ~/.ssh keys) changes HOME and SSH_AUTH_SOCK, which
-//! are process-wide, and the CPU check of idle forwards measures the whole process.
+//! Live tests that need a process to themselves: key discovery without `identity_file`
+//! (ssh-agent, then ~/.ssh keys) changes HOME and SSH_AUTH_SOCK, which are process-wide, and the
+//! CPU check of idle forwards measures the whole process. Each test re-runs this test binary for
+//! just its `child_*` body (ignored otherwise), so the other tests of the binary, running in
+//! parallel, neither see the environment change nor count in the CPU time.
 
-#[path = "support/sshd.rs"]
-mod sshd;
+use crate::support::sshd;
 
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -19,10 +19,37 @@ use repltool::transport::ssh::SshSession;
 use repltool::transport::HostSession;
 use sshd::{keygen, Sshd};
 
-static SERIAL: Mutex<()> = Mutex::new(());
+/// Run `child` (a test of this module) alone in a new process of this test binary; its
+/// failure, with its output, fails the calling test.
+fn in_own_process(child: &str) {
+    let exe = std::env::current_exe().expect("the test binary");
+    let name = format!("live::ssh_isolated::{child}");
+    let out = Command::new(exe)
+        .args([name.as_str(), "--exact", "--ignored", "--nocapture"])
+        .args(["--test-threads", "1"])
+        .env(CHILD, "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot re-run the test binary");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{child} failed:\n{text}");
+    // The filter matched exactly the child: a renamed child must not pass by running nothing.
+    assert!(text.contains("1 passed"), "{child} did not run:\n{text}");
+}
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+/// Set for the child process; a child body refuses to run without it (it would change the
+/// environment of every test of the binary).
+const CHILD: &str = "REPLTOOL_TEST_CHILD";
+
+fn child_only() {
+    assert!(
+        std::env::var_os(CHILD).is_some(),
+        "run through its parent test, in a process of its own"
+    );
 }
 
 fn session(s: &Sshd) -> SshSession {
@@ -78,7 +105,13 @@ impl Drop for Agent {
 
 #[test]
 fn agent_then_default_keys_are_used_when_no_identity_file_is_set() {
-    let _serial = serial();
+    in_own_process("child_agent_then_default_keys");
+}
+
+#[test]
+#[ignore = "run by agent_then_default_keys_are_used_when_no_identity_file_is_set"]
+fn child_agent_then_default_keys() {
+    child_only();
     let s = Sshd::start();
     let mut cfg = s.ssh();
     cfg.identity_file = None;
@@ -156,7 +189,13 @@ fn cpu_time() -> Duration {
 
 #[test]
 fn idle_and_half_closed_forwards_do_not_spin() {
-    let _serial = serial();
+    in_own_process("child_idle_and_half_closed_forwards");
+}
+
+#[test]
+#[ignore = "run by idle_and_half_closed_forwards_do_not_spin"]
+fn child_idle_and_half_closed_forwards() {
+    child_only();
     let s = Sshd::start();
     let mut h = session(&s);
     // A server that reads and keeps every connection open without ever answering.

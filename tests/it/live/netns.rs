@@ -2,10 +2,9 @@
 //! its own sshd on port 22 and its own MariaDB under the package's default config (/etc/mysql,
 //! `bind-address = 127.0.0.1`, `service mariadb`). The topology file has addresses, SSH and
 //! passwords only, so config layout and restart command come from repltool's detection.
-//! Hosts of one test at a time (they share the subnet): see tests/support/netns.rs.
+//! Hosts of one test at a time (they share the subnet): see tests/it/support/netns.rs.
 
-#[path = "support/netns.rs"]
-mod netns;
+use crate::support::netns;
 
 use std::time::{Duration, Instant};
 

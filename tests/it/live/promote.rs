@@ -1,7 +1,6 @@
 //! Live tests of `repltool promote` against real servers. Ports 25300-25399.
 
-#[path = "support/cluster.rs"]
-mod cluster;
+use crate::support::cluster;
 
 use std::time::Duration;
 

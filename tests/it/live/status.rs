@@ -1,7 +1,6 @@
 //! Live tests of `repltool status` and `repltool check` against real servers. Ports 25200-25299.
 
-#[path = "support/cluster.rs"]
-mod cluster;
+use crate::support::cluster;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

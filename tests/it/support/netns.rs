@@ -21,8 +21,7 @@
 //! skips.
 #![allow(dead_code)]
 
-#[path = "sshd.rs"]
-mod sshd;
+use super::sshd;
 
 use std::fs;
 use std::io::{Read, Write};

@@ -3,7 +3,6 @@
 //! authorized_keys, and a known_hosts file that trusts it. Panics (the test fails) when sshd
 //! cannot start. Killing it takes every sshd process it forked, so connections drop as they
 //! would when a host dies.
-#![allow(dead_code)]
 
 use std::fs;
 use std::io::Read;

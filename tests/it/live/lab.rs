@@ -1,7 +1,6 @@
 //! Live tests of `repltool lab` (the built binary, real mariadbd servers). Ports 23310-23499.
 
-#[path = "support/lab.rs"]
-mod lab;
+use crate::support::lab;
 
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;

@@ -2,8 +2,7 @@
 //! timeouts, host key and key checks, files, streaming, the SQL forward under concurrent
 //! use, jump hosts, sudo, and a server that dies mid-command.
 
-#[path = "support/sshd.rs"]
-mod sshd;
+use crate::support::sshd;
 
 use std::fs;
 use std::io::{Read, Write};

@@ -1,8 +1,7 @@
 //! Live tests of `repltool init` against real MariaDB servers (the lab) with the built binary.
 //! Ports 25000-25199.
 
-#[path = "support/cluster.rs"]
-mod cluster;
+use crate::support::cluster;
 
 use std::time::Duration;
 

@@ -1,0 +1,9 @@
+//! Live tests of the built binary against real servers.
+
+mod init;
+mod lab;
+mod netns;
+mod promote;
+mod ssh;
+mod ssh_isolated;
+mod status;
