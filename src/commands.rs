@@ -43,48 +43,59 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
     let facts = observe_all(&topo, &sessions, timeout.min(Duration::from_secs(10)), true);
     let plan = crate::plan::init::plan_init(&topo, &facts, &InitOptions { force: a.force })?;
     for w in &plan.warnings {
-        eprintln!("warning: {w}");
+        crate::report::say(format!("warning: {w}"));
     }
     if a.dry_run {
         progress.finish();
         if plan.is_empty() {
-            println!(
+            crate::report::outln(format!(
                 "nothing to do: the cluster already matches {}",
                 path.display()
-            );
+            ));
         } else {
-            println!(
+            crate::report::outln(format!(
                 "plan for {} ({} steps; nothing was changed):",
                 topo.name,
                 plan.steps.len()
-            );
-            print!("{}", plan.render());
+            ));
+            crate::report::out(plan.render());
         }
         return Ok(0);
     }
     if plan.is_empty() {
         progress.finish();
-        println!(
+        crate::report::outln(format!(
             "nothing to do: the cluster already matches {} ({} hosts checked in {:.2}s; no restart, no CHANGE MASTER, no copy)",
             path.display(),
             topo.hosts.len(),
             started.elapsed().as_secs_f64()
-        );
+        ));
         return Ok(0);
     }
+    // Two runs never interleave (two seeds into one replica): the cluster lock for the whole
+    // run, released when this process ends.
+    let names: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
+    let _lock = crate::lock::ClusterLock::acquire(
+        &topo,
+        Some(path),
+        &sessions,
+        &names,
+        timeout.min(Duration::from_secs(10)),
+    )
+    .inspect_err(|_| progress.finish())?;
     let ctx = Ctx::new(&topo, &sessions, &progress, timeout);
     let res = execute(&ctx, &plan);
     progress.finish();
     res?;
     let changes = ctx.changes();
-    println!(
+    crate::report::outln(format!(
         "{}: done in {:.2}s, {} changes:",
         topo.name,
         started.elapsed().as_secs_f64(),
         changes.len()
-    );
+    ));
     for c in &changes {
-        println!("  - {c}");
+        crate::report::outln(format!("  - {c}"));
     }
     let facts = observe_all(
         &topo,
@@ -92,7 +103,7 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
         timeout.min(Duration::from_secs(10)),
         false,
     );
-    println!("{}", crate::report::summary_table(&topo, &facts));
+    crate::report::outln(crate::report::summary_table(&topo, &facts));
     Ok(0)
 }
 
@@ -159,12 +170,12 @@ fn status(path: &Path, a: &crate::cli::StatusArgs) -> Result<i32> {
         }
         match a.watch {
             None => {
-                print!("{out}");
+                crate::report::out(&out);
                 return Ok(if problems.is_empty() { 0 } else { 1 });
             }
             Some(secs) => {
                 // Clear the screen and redraw in place until Ctrl-C.
-                print!("\x1b[2J\x1b[H{out}");
+                crate::report::out(format!("\x1b[2J\x1b[H{out}"));
                 let _ = std::io::stdout().flush();
                 std::thread::sleep(Duration::from_secs(secs.max(1)));
             }
@@ -197,10 +208,10 @@ fn promote(path: &Path, a: &crate::cli::PromoteArgs) -> Result<i32> {
 fn check(path: &Path, a: &crate::cli::CheckArgs) -> Result<i32> {
     let topo = crate::topology::load(path)?;
     let rows = crate::check::run_checks(&topo, Duration::from_secs(a.timeout.max(1)));
-    print!(
-        "{}",
-        crate::check::render(&rows, a.format == crate::cli::Format::Json)
-    );
+    crate::report::out(crate::check::render(
+        &rows,
+        a.format == crate::cli::Format::Json,
+    ));
     let failed = rows
         .iter()
         .any(|r| r.verdict == crate::check::Verdict::Fail);

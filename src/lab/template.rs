@@ -224,7 +224,9 @@ fn lock(path: &Path, timeout: Duration) -> Result<Lock> {
             );
         }
         if !told {
-            eprintln!("waiting for another repltool to finish building the lab template...");
+            crate::report::say(
+                "waiting for another repltool to finish building the lab template...",
+            );
             told = true;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -262,12 +264,12 @@ pub fn ensure(server: &Server) -> Result<Template> {
         }
     }
     let tmp = root.join(format!("{building_prefix}{}", std::process::id()));
-    eprintln!(
+    crate::report::say(format!(
         "building the lab template for {} {} (once; cached in {})...",
         server.path.display(),
         server.version,
         dir.display()
-    );
+    ));
     let t0 = Instant::now();
     let built = build(server, &tmp);
     if let Err(e) = built {
@@ -277,7 +279,10 @@ pub fn ensure(server: &Server) -> Result<Template> {
     // The rename is what makes the template visible, so a crash above never leaves a
     // template that looks usable.
     fs::rename(&tmp, &dir).with_context(|| format!("renaming {} into place", tmp.display()))?;
-    eprintln!("template built in {:.1}s", t0.elapsed().as_secs_f64());
+    crate::report::say(format!(
+        "template built in {:.1}s",
+        t0.elapsed().as_secs_f64()
+    ));
     Ok(ready(&dir))
 }
 

@@ -1,7 +1,10 @@
 //! How repltool reaches a host: the [`HostSession`] trait, with `local` (this machine, the lab)
 //! and `ssh` (ssh2) implementations. Planners never see this; only observe and execute do.
 
+#[cfg(test)]
+pub mod fake;
 pub mod local;
+pub mod sql;
 pub mod ssh;
 
 use std::io::{Read, Write};
@@ -75,6 +78,16 @@ pub trait HostSession: Send {
         let _ = port;
         None
     }
+
+    /// An administrative SQL connection to the host's server (real sessions:
+    /// [`sql::connect`] through [`HostSession::sql_endpoint`]), `connect_timeout` bounding the
+    /// login and `io_timeout` every read and write.
+    fn sql_connect(
+        &mut self,
+        host: &Host,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+    ) -> Result<Box<dyn sql::SqlConn>>;
 
     /// Read a file; `Ok(None)` when it does not exist.
     fn read_file(&mut self, path: &Path, privileged: bool) -> Result<Option<Vec<u8>>> {

@@ -246,7 +246,7 @@ fn a_promote_killed_half_way_is_finished_by_the_next_one() {
     let out = c.run(&["promote", "node2", "--yes"]);
     assert!(out.status.success(), "{}", show(&out));
     assert!(
-        stderr(&out).contains("already promoted by an earlier run"),
+        stdout(&out).contains("already promoted by an earlier run"),
         "{}",
         show(&out)
     );

@@ -1,7 +1,6 @@
-//! Tests that need no server: golden SQL and parsed server output, bad topology files, and the
-//! shipped example topologies.
+//! Tests of the built binary and the public loader that need no server: bad topology files, the
+//! shipped example topologies. (Golden SQL and parsed server output are unit tests of the crate:
+//! `flavor::golden`, `observe::golden`.)
 
 mod example_topologies;
 mod golden_bad;
-mod golden_flavor;
-mod golden_status;

@@ -1,5 +1,6 @@
-//! Golden tests for the SQL dialect layer: every statement and config fragment repltool renders,
-//! per server version, compared with tests/golden/sql/<version>/. Statements carrying a secret
+//! Golden tests for the SQL dialect layer: every statement, command and config fragment
+//! `flavor/` renders (each one production sends), per server version, compared with
+//! tests/golden/sql/<version>/. Statements carrying a secret
 //! have two goldens: `<case>.shown.sql` (what is printed: the password must not be there) and
 //! `<case>.text.sql` (what is sent: the escaped password must be there). UPDATE_GOLDEN=1
 //! rewrites the files; a missing or stale golden fails the test.
@@ -8,8 +9,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use repltool::flavor::{quote, ChangeMaster, Flavor, FragmentSettings, Sql, StartAt};
-use repltool::secret::Secret;
+use super::{quote, ChangeMaster, Flavor, FragmentSettings, PromotionRecord, Sql, StartAt};
+use crate::secret::Secret;
 
 /// Quotes, a semicolon, a backslash and spaces: everything that could end or bend a literal.
 const NASTY: &str = r#"p'a"s;s \w rd"#;
@@ -25,8 +26,14 @@ const VERSIONS: &[(&str, &str, &str)] = &[
         "8.4.0-commercial",
         "MySQL Enterprise Server - Commercial",
     ),
+    ("mysql-9.7.4", "9.7.4", "MySQL Community Server - GPL"),
     ("mariadb-10.11.6", "10.11.6-MariaDB-0+deb12u1", "Debian 12"),
     ("mariadb-11.4.2", "11.4.2-MariaDB", "MariaDB Server"),
+    (
+        "mariadb-11.8.3",
+        "11.8.3-MariaDB-4 from Debian",
+        "Debian n/a",
+    ),
 ];
 
 fn golden_root() -> PathBuf {
@@ -76,6 +83,7 @@ fn change(start: StartAt, ssl: bool) -> ChangeMaster {
         start,
         ssl,
         connect_retry: 10,
+        heartbeat: None,
     }
 }
 
@@ -128,8 +136,11 @@ fn render(f: &Flavor) -> Rendered {
             f.start_replica(),
             f.stop_replica(),
             f.stop_io_thread(),
+            f.stop_sql_thread(),
             f.start_sql_thread(),
+            f.start_replica_until("mysql-bin.000002", 1234),
             f.reset_replica_all(),
+            f.set_net_timeout(4),
         ],
     );
     r.plain(
@@ -138,12 +149,14 @@ fn render(f: &Flavor) -> Rendered {
             f.show_replica_status(),
             f.show_master_status(),
             f.show_binary_logs(),
+            f.show_binlog_events("mysql-bin.000002", 4),
             f.show_replicas(),
         ],
     );
     r.plain(
         "snapshot-lock",
         &[
+            f.lock_wait_timeout(30),
             f.flush_tables_with_read_lock(),
             f.show_master_status(),
             f.unlock_tables(),
@@ -151,6 +164,21 @@ fn render(f: &Flavor) -> Rendered {
     );
     r.plain("read-only-on", &f.set_read_only(true));
     r.plain("read-only-off", &f.set_read_only(false));
+    let mut window = f.write_window(true);
+    window.extend(f.write_window(false));
+    r.plain("write-window", &window);
+    r.plain(
+        "cluster-lock",
+        &[
+            f.get_lock("repltool:shop"),
+            f.lock_holder_query("repltool:shop"),
+            f.release_lock("repltool:shop"),
+        ],
+    );
+    r.plain(
+        "sessions",
+        &[f.client_sessions_query("admin"), f.kill_connection(42)],
+    );
     let gtid = if f.describe().starts_with("MariaDB") {
         "0-1-1234"
     } else {
@@ -163,21 +191,47 @@ fn render(f: &Flavor) -> Rendered {
     waits.extend(f.binlog_gtid_pos("mysql-bin.000002", 1234));
     r.plain("waits", &waits);
     r.plain("seed-gtid", &f.seed_gtid(gtid));
-    let mut runtime = vec![f.session_setup(), f.set_server_id(2)];
+    let mut runtime = vec![
+        Flavor::session_setup(),
+        f.set_server_id(2),
+        f.set_binlog_format_row(),
+        f.session_binlog(false),
+        f.session_binlog(true),
+    ];
     runtime.extend(f.set_auto_increment(2, 1));
+    runtime.extend(f.adopt_own_gtids());
     r.plain("runtime-settings", &runtime);
     r.plain(
         "observe",
         &[
             Flavor::detect_query(),
+            Flavor::ping(),
             f.variables_query(),
-            f.user_databases_query(),
+            f.global_var("read_only").expect("a variable name"),
+            f.databases_query(),
+            f.non_transactional_tables_query(),
+            f.data_size_query(),
             f.repl_user_hosts_query("repl"),
+            f.repl_accounts_query("repl"),
+            f.show_own_grants(),
         ],
     );
     let mut canary = f.canary_setup();
-    canary.push(f.canary_write("c-1700000000-42"));
-    canary.push(f.canary_read());
+    canary.push(f.canary_write("db1", "c-1700000000-42"));
+    canary.push(f.canary_exists());
+    canary.push(f.canary_read("db1"));
+    canary.extend(f.record_promotion(&PromotionRecord {
+        old_master: "db1".into(),
+        old_server_id: 1,
+        old_server_uuid: "3e11fa47-71ca-11e1-9e33-c80aa9429562".into(),
+        old_pos: ("mysql-bin.000002".into(), 1234),
+        old_gtid: "0-1-57".into(),
+        slaves_pos: ("mysql-bin.000002".into(), 1200),
+        new_master: "db2".into(),
+        new_pos: ("mysql-bin.000007".into(), 4567),
+    }));
+    canary.push(f.promotions_exist());
+    canary.push(f.promotions_query());
     r.plain("canary", &canary);
     let dump = f
         .dump_databases_command(
@@ -188,11 +242,12 @@ fn render(f: &Flavor) -> Rendered {
     r.files.insert(
         "commands.txt".into(),
         format!(
-            "dump: {}\ndump databases: {dump}\nclient: {}\nload: {}\nbinlog: {}\n",
+            "dump: {}\ndump databases: {dump}\nclient: {}\nload: {}\nbinlog: {}\nlogin test: {}\n",
             f.dump_command("/tmp/repltool-dump.cnf"),
             f.client_command("/tmp/repltool client.cnf"),
             f.load_command("/tmp/repltool-load.cnf"),
             f.binlog_tool(),
+            f.login_test_command("/tmp/repltool-login.cnf", "10.0.0.1", 3306),
         ),
     );
 
@@ -321,7 +376,7 @@ fn each_version_gets_only_syntax_it_accepts() {
             .map(|(_, c)| c.as_str())
             .collect();
         let mysql = dir_name.starts_with("mysql");
-        if *dir_name == "mysql-8.4.0" {
+        if *dir_name == "mysql-8.4.0" || *dir_name == "mysql-9.7.4" {
             // 8.4 removed every MASTER/SLAVE form and the *_repository options.
             // (The privilege is still called REPLICATION SLAVE.)
             for gone in [
@@ -336,6 +391,9 @@ fn each_version_gets_only_syntax_it_accepts() {
                 "_repository",
                 "log_slave_updates =",
                 "@@GLOBAL.log_slave_updates",
+                "slave_net_timeout",
+                "sql_slave_skip_counter",
+                "SHOW SLAVE HOSTS",
             ] {
                 assert!(!all.contains(gone), "{dir_name}: {gone} is gone in 8.4");
             }
@@ -352,6 +410,8 @@ fn each_version_gets_only_syntax_it_accepts() {
                 "gtid_purged",
                 "super_read_only =",
                 "@@GLOBAL.super_read_only",
+                "@@GLOBAL.server_uuid",
+                "SOURCE_POS_WAIT",
                 "--set-gtid-purged",
             ] {
                 assert!(

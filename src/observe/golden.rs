@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use repltool::observe::{
+use super::{
     master_status_from_columns, parse_vertical, replica_status_from_columns, IoThread,
     MasterStatus, ReplicaStatus,
 };
