@@ -772,7 +772,7 @@ mod tests {
             .map(|s| (s.wave, s.host.as_str()))
             .collect();
         assert_eq!(writable, vec![(WAVE_EARLY_WRITABLE, "db1")]);
-        assert!(WAVE_EARLY_WRITABLE < WAVE_LINKS);
+        const { assert!(WAVE_EARLY_WRITABLE < WAVE_LINKS) };
     }
 
     #[test]
