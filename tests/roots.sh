@@ -19,7 +19,7 @@
 set -euo pipefail
 
 # Bump when what goes into a root changes: older roots are rebuilt.
-RECIPE=1
+RECIPE=2
 ROOTS_DIR=${REPLTOOL_ROOTS_DIR:-/var/cache/repltool-tests/roots}
 ALL=(mysql-9.7 mariadb-11.8)
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -205,6 +205,14 @@ build() {
 Acquire::Check-Valid-Until "false";
 APT::Install-Recommends "false";
 EOF
+    # What the Debian installer writes and debootstrap does not: mysqld resolves 127.0.0.1 to
+    # localhost through it.
+    cat >"$dir/etc/hosts" <<'EOF2'
+127.0.0.1	localhost
+::1		localhost ip6-localhost ip6-loopback
+ff02::1		ip6-allnodes
+ff02::2		ip6-allrouters
+EOF2
     if [ "$name" = mysql-9.7 ]; then
         # mysql-server chowns its directories to mysql before it creates the user (through
         # systemd-sysusers, at the end of its postinst).

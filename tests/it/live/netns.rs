@@ -8,7 +8,7 @@ use crate::support::netns;
 
 use std::time::{Duration, Instant};
 
-use netns::{show, NetnsHosts};
+use netns::{show, Flavor, NetnsHosts};
 
 const T: Duration = Duration::from_secs(20);
 const FRAGMENT: &str = "/etc/mysql/mariadb.conf.d/60-repltool.cnf";
@@ -290,4 +290,23 @@ fn failover_after_the_master_crashes_then_the_old_master_rejoins() {
     }
     let (code, v, _) = status(&net, 3);
     assert_eq!(code, 0, "{v:#}");
+}
+
+/// Hosts of three flavors at once: MySQL 9.7 (sid) and MariaDB 11.8 (trixie) from their roots,
+/// MariaDB 10.11 from the machine. Each SSH session lands in its flavor's userland, with the
+/// server started by the package's (or our) `service` script under the Debian layout.
+#[test]
+fn hosts_of_mysql_9_7_mariadb_11_8_and_10_11_run_their_own_servers() {
+    let net = NetnsHosts::start_with(&[Flavor::MySQL97, Flavor::MariaDB118, Flavor::System]);
+    for h in &net.hosts {
+        let v = h.sql("SELECT @@version");
+        eprintln!("{} {:?}: {v}", h.name, h.flavor);
+        assert!(v.starts_with(h.flavor.version_prefix()), "{}: {v}", h.name);
+    }
+    let out = net.run(&["status", "--format", "json"]);
+    eprintln!("{}", show(&out));
+    let out = net.run(&["check", "--format", "json"]);
+    eprintln!("{}", show(&out));
+    let out = net.run(&["status"]);
+    eprintln!("{}", show(&out));
 }
