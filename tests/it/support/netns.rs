@@ -1466,6 +1466,27 @@ impl NetnsHosts {
         fs::write(&self.file, yaml).expect("topology file");
     }
 
+    /// `ssh root@<host K> SCRIPT` with the machine's OpenSSH client, the test key and the
+    /// hosts' known_hosts (host key verified, no config file): what an operator's session on
+    /// that host sees. Bounded.
+    pub fn ssh(&self, k: usize, script: &str) -> Output {
+        let h = self.h(k);
+        run_bounded(
+            Command::new("ssh")
+                .args(["-F", "/dev/null", "-o", "BatchMode=yes"])
+                .args(["-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=5"])
+                .arg("-o")
+                .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
+                .arg("-i")
+                .arg(&self.identity)
+                .arg(format!("root@{}", h.addr))
+                .arg(script)
+                .env("PATH", PATH),
+            None,
+            Duration::from_secs(60),
+        )
+    }
+
     pub fn topology_text(&self) -> String {
         fs::read_to_string(&self.file).expect("topology file")
     }
