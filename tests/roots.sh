@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the root filesystems the netns test hosts run other server versions from
-# (tests/support/netns.rs, `Flavor`): Oracle MySQL 9.7 (Debian sid) and MariaDB 11.8 (Debian
+# (tests/it/support/netns.rs, `Flavor`): Oracle MySQL 9.7 (Debian sid) and MariaDB 11.8 (Debian
 # trixie), neither of which installs on this Debian 12 machine (its glibc is too old).
 #
 #   bash tests/roots.sh [NAME...]      # NAME: mysql-9.7, mariadb-11.8 (default: both)

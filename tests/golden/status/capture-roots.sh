@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Captures real replica and binary log status output from the servers of the tests/roots.sh
-# roots, for tests/golden_status.rs, the way capture-mariadb.sh does for the machine's MariaDB:
+# roots, for tests/it/offline/golden_status.rs, the way capture-mariadb.sh does for the machine's MariaDB:
 #   MySQL 9.7 (root mysql-9.7):     SHOW REPLICA STATUS, SHOW BINARY LOG STATUS
 #   MariaDB 11.8 (root mariadb-11.8): SHOW REPLICA STATUS, SHOW MASTER STATUS
 # For each root it starts two throwaway servers (a master and its replica, ports 24401/24402)
@@ -9,7 +9,7 @@
 # the replica through the cases, and saves the output next to this script as
 # <flavor>-<version>-<case>.txt. Run as root after `bash tests/roots.sh`:
 #   bash tests/golden/status/capture-roots.sh [mysql-9.7] [mariadb-11.8]
-# then `UPDATE_GOLDEN=1 cargo test --test golden_status` and review the .json diff.
+# then `UPDATE_GOLDEN=1 cargo test --test it offline::golden_status` and review the .json diff.
 set -euo pipefail
 
 if [ "${1:-}" = --inside ]; then
