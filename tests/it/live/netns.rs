@@ -8,7 +8,7 @@ use crate::support::netns;
 
 use std::time::{Duration, Instant};
 
-use netns::{show, NetnsHosts};
+use netns::{show, Flavor, NetnsHosts};
 
 const T: Duration = Duration::from_secs(20);
 const FRAGMENT: &str = "/etc/mysql/mariadb.conf.d/60-repltool.cnf";
@@ -290,4 +290,167 @@ fn failover_after_the_master_crashes_then_the_old_master_rejoins() {
     }
     let (code, v, _) = status(&net, 3);
     assert_eq!(code, 0, "{v:#}");
+}
+
+/// Hosts of three flavors at once: MySQL 9.7 (Debian sid) and MariaDB 11.8 (Debian trixie) from
+/// the tests/roots.sh roots, MariaDB 10.11 from this machine. An SSH session lands in each
+/// host's own userland, its server started by the package's (or, for MySQL, our) `service`
+/// script under the Debian layout, and repltool reaches every server and reports its version.
+#[test]
+fn status_and_check_reach_mysql_9_7_mariadb_11_8_and_10_11_hosts() {
+    let flavors = [Flavor::MySQL97, Flavor::MariaDB118, Flavor::System];
+    let net = NetnsHosts::start_with(&flavors);
+    // What an operator's SSH session finds on each host.
+    let expect = [
+        (
+            "forky/sid",
+            "mysqld --version; command -v mysql mysqldump mysqlbinlog",
+            "Ver 9.7.",
+            &[
+                "/usr/bin/mysql",
+                "/usr/bin/mysqldump",
+                "/usr/bin/mysqlbinlog",
+            ][..],
+        ),
+        (
+            "13.",
+            "mariadbd --version; command -v mariadb mariadb-dump mariadb-binlog mariadb-backup",
+            "Ver 11.8.",
+            &[
+                "/usr/bin/mariadb",
+                "/usr/bin/mariadb-dump",
+                "/usr/bin/mariadb-binlog",
+                "/usr/bin/mariadb-backup",
+            ][..],
+        ),
+        (
+            "12.",
+            "mariadbd --version; command -v mariadb mariadb-dump mariadb-binlog",
+            "Ver 10.11.",
+            &["/usr/bin/mariadb"][..],
+        ),
+    ];
+    for (k, (debian, tools, ver, paths)) in expect.iter().enumerate() {
+        let h = net.h(k + 1);
+        let out = net.ssh(k + 1, &format!("cat /etc/debian_version; {tools}"));
+        assert!(out.status.success(), "{}: {}", h.name, show(&out));
+        let o = stdout(&out);
+        assert!(
+            o.starts_with(debian),
+            "{}: not Debian {debian}: {o}",
+            h.name
+        );
+        assert!(o.contains(ver), "{}: {o}", h.name);
+        for p in *paths {
+            assert!(o.lines().any(|l| l == *p), "{}: no {p}: {o}", h.name);
+        }
+        let v = h.sql("SELECT @@version");
+        assert!(v.starts_with(h.flavor.version_prefix()), "{}: {v}", h.name);
+    }
+    // status reaches every server and says which version it runs.
+    let out = net.run(&["status", "--format", "json"]);
+    let v = json(&out);
+    let hosts = v["hosts"].as_array().expect("hosts");
+    for (i, h) in net.hosts.iter().enumerate() {
+        assert_eq!(hosts[i]["name"], h.name.as_str(), "{v:#}");
+        assert_eq!(hosts[i]["reachable"], true, "{v:#}");
+        let version = hosts[i]["version"].as_str().unwrap_or_default();
+        assert!(
+            version.starts_with(h.flavor.version_prefix()),
+            "{}: version {version:?}: {v:#}",
+            h.name
+        );
+    }
+    // check finds each package's layout and service script, and logs in as admin.
+    let out = net.run(&["check", "--format", "json"]);
+    let v = json(&out);
+    for (h, product) in net
+        .hosts
+        .iter()
+        .zip(["MySQL 9.7.", "MariaDB 11.8.", "MariaDB 10.11."])
+    {
+        let (res, detail) = check_detail(&v, "shell reachable", &h.name);
+        assert_eq!(res, "ok", "{detail}");
+        let (res, detail) = check_detail(&v, "admin login", &h.name);
+        assert_eq!(res, "ok", "{detail}");
+        assert!(
+            detail.contains(&format!("({product}")),
+            "{}: {detail}",
+            h.name
+        );
+        let (res, detail) = check_detail(&v, "config writable", &h.name);
+        assert_eq!(res, "ok", "{detail}");
+        assert_eq!(
+            detail,
+            format!(
+                "fragment /etc/mysql/{}/60-repltool.cnf",
+                h.flavor.conf_dir()
+            )
+        );
+        let (res, detail) = check_detail(&v, "restart command", &h.name);
+        assert_eq!(res, "ok", "{detail}");
+        assert_eq!(detail, format!("service {} restart", h.flavor.service()));
+    }
+    // Each host's service script restarts its own server only.
+    for k in [1, 2] {
+        let before: Vec<Option<i32>> = net.hosts.iter().map(|h| h.server_pid()).collect();
+        assert!(before.iter().all(Option::is_some), "{before:?}");
+        let h = net.h(k);
+        let t = Instant::now();
+        let out = h.sh_with(&format!("service {} restart", h.flavor.service()), None, T);
+        assert!(out.status.success(), "{}: {}", h.name, show(&out));
+        eprintln!(
+            "netns: {}: service {} restart took {:.2}s",
+            h.name,
+            h.flavor.service(),
+            t.elapsed().as_secs_f64()
+        );
+        for (i, g) in net.hosts.iter().enumerate() {
+            let now = g.server_pid();
+            if i + 1 == k {
+                assert!(
+                    now.is_some() && now != before[i],
+                    "{}: not restarted",
+                    g.name
+                );
+            } else {
+                assert_eq!(
+                    now, before[i],
+                    "{}: restarted by {}'s restart",
+                    g.name, h.name
+                );
+            }
+        }
+        assert!(h
+            .sql("SELECT @@version")
+            .starts_with(h.flavor.version_prefix()));
+    }
+}
+
+/// MariaDB 11.8 hosts (Debian trixie's packages): init builds replication with the package's
+/// defaults (11.8 replicas ask for TLS by default; its servers offer it), status is healthy.
+#[test]
+fn init_builds_replication_between_mariadb_11_8_hosts() {
+    let net = NetnsHosts::start_with(&[Flavor::MariaDB118, Flavor::MariaDB118]);
+    net.h(1).sql(
+        "CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY); \
+         INSERT INTO shop.t VALUES (1),(2),(3)",
+    );
+    let out = init_ok(&net);
+    assert!(out.contains("h2: replicates from h1"), "{out}");
+    let st = slave_status(&net, 2);
+    assert_eq!(field(&st, "Master_Host"), "10.231.77.11");
+    assert_eq!(field(&st, "Slave_IO_Running"), "Yes", "{st:?}");
+    assert_eq!(field(&st, "Slave_SQL_Running"), "Yes", "{st:?}");
+    net.h(2).wait_sql("SELECT COUNT(*) FROM shop.t", "3", T);
+    net.h(1).sql("INSERT INTO shop.t VALUES (4)");
+    net.h(2).wait_sql("SELECT COUNT(*) FROM shop.t", "4", T);
+    let (code, v, _) = status(&net, 3);
+    assert_eq!(code, 0, "{v:#}");
+    assert!(
+        v["hosts"][1]["version"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("11.8.")),
+        "{v:#}"
+    );
 }

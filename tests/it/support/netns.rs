@@ -19,6 +19,16 @@
 //! the directories; leftovers of a killed test process are removed by the next start. Anything
 //! that cannot be set up (no CAP_SYS_ADMIN, no `ip`) panics with the reason: a live test never
 //! skips.
+//!
+//! A host may run another server than the machine's MariaDB 10.11 ([`Flavor`]): MySQL 9.7 from
+//! Debian sid or MariaDB 11.8 from Debian trixie, each from a root filesystem that
+//! tests/roots.sh builds once and caches (neither installs on Debian 12). Such a host's mount
+//! namespace stacks an overlay on the cached root (so the cache is never written), bind-mounts
+//! the host's own datadir, run, log and tmp directories and a copy of the root's /etc/mysql into
+//! it, and `chroot`s into it to exec the root's sshd as PID 1: an SSH session lands in a
+//! sid/trixie userland where that server, its client tools and its `service` script are the
+//! ones on PATH. The roots are held with a shared lock while hosts run from them, so
+//! tests/roots.sh never replaces one under a running host.
 #![allow(dead_code)]
 
 use super::sshd;
@@ -47,10 +57,98 @@ const LOCK_NAME: &[u8] = b"repltool-netns-test-hosts";
 /// different PID namespaces may have the same pid, and MariaDB names temp files by pid).
 const BASE: &str = "/var/tmp";
 
+/// What a host runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Flavor {
+    /// The machine's MariaDB 10.11 (Debian 12's packages), with the machine's /etc/mysql.
+    System,
+    /// Oracle MySQL 9.7 (Debian sid's mysql-server), from the root `mysql-9.7`.
+    MySQL97,
+    /// MariaDB 11.8 (Debian trixie's mariadb-server), from the root `mariadb-11.8`.
+    MariaDB118,
+}
+
+impl Flavor {
+    const ALL: [Flavor; 3] = [Flavor::System, Flavor::MySQL97, Flavor::MariaDB118];
+
+    fn index(self) -> usize {
+        match self {
+            Flavor::System => 0,
+            Flavor::MySQL97 => 1,
+            Flavor::MariaDB118 => 2,
+        }
+    }
+
+    /// The tests/roots.sh root it runs from; None for the machine's own server.
+    pub fn root_name(self) -> Option<&'static str> {
+        match self {
+            Flavor::System => None,
+            Flavor::MySQL97 => Some("mysql-9.7"),
+            Flavor::MariaDB118 => Some("mariadb-11.8"),
+        }
+    }
+
+    /// The cached root directory (tests/roots.sh builds it).
+    pub fn root(self) -> Option<PathBuf> {
+        self.root_name().map(|n| roots_dir().join(n))
+    }
+
+    /// The init script: `service NAME start|stop|restart`.
+    pub fn service(self) -> &'static str {
+        match self {
+            Flavor::MySQL97 => "mysql",
+            Flavor::System | Flavor::MariaDB118 => "mariadb",
+        }
+    }
+
+    /// The command-line client.
+    pub fn client(self) -> &'static str {
+        match self {
+            Flavor::MySQL97 => "mysql",
+            Flavor::System | Flavor::MariaDB118 => "mariadb",
+        }
+    }
+
+    /// The server's process name.
+    pub fn server_process(self) -> &'static str {
+        match self {
+            Flavor::MySQL97 => "mysqld",
+            Flavor::System | Flavor::MariaDB118 => "mariadbd",
+        }
+    }
+
+    /// The last `!includedir` of the package's my.cnf, relative to /etc/mysql: where repltool
+    /// puts its fragment.
+    pub fn conf_dir(self) -> &'static str {
+        match self {
+            Flavor::MySQL97 => "mysql.conf.d",
+            Flavor::System | Flavor::MariaDB118 => "mariadb.conf.d",
+        }
+    }
+
+    /// What `SELECT @@version` starts with.
+    pub fn version_prefix(self) -> &'static str {
+        match self {
+            Flavor::System => "10.11.",
+            Flavor::MySQL97 => "9.7.",
+            Flavor::MariaDB118 => "11.8.",
+        }
+    }
+}
+
+/// Where tests/roots.sh keeps the roots: `$REPLTOOL_ROOTS_DIR`, else
+/// /var/cache/repltool-tests/roots.
+pub fn roots_dir() -> PathBuf {
+    std::env::var_os("REPLTOOL_ROOTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/repltool-tests/roots"))
+}
+
 /// One test host.
 pub struct NsHost {
     /// `h1`, `h2`, ...
     pub name: String,
+    pub flavor: Flavor,
     /// The network namespace, `rt-<pid>-hK`.
     pub ns: String,
     pub addr: String,
@@ -59,8 +157,10 @@ pub struct NsHost {
     /// The host's own files: lib, run, log, tmp (mounted at /var/lib/mysql, /run/mysqld,
     /// /var/log, /tmp), its sshd config, host key and log (host.log).
     pub dir: PathBuf,
-    /// /etc/netns/<ns>: the host's /etc overrides (its /etc/mysql).
+    /// /etc/netns/<ns>: the host's /etc overrides (its /etc/mysql), System hosts only.
     etc: Option<PathBuf>,
+    /// The host's /etc/mysql as seen from outside.
+    mysql_etc: Option<PathBuf>,
     ns_added: bool,
     /// `ip netns exec NS unshare --pid --fork ...`; its only child is the host's PID 1 (sshd).
     unshare: Option<Child>,
@@ -84,6 +184,9 @@ pub struct NetnsHosts {
     made_etc_netns: bool,
     tmp: Option<tempfile::TempDir>,
     _lock: UnixListener,
+    /// Shared locks on the roots the hosts run from (tests/roots.sh rebuilds only under an
+    /// exclusive one). Released after the hosts are gone: fields drop after `Drop::drop`.
+    _root_locks: Vec<fs::File>,
 }
 
 fn text(b: &[u8]) -> String {
@@ -383,22 +486,39 @@ fn clean_stale() {
 }
 
 /// What the hosts need, checked before anything is changed.
-fn preflight() {
-    for p in [
-        "/usr/sbin/ip",
-        "/usr/bin/unshare",
-        "/usr/bin/nsenter",
-        "/usr/sbin/sshd",
-        "/usr/sbin/mariadbd",
-        "/usr/bin/mariadb-install-db",
-        "/etc/init.d/mariadb",
-        "/usr/sbin/service",
-        "/etc/mysql/my.cnf",
-    ] {
+fn preflight(flavors: &[Flavor]) {
+    for p in ["/usr/sbin/ip", "/usr/bin/unshare", "/usr/bin/nsenter"] {
         assert!(
             Path::new(p).exists(),
             "{p} is missing: the netns test hosts need iproute2, util-linux, openssh-server and mariadb-server"
         );
+    }
+    if flavors.contains(&Flavor::System) {
+        for p in [
+            "/usr/sbin/sshd",
+            "/usr/sbin/mariadbd",
+            "/usr/bin/mariadb-install-db",
+            "/etc/init.d/mariadb",
+            "/usr/sbin/service",
+            "/etc/mysql/my.cnf",
+        ] {
+            assert!(
+                Path::new(p).exists(),
+                "{p} is missing: the netns test hosts need iproute2, util-linux, openssh-server and mariadb-server"
+            );
+        }
+    }
+    if flavors.iter().any(|f| f.root_name().is_some()) {
+        assert!(
+            fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("\toverlay\n")),
+            "the kernel has no overlay file system: hosts of {flavors:?} run on an overlay of their root"
+        );
+        for p in ["/usr/sbin/chroot", "/usr/bin/ssh-keygen"] {
+            assert!(
+                Path::new(p).exists(),
+                "{p} is missing: install coreutils and openssh-client"
+            );
+        }
     }
     // SAFETY: geteuid(2) has no preconditions.
     let euid = unsafe { libc::geteuid() };
@@ -422,11 +542,17 @@ fn preflight() {
         .unwrap_or_else(|e| panic!("sshd needs /run/sshd and it cannot be created: {e}"));
 }
 
-/// A datadir made by `mariadb-install-db` with the machine's Debian config, once per test
-/// process (the hosts copy it), removed when the process exits.
-fn template() -> PathBuf {
-    static T: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    T.get_or_init(build_template)
+/// A datadir made the way the flavor's package makes one (`mariadb-install-db` with the
+/// Debian config, or `mysqld --initialize-insecure` as sid's mysql-server postinst runs it), once
+/// per test process and flavor (the hosts copy it), removed when the process exits.
+fn template(flavor: Flavor) -> PathBuf {
+    static T: [OnceLock<Result<PathBuf, String>>; 3] =
+        [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    T[flavor.index()]
+        .get_or_init(|| match flavor.root() {
+            None => build_template(),
+            Some(root) => build_root_template(flavor, &root),
+        })
         .clone()
         .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -442,15 +568,31 @@ extern "C" fn remove_template() {
     let _ = fs::remove_dir_all(template_root());
 }
 
-fn build_template() -> Result<PathBuf, String> {
+/// template_root()/NAME, made fresh; template_root() itself is made (and its removal at exit
+/// registered) once.
+fn template_dir(name: &str) -> Result<PathBuf, String> {
+    static BASE_DIR: OnceLock<Result<(), String>> = OnceLock::new();
     let root = template_root();
-    let _ = fs::remove_dir_all(&root);
-    fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
-    // SAFETY: registers a plain function that only removes our own directory at exit.
-    unsafe {
-        libc::atexit(remove_template);
-    }
-    fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+    BASE_DIR
+        .get_or_init(|| {
+            let _ = fs::remove_dir_all(&root);
+            fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+            // SAFETY: registers a plain function that only removes our own directory at exit.
+            unsafe {
+                libc::atexit(remove_template);
+            }
+            fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())
+        })
+        .clone()?;
+    let dir = root.join(name);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
+fn build_template() -> Result<PathBuf, String> {
+    let root = template_dir("system")?;
     let data = root.join("data");
     // Its own temp dir: the bootstrap server names temp files by pid, and pids repeat across
     // PID namespaces.
@@ -473,6 +615,200 @@ fn build_template() -> Result<PathBuf, String> {
         return Err(format!("mariadb-install-db failed:\n{}", show(&out)));
     }
     Ok(data)
+}
+
+/// Numeric ids inside a root (its /etc/passwd and /etc/group, not the machine's).
+#[derive(Clone, Copy, Debug)]
+struct RootIds {
+    mysql_uid: u32,
+    mysql_gid: u32,
+    adm_gid: u32,
+}
+
+fn root_ids(root: &Path) -> Result<RootIds, String> {
+    let field = |file: &str, name: &str, i: usize| -> Result<u32, String> {
+        let path = root.join(file);
+        let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        text.lines()
+            .find(|l| l.split(':').next() == Some(name))
+            .and_then(|l| l.split(':').nth(i))
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("{}: no `{name}` entry", path.display()))
+    };
+    Ok(RootIds {
+        mysql_uid: field("etc/passwd", "mysql", 2)?,
+        mysql_gid: field("etc/passwd", "mysql", 3)?,
+        adm_gid: field("etc/group", "adm", 2)?,
+    })
+}
+
+fn chown(path: &Path, uid: u32, gid: u32, mode: u32) -> Result<(), String> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .and_then(|_| fs::set_permissions(path, fs::Permissions::from_mode(mode)))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A shell script, for a new mount namespace (and PID namespace, for its /proc), that stacks
+/// an overlay on `root` at DIR/rootfs (writes go to DIR/upper, never to the cached root),
+/// bind-mounts each (outside, inside) pair into it, gives it /proc, /dev and /sys, and execs
+/// `cmd` chrooted there.
+fn root_script(root: &Path, dir: &Path, binds: &[(PathBuf, String)], cmd: &str) -> String {
+    let d = dir.display();
+    let mut s = format!(
+        "set -e\n\
+         M={d}/rootfs\n\
+         mount -t overlay overlay -o lowerdir={root},upperdir={d}/upper,workdir={d}/work \"$M\"\n",
+        root = root.display()
+    );
+    for (outside, inside) in binds {
+        s.push_str(&format!(
+            "mkdir -p \"$M{inside}\"\nmount --bind {} \"$M{inside}\"\n",
+            outside.display()
+        ));
+    }
+    s.push_str(
+        "mount -t proc proc \"$M/proc\"\n\
+         mount --rbind /dev \"$M/dev\"\n\
+         mount --rbind /sys \"$M/sys\"\n",
+    );
+    s.push_str(&format!("exec /usr/sbin/chroot \"$M\" {cmd}\n"));
+    s
+}
+
+/// The overlay's directories under `dir`.
+fn overlay_dirs(dir: &Path) -> Result<(), String> {
+    for sub in ["upper", "work", "rootfs"] {
+        fs::create_dir(dir.join(sub)).map_err(|e| format!("{}/{sub}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The datadir of a root flavor, made inside the root (its own programs and config) in
+/// namespaces of its own: no network, and nothing it starts outlives it.
+fn build_root_template(flavor: Flavor, root: &Path) -> Result<PathBuf, String> {
+    let name = flavor.root_name().expect("a root flavor");
+    let dir = template_dir(name)?;
+    let ids = root_ids(root)?;
+    overlay_dirs(&dir)?;
+    let data = dir.join("data");
+    let tmp = dir.join("tmp");
+    let log = dir.join("log");
+    for d in [&data, &tmp, &log, &log.join("mysql")] {
+        fs::create_dir(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    chown(&data, ids.mysql_uid, ids.mysql_gid, 0o700)?;
+    chown(&tmp, 0, 0, 0o1777)?;
+    chown(&log.join("mysql"), ids.mysql_uid, ids.adm_gid, 0o2750)?;
+    let init = match flavor {
+        // What sid's mysql-server postinst does on a new install: root and debian-sys-maint
+        // log in through auth_socket (the OS user root), like MariaDB's unix_socket root.
+        // auto.cnf holds the server_uuid, which every copy must make its own.
+        Flavor::MySQL97 => {
+            let sql = "USE mysql;\n\
+                       INSTALL PLUGIN auth_socket SONAME 'auth_socket.so';\n\
+                       ALTER USER 'root'@'localhost' IDENTIFIED WITH 'auth_socket';\n\
+                       CREATE USER 'debian-sys-maint'@'localhost' IDENTIFIED WITH 'auth_socket' AS 'root';\n\
+                       GRANT ALL ON *.* TO 'debian-sys-maint'@'localhost' WITH GRANT OPTION;\n\
+                       SHUTDOWN;\n";
+            fs::write(tmp.join("init.sql"), sql).map_err(|e| e.to_string())?;
+            chown(&tmp.join("init.sql"), 0, 0, 0o644)?;
+            "mysqld --initialize-insecure --user=mysql --init-file=/tmp/init.sql\n\
+             rm -f /var/lib/mysql/auto.cnf\n"
+        }
+        Flavor::MariaDB118 => {
+            "mariadb-install-db --user=mysql --datadir=/var/lib/mysql \
+             --auth-root-authentication-method=socket --skip-test-db\n"
+        }
+        Flavor::System => unreachable!("the system flavor has no root"),
+    };
+    fs::write(tmp.join("init.sh"), init).map_err(|e| e.to_string())?;
+    let script = root_script(
+        root,
+        &dir,
+        &[
+            (data.clone(), "/var/lib/mysql".into()),
+            (tmp.clone(), "/tmp".into()),
+            (log.clone(), "/var/log".into()),
+        ],
+        "/usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+         HOME=/root LANG=C TMPDIR=/tmp /bin/sh -e /tmp/init.sh",
+    );
+    let out = run_bounded(
+        Command::new("/usr/bin/unshare")
+            .args(["--net", "--mount", "--pid", "--fork", "--kill-child"])
+            .args(["/bin/sh", "-c", &script])
+            .current_dir("/")
+            .env_clear()
+            .env("PATH", PATH)
+            .env("LANG", "C"),
+        None,
+        Duration::from_secs(180),
+    );
+    if !out.status.success() {
+        return Err(format!(
+            "{name}: initializing the datadir template failed:\n{}\n--- {}/mysql/error.log\n{}",
+            show(&out),
+            log.display(),
+            fs::read_to_string(log.join("mysql/error.log")).unwrap_or_default()
+        ));
+    }
+    Ok(data)
+}
+
+/// Build the roots `flavors` run from (tests/roots.sh: at once, and only those missing), then
+/// hold each with a shared lock (the one roots.sh rebuilds under, exclusively).
+fn ensure_roots(flavors: &[Flavor]) -> Vec<fs::File> {
+    use std::os::fd::AsRawFd;
+    let names: Vec<&str> = flavors.iter().filter_map(|f| f.root_name()).collect();
+    if names.is_empty() {
+        return Vec::new();
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/roots.sh");
+    let out = run_bounded(
+        Command::new("/bin/bash")
+            .arg(&script)
+            .args(&names)
+            .current_dir("/")
+            .env("PATH", PATH),
+        None,
+        Duration::from_secs(1200),
+    );
+    assert!(
+        out.status.success(),
+        "the test hosts' roots {names:?} could not be built by {}:\n{}",
+        script.display(),
+        show(&out)
+    );
+    eprint!("netns: {}", text(&out.stdout));
+    let dir = roots_dir();
+    names
+        .iter()
+        .map(|n| {
+            let path = dir.join(format!("{n}.lock"));
+            let f = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let end = Instant::now() + Duration::from_secs(600);
+            // SAFETY: flock(2) on a descriptor we own.
+            while unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } != 0 {
+                assert!(
+                    Instant::now() < end,
+                    "{}: still locked after 600s (tests/roots.sh rebuilding {n}?)",
+                    path.display()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let stamp = dir.join(n).join(".repltool-root");
+            assert!(
+                stamp.exists(),
+                "{} is missing: the root {n} is incomplete (run tests/roots.sh {n})",
+                stamp.display()
+            );
+            f
+        })
+        .collect()
 }
 
 impl NsHost {
@@ -501,18 +837,26 @@ impl NsHost {
             .collect()
     }
 
-    /// The running mariadbd, if any.
+    /// The running server (mariadbd, or mysqld), if any.
     pub fn server_pid(&self) -> Option<i32> {
-        self.pids_named("mariadbd").into_iter().find(|p| alive(*p))
+        self.pids_named(self.flavor.server_process())
+            .into_iter()
+            .find(|p| alive(*p))
     }
 
     /// Run `script` with `sh -c` on the host (its network, mounts and processes), as root, as an
     /// SSH session would; `input` on stdin. Bounded by `limit`.
     pub fn sh_with(&self, script: &str, input: Option<&[u8]>, limit: Duration) -> Output {
         let init = self.init_pid().to_string();
+        let mut nsenter = Command::new("/usr/bin/nsenter");
+        nsenter.args(["--target", &init, "--mount", "--pid", "--net"]);
+        if self.flavor.root_name().is_some() {
+            // Into the root sshd runs in (its chroot), at its working directory (/).
+            nsenter.args(["--root", "--wd"]);
+        }
         run_bounded(
-            Command::new("/usr/bin/nsenter")
-                .args(["--target", &init, "--mount", "--pid", "--net", "--"])
+            nsenter
+                .arg("--")
                 .args(["/bin/sh", "-c", script])
                 .current_dir("/")
                 .env_clear()
@@ -536,11 +880,11 @@ impl NsHost {
         text(&out.stdout)
     }
 
-    /// SQL as the host's root over the local socket (`mariadb`, Debian's unix_socket login);
-    /// tab-separated rows, no headers.
+    /// SQL as the host's root over the local socket (`mariadb` or `mysql`; Debian's
+    /// unix_socket / auth_socket login); tab-separated rows, no headers.
     pub fn try_sql(&self, sql: &str) -> Output {
         self.sh_with(
-            "mariadb --batch --skip-column-names",
+            &format!("{} --batch --skip-column-names", self.flavor.client()),
             Some(sql.as_bytes()),
             Duration::from_secs(30),
         )
@@ -572,11 +916,17 @@ impl NsHost {
     }
 
     /// The server crashes and stays down: SIGKILL to mysqld_safe first (it would restart the
-    /// server), then to mariadbd; both must be gone.
+    /// server), then to the server; both must be gone.
     pub fn crash_server(&self) {
-        let safe = self.pids_named("mysqld_safe");
-        let server = self.pids_named("mariadbd");
-        assert!(!server.is_empty(), "{}: no mariadbd to kill", self.name);
+        let mut safe = self.pids_named("mysqld_safe");
+        safe.extend(self.pids_named("mariadbd-safe"));
+        let server = self.pids_named(self.flavor.server_process());
+        assert!(
+            !server.is_empty(),
+            "{}: no {} to kill",
+            self.name,
+            self.flavor.server_process()
+        );
         for p in safe.iter().chain(server.iter()) {
             // SAFETY: kill(2) on pids found in this host's own PID namespace.
             unsafe {
@@ -603,8 +953,7 @@ impl NsHost {
 
     /// A file of the host's /etc/mysql, read from outside.
     pub fn etc_mysql(&self, rel: &str) -> Option<String> {
-        let etc = self.etc.as_ref()?;
-        fs::read_to_string(etc.join("mysql").join(rel)).ok()
+        fs::read_to_string(self.mysql_etc.as_ref()?.join(rel)).ok()
     }
 
     fn sshd_log(&self) -> String {
@@ -612,17 +961,45 @@ impl NsHost {
     }
 
     /// Start the host: sshd as PID 1 of a new PID namespace, in a mount namespace where the
-    /// host's own datadir and run directory are mounted at Debian's paths.
+    /// host's own datadir and run directory are mounted at Debian's paths (in the machine's
+    /// tree, or in an overlay of the flavor's root that sshd is chrooted into).
     fn launch(&mut self) {
         let d = self.dir.display();
-        let script = format!(
-            "set -e\n\
-             mount --bind {d}/lib /var/lib/mysql\n\
-             mount --bind {d}/run /run/mysqld\n\
-             mount --bind {d}/log /var/log\n\
-             mount --bind {d}/tmp /tmp\n\
-             exec /usr/sbin/sshd -D -e -f {d}/sshd_config\n"
-        );
+        let script = match self.flavor.root() {
+            None => format!(
+                "set -e\n\
+                 mount --bind {d}/lib /var/lib/mysql\n\
+                 mount --bind {d}/run /run/mysqld\n\
+                 mount --bind {d}/log /var/log\n\
+                 mount --bind {d}/tmp /tmp\n\
+                 exec /usr/sbin/sshd -D -e -f {d}/sshd_config\n"
+            ),
+            Some(root) => {
+                // The whole test directory at its own path, so that sshd_config, the keys and
+                // authorized_keys are where they are outside.
+                let net = self
+                    .dir
+                    .parent()
+                    .expect("the hosts' directory")
+                    .to_path_buf();
+                let inside_net = net.display().to_string();
+                root_script(
+                    &root,
+                    &self.dir,
+                    &[
+                        (self.dir.join("lib"), "/var/lib/mysql".into()),
+                        (self.dir.join("run"), "/run/mysqld".into()),
+                        (self.dir.join("log"), "/var/log".into()),
+                        (self.dir.join("tmp"), "/tmp".into()),
+                        (self.dir.join("etc/mysql"), "/etc/mysql".into()),
+                        (net, inside_net),
+                        // sshd's privilege separation directory.
+                        (self.dir.join("sshd-run"), "/run/sshd".into()),
+                    ],
+                    &format!("/usr/sbin/sshd -D -e -f {d}/sshd_config"),
+                )
+            }
+        };
         let log = fs::File::create(self.dir.join("host.log")).expect("host log");
         let child = Command::new("/usr/sbin/ip")
             .args(["netns", "exec", &self.ns])
@@ -733,20 +1110,42 @@ impl NsHost {
 }
 
 impl NetnsHosts {
-    /// `n` hosts h1..hN, h1 the master of the others in the topology file.
+    /// `n` hosts h1..hN running the machine's MariaDB, h1 the master of the others in the
+    /// topology file.
     pub fn start(n: usize) -> NetnsHosts {
+        NetnsHosts::start_with(&vec![Flavor::System; n])
+    }
+
+    /// One host per entry, h1..hN in that order, each running its flavor's server; h1 the
+    /// master of the others in the topology file. The roots the flavors need are built first
+    /// if missing (tests/roots.sh, a minute or two).
+    pub fn start_with(flavors: &[Flavor]) -> NetnsHosts {
+        let n = flavors.len();
         assert!((1..=9).contains(&n), "1 to 9 hosts");
         let t0 = Instant::now();
-        preflight();
+        preflight(flavors);
+        let kinds: Vec<Flavor> = Flavor::ALL
+            .into_iter()
+            .filter(|f| flavors.contains(f))
+            .collect();
+        let t = Instant::now();
+        let root_locks = ensure_roots(&kinds);
+        let roots_took = t.elapsed();
+        let t = Instant::now();
         let lock = lock();
-        let waited = t0.elapsed();
+        let waited = t.elapsed();
         clean_stale();
-        // The template is built while the network is set up.
-        let tpl = std::thread::spawn(|| {
-            let t = Instant::now();
-            let r = std::panic::catch_unwind(template);
-            (r, t.elapsed())
-        });
+        // The templates are built while the network is set up.
+        let tpls: Vec<_> = kinds
+            .iter()
+            .map(|&f| {
+                std::thread::spawn(move || {
+                    let t = Instant::now();
+                    let r = std::panic::catch_unwind(|| template(f));
+                    (f, r, t.elapsed())
+                })
+            })
+            .collect();
         let pid = std::process::id();
         let tmp = tempfile::Builder::new()
             .prefix(&format!("repltool-netns-{pid}-"))
@@ -767,15 +1166,27 @@ impl NetnsHosts {
             made_etc_netns: false,
             tmp: Some(tmp),
             _lock: lock,
+            _root_locks: root_locks,
         };
+        if !net._root_locks.is_empty() {
+            net.timings.insert(0, ("roots".into(), roots_took));
+        }
         let t = Instant::now();
-        net.network(n, pid);
+        net.network(flavors, pid);
         net.timings.push(("network".into(), t.elapsed()));
-        let (tpl, tpl_time) = tpl.join().expect("template thread");
-        let tpl = tpl.unwrap_or_else(|e| std::panic::resume_unwind(e));
-        net.timings.push(("template".into(), tpl_time));
+        let mut templates = Vec::new();
+        for j in tpls {
+            let (f, r, took) = j.join().expect("template thread");
+            let tpl = r.unwrap_or_else(|e| std::panic::resume_unwind(e));
+            let key = match f.root_name() {
+                None => "template".to_string(),
+                Some(name) => format!("template {name}"),
+            };
+            net.timings.push((key, took));
+            templates.push((f, tpl));
+        }
         let t = Instant::now();
-        net.files(&tpl);
+        net.files(&templates);
         net.timings.push(("files".into(), t.elapsed()));
         let t = Instant::now();
         for h in &mut net.hosts {
@@ -787,7 +1198,7 @@ impl NetnsHosts {
         net.timings.push(("sshd".into(), t.elapsed()));
         let t = Instant::now();
         net.start_servers();
-        net.timings.push(("mariadb".into(), t.elapsed()));
+        net.timings.push(("servers".into(), t.elapsed()));
         net.write_topology();
         net.timings.push(("total".into(), t0.elapsed()));
         eprintln!("netns: {n} hosts up: {}", net.timings_text());
@@ -809,7 +1220,8 @@ impl NetnsHosts {
 
     /// Bridge with the root namespace's address; per host a namespace and a veth to the bridge.
     /// No default route anywhere: the hosts reach each other and this process only.
-    fn network(&mut self, n: usize, pid: u32) {
+    fn network(&mut self, flavors: &[Flavor], pid: u32) {
+        let n = flavors.len();
         let br = format!("rtb{pid}");
         must(&["ip", "link", "add", &br, "type", "bridge"]);
         self.bridge = Some(br.clone());
@@ -824,6 +1236,8 @@ impl NetnsHosts {
             let hdir = self.dir.join(&name);
             fs::create_dir(&hdir).expect("host dir");
             let mut h = NsHost {
+                flavor: flavors[k - 1],
+                mysql_etc: None,
                 ns: format!("rt-{pid}-{name}"),
                 addr: format!("{NET}.{}", 10 + k),
                 veth: format!("rt{pid}h{k}"),
@@ -869,24 +1283,39 @@ impl NetnsHosts {
     }
 
     /// Keys, sshd configs, each host's /etc/mysql, datadir and run directory.
-    fn files(&mut self, tpl: &Path) {
+    fn files(&mut self, templates: &[(Flavor, PathBuf)]) {
         keygen(&self.identity);
         let authorized = self.dir.join("authorized_keys");
         fs::copy(self.identity.with_extension("pub"), &authorized).expect("authorized_keys");
         let mut known = String::new();
         for h in &mut self.hosts {
-            let etc = PathBuf::from("/etc/netns").join(&h.ns);
-            fs::create_dir(&etc).expect("/etc/netns/<ns>");
-            h.etc = Some(etc.clone());
+            let tpl = &templates
+                .iter()
+                .find(|(f, _)| *f == h.flavor)
+                .expect("a template per flavor")
+                .1;
+            let d = &h.dir;
             // The Debian tree as installed (my.cnf stays a symlink through /etc/alternatives
-            // to /etc/mysql/mariadb.cnf, which is then the host's own).
+            // to /etc/mysql/mariadb.cnf or mysql.cnf, which is then the host's own).
+            let (etc_source, etc_mysql) = match h.flavor.root() {
+                None => {
+                    let etc = PathBuf::from("/etc/netns").join(&h.ns);
+                    fs::create_dir(&etc).expect("/etc/netns/<ns>");
+                    h.etc = Some(etc.clone());
+                    (PathBuf::from("/etc/mysql"), etc.join("mysql"))
+                }
+                Some(root) => {
+                    fs::create_dir(d.join("etc")).expect("etc dir");
+                    (root.join("etc/mysql"), d.join("etc/mysql"))
+                }
+            };
             must(&[
                 "cp",
                 "-a",
-                "/etc/mysql",
-                &etc.join("mysql").to_string_lossy(),
+                &etc_source.to_string_lossy(),
+                &etc_mysql.to_string_lossy(),
             ]);
-            let d = &h.dir;
+            h.mysql_etc = Some(etc_mysql);
             must(&[
                 "cp",
                 "-a",
@@ -899,11 +1328,28 @@ impl NetnsHosts {
             fs::set_permissions(d.join("tmp"), fs::Permissions::from_mode(0o1777)).expect("chmod");
             // Its own /var/log, with the mysql/ directory the package would have made.
             fs::create_dir_all(d.join("log/mysql")).expect("log dir");
-            must(&["chown", "mysql:adm", &d.join("log/mysql").to_string_lossy()]);
-            fs::set_permissions(d.join("log/mysql"), fs::Permissions::from_mode(0o2750))
-                .expect("chmod");
-            must(&["chown", "mysql:root", &d.join("run").to_string_lossy()]);
-            fs::set_permissions(d.join("run"), fs::Permissions::from_mode(0o755)).expect("chmod");
+            match h.flavor.root() {
+                None => {
+                    must(&["chown", "mysql:adm", &d.join("log/mysql").to_string_lossy()]);
+                    fs::set_permissions(d.join("log/mysql"), fs::Permissions::from_mode(0o2750))
+                        .expect("chmod");
+                    must(&["chown", "mysql:root", &d.join("run").to_string_lossy()]);
+                    fs::set_permissions(d.join("run"), fs::Permissions::from_mode(0o755))
+                        .expect("chmod");
+                }
+                Some(root) => {
+                    // The root's own ids: files are owned by number.
+                    let ids = root_ids(&root).unwrap_or_else(|e| panic!("{}: {e}", h.name));
+                    chown(&d.join("log/mysql"), ids.mysql_uid, ids.adm_gid, 0o2750)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    chown(&d.join("run"), ids.mysql_uid, 0, 0o755)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    overlay_dirs(d).unwrap_or_else(|e| panic!("{e}"));
+                    fs::create_dir(d.join("sshd-run")).expect("sshd run dir");
+                    fs::set_permissions(d.join("sshd-run"), fs::Permissions::from_mode(0o755))
+                        .expect("chmod");
+                }
+            }
             let key = d.join("ssh_host_ed25519_key");
             keygen(&key);
             let pubkey = fs::read_to_string(key.with_extension("pub"))
@@ -940,8 +1386,8 @@ impl NetnsHosts {
         fs::write(&self.known_hosts, known).expect("known_hosts");
     }
 
-    /// `service mariadb start` on every host at once, then the admin account repltool uses
-    /// (password on stdin, never on a command line).
+    /// `service mariadb start` (or `service mysql start`) on every host at once, then the
+    /// admin account repltool uses (password on stdin, never on a command line).
     fn start_servers(&self) {
         let pw = &self.admin_password;
         let sql = format!(
@@ -957,12 +1403,16 @@ impl NetnsHosts {
                 .map(|h| {
                     let sql = sql.clone();
                     s.spawn(move || {
-                        let out = h.sh_with("service mariadb start", None, Duration::from_secs(60));
+                        let cmd = format!("service {} start", h.flavor.service());
+                        let out = h.sh_with(&cmd, None, Duration::from_secs(120));
                         assert!(
                             out.status.success(),
-                            "{}: service mariadb start failed:\n{}",
+                            "{} ({:?}): {cmd} failed:\n{}\n--- /var/log/mysql/error.log\n{}",
                             h.name,
-                            show(&out)
+                            h.flavor,
+                            show(&out),
+                            fs::read_to_string(h.dir.join("log/mysql/error.log"))
+                                .unwrap_or_default()
                         );
                         h.sql(&sql);
                     })
@@ -1014,6 +1464,27 @@ impl NetnsHosts {
             kh = self.known_hosts.display()
         );
         fs::write(&self.file, yaml).expect("topology file");
+    }
+
+    /// `ssh root@<host K> SCRIPT` with the machine's OpenSSH client, the test key and the
+    /// hosts' known_hosts (host key verified, no config file): what an operator's session on
+    /// that host sees. Bounded.
+    pub fn ssh(&self, k: usize, script: &str) -> Output {
+        let h = self.h(k);
+        run_bounded(
+            Command::new("ssh")
+                .args(["-F", "/dev/null", "-o", "BatchMode=yes"])
+                .args(["-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=5"])
+                .arg("-o")
+                .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
+                .arg("-i")
+                .arg(&self.identity)
+                .arg(format!("root@{}", h.addr))
+                .arg(script)
+                .env("PATH", PATH),
+            None,
+            Duration::from_secs(60),
+        )
     }
 
     pub fn topology_text(&self) -> String {
