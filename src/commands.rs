@@ -31,6 +31,20 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Lab(LabCommand::Up(ref a)) => lab_up(a),
         Command::Lab(LabCommand::Status(ref a)) => lab_status(a),
         Command::Lab(LabCommand::Down(ref a)) => lab_down(a),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut buf: Vec<u8> = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "repltool", &mut buf);
+            crate::report::out(String::from_utf8_lossy(&buf));
+            Ok(0)
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let mut buf: Vec<u8> = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut buf)?;
+            crate::report::out(String::from_utf8_lossy(&buf));
+            Ok(0)
+        }
     }
 }
 

@@ -594,7 +594,8 @@ pub fn plan_init(
     }
 
     if !refusals.is_empty() {
-        return Err(crate::error::input(refusals.join("\n")));
+        // A refusal: the command ran and found the cluster not safe to change (exit 1).
+        return Err(crate::error::problem(refusals.join("\n")));
     }
     if !plan.steps.is_empty() {
         let touched: BTreeSet<&str> = plan.steps.iter().map(|s| s.host.as_str()).collect();

@@ -2,5 +2,6 @@
 //! shipped example topologies. (Golden SQL and parsed server output are unit tests of the crate:
 //! `flavor::golden`, `observe::golden`.)
 
+mod cli;
 mod example_topologies;
 mod golden_bad;

@@ -109,11 +109,31 @@ impl Cluster {
             .unwrap_or_default()
     }
 
-    /// Wait until `sql` on nodeK returns `want` (bounded).
+    /// Wait until `sql` on nodeK returns `want` (bounded). A table or database that does not
+    /// exist yet (it arrives by replication) is "not yet"; any other error fails at once.
     pub fn wait_for(&self, k: usize, sql: &str, want: &str, within: Duration) {
         let end = Instant::now() + within;
         loop {
-            let got = std::panic::catch_unwind(|| self.one(k, sql)).unwrap_or_default();
+            let got = match self.lab.try_conn(k) {
+                Ok(mut c) => match c.query::<mysql::Row, _>(sql) {
+                    Ok(rs) => rs
+                        .into_iter()
+                        .next()
+                        .and_then(|r| r.as_ref(0).cloned())
+                        .map(|v| match v {
+                            mysql::Value::NULL => "NULL".to_string(),
+                            mysql::Value::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
+                            v => v.as_sql(true).trim_matches('\'').to_string(),
+                        })
+                        .unwrap_or_default(),
+                    // 1146: no such table, 1049: no such database: not replicated yet.
+                    Err(mysql::Error::MySqlError(e)) if e.code == 1146 || e.code == 1049 => {
+                        format!("(not yet: {})", e.message)
+                    }
+                    Err(e) => panic!("node{k}: `{sql}` failed: {e}"),
+                },
+                Err(e) => panic!("node{k}: cannot log in: {e}"),
+            };
             if got == want {
                 return;
             }

@@ -134,6 +134,12 @@ impl Lab {
 
     /// An admin connection to nodeK (1-based) over TCP.
     pub fn conn(&self, k: usize) -> mysql::Conn {
+        self.try_conn(k)
+            .unwrap_or_else(|e| panic!("connect to node{k}: {e}"))
+    }
+
+    /// [`Lab::conn`] that says why it failed.
+    pub fn try_conn(&self, k: usize) -> Result<mysql::Conn, mysql::Error> {
         let opts = mysql::OptsBuilder::new()
             .ip_or_hostname(Some("127.0.0.1"))
             .tcp_port(self.ports[k - 1])
@@ -143,7 +149,7 @@ impl Lab {
             .tcp_connect_timeout(Some(Duration::from_secs(5)))
             .read_timeout(Some(Duration::from_secs(30)))
             .write_timeout(Some(Duration::from_secs(30)));
-        mysql::Conn::new(opts).unwrap_or_else(|e| panic!("connect to node{k}: {e}"))
+        mysql::Conn::new(opts)
     }
 
     /// `repltool lab ACTION --dir DIR`.
