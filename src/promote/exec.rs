@@ -111,6 +111,11 @@ impl<'a> Exec<'a> {
         }
     }
 
+    /// The cluster lock, when the caller took it already (before observing).
+    pub fn hold(&self, lock: Option<ClusterLock>) {
+        *self.lock.lock().unwrap_or_else(|e| e.into_inner()) = lock;
+    }
+
     fn st(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -225,6 +230,17 @@ impl<'a> Exec<'a> {
         let (t, o) = (plan.target.as_str(), plan.old.as_str());
         match &s.act {
             Act::Lock => {
+                let held = self
+                    .lock
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .map(|l| l.hosts());
+                if let Some(h) = held {
+                    self.progress
+                        .step("lock", &format!("cluster lock held on {}", h.join(", ")));
+                    return Ok(());
+                }
                 let hosts: Vec<String> = self.topo.hosts.iter().map(|h| h.name.clone()).collect();
                 let l = ClusterLock::acquire(
                     self.topo,
@@ -278,17 +294,21 @@ impl<'a> Exec<'a> {
                 let secs = self.timeout.as_secs().max(1);
                 self.st().blocked_since = Some(Instant::now());
                 self.st().frozen_by_us = true;
-                let (coord, gtid) = self.with(o, |c, f| {
-                    c.exec(&f.lock_wait_timeout(secs))?;
-                    c.run(&f.set_read_only(true))?;
-                    c.exec(&f.flush_tables_with_read_lock())?;
-                    let m = master_status(c, f)?;
-                    let gtid = match f.binlog_gtid_pos(&m.file, m.position) {
-                        Some(q) => c.one(&q)?.unwrap_or_default(),
-                        None => String::new(),
-                    };
-                    Ok(((m.file, m.position), gtid))
-                })?;
+                // A lock that cannot be had within the timeout (a long write, a table lock)
+                // aborts the switchover: a refusal (exit 1), undone by the caller.
+                let (coord, gtid) = self
+                    .with(o, |c, f| {
+                        c.exec(&f.lock_wait_timeout(secs))?;
+                        c.run(&f.set_read_only(true))?;
+                        c.exec(&f.flush_tables_with_read_lock())?;
+                        let m = master_status(c, f)?;
+                        let gtid = match f.binlog_gtid_pos(&m.file, m.position) {
+                            Some(q) => c.one(&q)?.unwrap_or_default(),
+                            None => String::new(),
+                        };
+                        Ok(((m.file, m.position), gtid))
+                    })
+                    .map_err(|e| problem(format!("{e:#}")))?;
                 self.progress.note(
                     o,
                     &format!(
@@ -887,9 +907,11 @@ impl<'a> Exec<'a> {
         if !out.ok() {
             bail!("{tool} failed: {}", out.stderr_str().trim());
         }
+        // Every transaction of a row-based log ends in one `COMMIT/*!*/;` line in both tools'
+        // output (the Xid event's comment line is not counted: its spacing differs).
         let txns = String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter(|l| l.starts_with("COMMIT") || l.contains(" Xid = "))
+            .filter(|l| l.starts_with("COMMIT"))
             .count() as u64;
         Ok((out.stdout, txns, (last, end_pos)))
     }

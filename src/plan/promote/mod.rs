@@ -561,6 +561,30 @@ pub fn plan_promote(
         return Ok(Some(plan));
     }
 
+    // Every server that will replicate from the target must be able to read its binary log
+    // (a MySQL replica of a MariaDB master, or a replica older than its master, cannot).
+    let mut incompatible = Vec::new();
+    for n in plan.others.iter().chain(std::iter::once(&old_name)) {
+        if let Some(s) = pf.sql(n) {
+            if let Err(why) = s.flavor.can_replicate_from(&tsql.flavor) {
+                incompatible.push(format!("{n}: {why}"));
+            }
+        }
+    }
+    if !incompatible.is_empty() {
+        if !opts.force {
+            return Err(problem(format!(
+                "promoting {target} would leave servers replicating from a master they may not \
+                 read: {}. Promote a server of the oldest version, upgrade these first, or pass \
+                 --force",
+                incompatible.join("; ")
+            )));
+        }
+        plan.warnings.push(format!(
+            "--force: {} (replication may stop on the first event they cannot read)",
+            incompatible.join("; ")
+        ));
+    }
     let mut future = vec![old_name.clone()];
     future.extend(plan.others.iter().cloned());
     let slaves: Vec<String> = std::iter::once(target.to_string())
