@@ -96,7 +96,7 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
     if plan.is_empty() {
         progress.finish();
         crate::report::outln(format!(
-            "nothing to do: the cluster already matches {} ({} hosts checked in {:.2}s; no restart, no CHANGE MASTER, no copy)",
+            "nothing to do: the cluster already matches {} ({} hosts checked in {:.2}s; no restart, no re-pointing, no copy)",
             path.display(),
             topo.hosts.len(),
             started.elapsed().as_secs_f64()

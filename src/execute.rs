@@ -542,7 +542,11 @@ fn link_inner(ctx: &Ctx, master: &str, slaves: &[LinkSlave], seed: Option<&Seed>
     let secs = ctx.timeout.as_secs().max(1);
     ctx.progress.step(
         master,
-        &format!("FLUSH TABLES WITH READ LOCK for {}", names.join(", ")),
+        &format!(
+            "{} for {}",
+            mflavor.flush_tables_with_read_lock().shown(),
+            names.join(", ")
+        ),
     );
     // A read lock that waits behind a long query would block every writer too: bound it.
     mconn.run(&[

@@ -217,6 +217,17 @@ impl Flavor {
             } else {
                 "sql_slave_skip_counter"
             },
+            read_lock: "FLUSH TABLES WITH READ LOCK",
+            read_only_on: if self.is_mysql() {
+                "SET GLOBAL read_only = ON; SET GLOBAL super_read_only = ON"
+            } else {
+                "SET GLOBAL read_only = ON"
+            },
+            read_only_off: if self.is_mysql() {
+                "SET GLOBAL super_read_only = OFF; SET GLOBAL read_only = OFF"
+            } else {
+                "SET GLOBAL read_only = OFF"
+            },
         }
     }
 }
@@ -237,6 +248,11 @@ pub struct Words {
     pub pos_wait: &'static str,
     /// "sql_slave_skip_counter" or "sql_replica_skip_counter".
     pub skip_counter: &'static str,
+    /// The global read lock of a snapshot.
+    pub read_lock: &'static str,
+    /// Fencing a server, and lifting it (MySQL: both read-only flags).
+    pub read_only_on: &'static str,
+    pub read_only_off: &'static str,
 }
 
 impl Words {
@@ -259,6 +275,10 @@ impl Words {
     }
     pub fn reset_all(&self) -> String {
         format!("RESET {} ALL", self.replica)
+    }
+    /// Skipping one replicated event (what the manual suggests, and what loses it).
+    pub fn skip_one(&self) -> String {
+        format!("SET GLOBAL {} = 1", self.skip_counter)
     }
 }
 

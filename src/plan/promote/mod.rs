@@ -905,7 +905,7 @@ impl PromotePlan {
                     st.push(f.show_master_status());
                     format!("{o}: {}  (writes blocked from here)", shown(&st))
                 }
-                None => format!("{o}: read_only = ON; FLUSH TABLES WITH READ LOCK"),
+                None => format!("{o}: {}; {}", wo.read_only_on, wo.read_lock),
             }],
             Act::WaitFrozen => vec![format!(
                 "{list}: {}(file, pos, timeout) at those coordinates; if any cannot: UNLOCK TABLES and read_only = OFF on {o} (read back), nothing else changed",
@@ -946,7 +946,7 @@ impl PromotePlan {
                 let off = self
                     .flavor(t)
                     .map(|f| shown(&f.set_read_only(false)))
-                    .unwrap_or_else(|| "SET GLOBAL read_only = OFF".into());
+                    .unwrap_or_else(|| wt.read_only_off.to_string());
                 vec![match self.mode {
                     Mode::PairSwitch | Mode::PairFailover => format!(
                         "{t}: {off}  ({t} takes the writes; auto_increment untouched)"
