@@ -137,7 +137,7 @@ impl Flavor {
     /// older than its master may not understand the newer log format (the manual: a replica
     /// must be the same release series or newer). MariaDB replicates from MySQL.
     pub fn can_replicate_from(&self, master: &Flavor) -> Result<(), String> {
-        if self.kind == Kind::MySQL && master.kind == Kind::MariaDB {
+        if self.cannot_read(master) {
             return Err(format!(
                 "a {} replica cannot replicate from a {} master: MySQL cannot read MariaDB's \
                  binary log (its relay log fails to parse)",
@@ -154,6 +154,18 @@ impl Flavor {
             ));
         }
         Ok(())
+    }
+
+    /// A replica of this flavor can never read `master`'s binary log (no `--force` helps):
+    /// MySQL cannot parse MariaDB's.
+    pub fn cannot_read(&self, master: &Flavor) -> bool {
+        self.kind == Kind::MySQL && master.kind == Kind::MariaDB
+    }
+
+    /// How a fresh datadir is made: `mariadb-install-db` (MariaDB, which also needs `FLUSH
+    /// PRIVILEGES` first in its bootstrap SQL) or `mysqld --initialize-insecure` (MySQL).
+    pub fn datadir_by_install_db(&self) -> bool {
+        self.kind == Kind::MariaDB
     }
 
     fn is_mysql(&self) -> bool {

@@ -462,8 +462,7 @@ pub fn plan_init(
         // A server that cannot read its master's binary log (MySQL from MariaDB, a replica
         // older than its master) is refused before anything changes.
         if let Err(why) = ssql.flavor.can_replicate_from(&msql.flavor) {
-            let mariadb_master = ssql.flavor.kind == crate::flavor::Kind::MySQL
-                && msql.flavor.kind == crate::flavor::Kind::MariaDB;
+            let mariadb_master = ssql.flavor.cannot_read(&msql.flavor);
             if mariadb_master || !opts.force {
                 refusals.push(format!(
                     "{}: {why}{}",
