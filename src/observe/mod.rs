@@ -677,3 +677,119 @@ mod tests {
         assert_eq!(config_target(&parse_config_probe("@@PID1 bash\n")), None);
     }
 }
+
+#[cfg(test)]
+mod fake_tests {
+    //! observe against a scripted server (no server needed).
+    use super::*;
+    use crate::transport::fake::{FakeConn, FakeServer, Reply};
+
+    fn mysql97(server: &mut FakeServer, server_id: &str) {
+        server
+            .on(
+                "SELECT @@version, @@version_comment",
+                Reply::row(&[
+                    ("v", Some("9.7.4")),
+                    ("c", Some("MySQL Community Server - GPL")),
+                ]),
+            )
+            .on(
+                "AS version",
+                Reply::row(&[
+                    ("version", Some("9.7.4")),
+                    ("version_comment", Some("MySQL Community Server - GPL")),
+                    ("server_id", Some(server_id)),
+                    ("server_uuid", Some("17995cd3-ecc4-11f1-ace9-e3954288e3db")),
+                    ("log_bin", Some("1")),
+                    ("binlog_format", Some("ROW")),
+                    ("read_only", Some("1")),
+                    ("super_read_only", Some("1")),
+                    ("log_slave_updates", Some("1")),
+                    ("auto_increment_increment", Some("1")),
+                    ("auto_increment_offset", Some("1")),
+                    (
+                        "gtid_executed",
+                        Some("17995cd3-ecc4-11f1-ace9-e3954288e3db:1-5"),
+                    ),
+                    ("gtid_slave_pos", Some("")),
+                    ("datadir", Some("/var/lib/mysql/")),
+                    ("log_error", Some("/var/log/mysql/error.log")),
+                    ("bind_address", Some("0.0.0.0")),
+                    ("clock", Some("1764500000")),
+                ]),
+            )
+            .on("SHOW REPLICA STATUS", Reply::empty())
+            .on(
+                "SHOW BINARY LOG STATUS",
+                Reply::row(&[
+                    ("File", Some("mysql-bin.000003")),
+                    ("Position", Some("1234")),
+                ]),
+            )
+            .on(
+                "SHOW BINARY LOGS",
+                Reply::Rows(vec![
+                    vec![
+                        ("Log_name".into(), Some("mysql-bin.000002".into())),
+                        ("File_size".into(), Some("900".into())),
+                    ],
+                    vec![
+                        ("Log_name".into(), Some("mysql-bin.000003".into())),
+                        ("File_size".into(), Some("1234".into())),
+                    ],
+                ]),
+            )
+            .on(
+                "FROM mysql.user",
+                Reply::row(&[
+                    ("Host", Some("10.0.0.2")),
+                    ("plugin", Some("caching_sha2_password")),
+                    ("authentication_string", Some("$A$005$salted")),
+                ]),
+            )
+            .on(
+                "information_schema.SCHEMATA",
+                Reply::Rows(vec![vec![("SCHEMA_NAME".into(), Some("shop".into()))]]),
+            );
+    }
+
+    #[test]
+    fn a_mysql_9_7_server_is_asked_in_its_own_dialect_and_parsed() {
+        let server = FakeServer::shared();
+        mysql97(&mut server.lock().unwrap(), "7");
+        let topo = crate::testing::topo(&[("db1", None)]);
+        let mut conn = FakeConn(server.clone());
+        let f = sql_facts(&mut conn, &topo).unwrap();
+        assert_eq!(f.flavor.describe(), "MySQL 9.7.4");
+        assert_eq!(f.server_id, 7);
+        assert!(f.read_only && f.super_read_only && f.log_slave_updates);
+        assert_eq!(f.master_status.as_ref().unwrap().position, 1234);
+        assert!(f.has_binlog_position("mysql-bin.000002", 900));
+        assert!(!f.has_binlog_position("mysql-bin.000002", 901));
+        // MySQL's salted hashes cannot be compared: never reported as a mismatch.
+        assert_eq!(f.repl_user_hosts, vec!["10.0.0.2".to_string()]);
+        assert!(f.repl_password_mismatch.is_empty());
+        assert!(f.has_user_data);
+        let log = server.lock().unwrap().log.join("\n");
+        assert!(log.contains("@@GLOBAL.log_replica_updates"), "{log}");
+        assert!(log.contains("@@GLOBAL.super_read_only"), "{log}");
+        for gone in [
+            "SHOW SLAVE STATUS",
+            "SHOW MASTER STATUS",
+            "log_slave_updates AS",
+            "PASSWORD(",
+        ] {
+            assert!(!log.contains(gone), "{gone}: {log}");
+        }
+    }
+
+    #[test]
+    fn a_value_that_does_not_parse_is_an_error_naming_it_never_a_zero() {
+        let server = FakeServer::shared();
+        mysql97(&mut server.lock().unwrap(), "seven");
+        let topo = crate::testing::topo(&[("db1", None)]);
+        let mut conn = FakeConn(server);
+        let e = sql_facts(&mut conn, &topo).unwrap_err();
+        assert_eq!(format!("{e:#}"), "server_id is \"seven\", not a number");
+    }
+}
