@@ -94,6 +94,7 @@ pub fn fresh(t: &Topology) -> HashMap<String, Facts> {
                         server_id: 1,
                         server_uuid: String::new(),
                         log_bin: false,
+                        log_bin_basename: String::new(),
                         binlog_format: "MIXED".into(),
                         read_only: false,
                         super_read_only: false,
@@ -135,6 +136,7 @@ pub fn converged(t: &Topology) -> HashMap<String, Facts> {
         let e = f.get_mut(&h.name).unwrap();
         let s = e.sql.as_mut().unwrap();
         s.log_bin = true;
+        s.log_bin_basename = "/lab/mysql-bin".into();
         s.server_id = h.server_id;
         s.binlog_format = "ROW".into();
         s.read_only = !t.writable(h);

@@ -527,3 +527,94 @@ pub fn render(rows: &[CheckRow], json_out: bool) -> String {
         }
     )
 }
+
+#[cfg(test)]
+mod tests {
+    //! Verdicts from facts, without servers.
+    use super::*;
+    use crate::flavor::Flavor;
+    use crate::testing::{converged, topo};
+
+    fn facts_of(t: &Topology) -> CheckFacts {
+        let facts = converged(t);
+        let hosts = t
+            .hosts
+            .iter()
+            .map(|h| {
+                (
+                    h.name.clone(),
+                    HostCheck {
+                        shell: Some(Ok("local".into())),
+                        grants: vec![
+                            "GRANT ALL PRIVILEGES ON *.* TO `a`@`h` WITH GRANT OPTION".into()
+                        ],
+                        config_writable: Some(true),
+                        data_size: Some(10 << 20),
+                        free_disk: Some(1 << 30),
+                        repl_login: Some(Ok("logs in".into())),
+                    },
+                )
+            })
+            .collect();
+        CheckFacts {
+            facts,
+            hosts,
+            now: 0,
+        }
+    }
+
+    fn verdict(rows: &[CheckRow], check: &str, host: &str) -> (Verdict, String) {
+        rows.iter()
+            .find(|r| r.check == check && r.host == host)
+            .map(|r| (r.verdict, r.detail.clone()))
+            .unwrap_or_else(|| panic!("no {check} row for {host}: {rows:?}"))
+    }
+
+    #[test]
+    fn a_healthy_cluster_passes_every_check() {
+        let t = topo(&[("db1", None), ("db2", Some("db1"))]);
+        let rows = verdicts(&t, &facts_of(&t));
+        let fails: Vec<&CheckRow> = rows.iter().filter(|r| r.verdict == Verdict::Fail).collect();
+        assert!(fails.is_empty(), "{fails:?}");
+    }
+
+    #[test]
+    fn unreadable_links_skewed_clocks_small_disks_and_missing_privileges_fail() {
+        let t = topo(&[("db1", None), ("db2", Some("db1"))]);
+        let mut cf = facts_of(&t);
+        cf.facts
+            .get_mut("db2")
+            .unwrap()
+            .sql
+            .as_mut()
+            .unwrap()
+            .flavor = Flavor::detect("9.7.4", "MySQL").unwrap();
+        cf.facts.get_mut("db1").unwrap().sql.as_mut().unwrap().clock = 60;
+        cf.hosts.get_mut("db2").unwrap().free_disk = Some(1 << 20);
+        cf.hosts.get_mut("db1").unwrap().grants = vec!["GRANT SELECT ON *.* TO `a`@`h`".into()];
+        cf.hosts.get_mut("db2").unwrap().repl_login = Some(Err("Access denied".into()));
+        let rows = verdicts(&t, &cf);
+        let (v, d) = verdict(&rows, "versions compatible", "db2");
+        assert_eq!(v, Verdict::Fail);
+        assert!(d.contains("cannot replicate from a MariaDB"), "{d}");
+        assert_eq!(verdict(&rows, "clock", "db1").0, Verdict::Fail);
+        let (v, d) = verdict(&rows, "disk for seeding", "db2");
+        assert_eq!(v, Verdict::Fail, "{d}");
+        let (v, d) = verdict(&rows, "admin privileges", "db1");
+        assert_eq!(v, Verdict::Fail);
+        assert!(d.contains("READ_ONLY ADMIN") && d.contains("RELOAD"), "{d}");
+        assert_eq!(verdict(&rows, "replication login", "db2").0, Verdict::Fail);
+    }
+
+    #[test]
+    fn an_unreachable_shell_fails_and_stops_that_hosts_checks() {
+        let t = topo(&[("db1", None), ("db2", Some("db1"))]);
+        let mut cf = facts_of(&t);
+        cf.hosts.get_mut("db2").unwrap().shell = Some(Err("db2: connection refused".into()));
+        let rows = verdicts(&t, &cf);
+        assert_eq!(verdict(&rows, "shell reachable", "db2").0, Verdict::Fail);
+        assert!(!rows
+            .iter()
+            .any(|r| r.host == "db2" && r.check == "admin login"));
+    }
+}

@@ -108,4 +108,19 @@ impl Flavor {
         }
         out
     }
+
+    /// What a lab server of this flavor needs in its own config besides the common settings:
+    /// a small redo log (MySQL 8.0.30 replaced `innodb_log_file_size` with
+    /// `innodb_redo_log_capacity`, and 9.x refuses the old name); MySQL opens its X Protocol
+    /// port 33060 by default (two lab servers would collide) and refuses to start when
+    /// `secure_file_priv` names a directory that does not exist.
+    pub fn lab_settings(&self) -> String {
+        if self.is_mysql() && self.at_least(8, 0, 30) {
+            "innodb_redo_log_capacity=16M\nmysqlx=OFF\nsecure-file-priv=NULL\n".to_string()
+        } else if self.is_mysql() && self.at_least(8, 0, 0) {
+            "innodb_log_file_size=8M\nmysqlx=OFF\nsecure-file-priv=NULL\n".to_string()
+        } else {
+            "innodb_log_file_size=8M\n".to_string()
+        }
+    }
 }

@@ -20,6 +20,7 @@ impl ServerVars {
     pub const SERVER_ID: &'static str = "server_id";
     pub const SERVER_UUID: &'static str = "server_uuid";
     pub const LOG_BIN: &'static str = "log_bin";
+    pub const LOG_BIN_BASENAME: &'static str = "log_bin_basename";
     pub const BINLOG_FORMAT: &'static str = "binlog_format";
     pub const READ_ONLY: &'static str = "read_only";
     pub const SUPER_READ_ONLY: &'static str = "super_read_only";
@@ -69,6 +70,7 @@ impl Flavor {
         Sql::plain(format!(
             "SELECT @@version AS version, @@version_comment AS version_comment, \
              @@GLOBAL.server_id AS server_id, {uuid} AS server_uuid, @@GLOBAL.log_bin AS log_bin, \
+             @@GLOBAL.log_bin_basename AS log_bin_basename, \
              @@GLOBAL.binlog_format AS binlog_format, @@GLOBAL.read_only AS read_only, \
              {super_ro} AS super_read_only, @@GLOBAL.{} AS log_slave_updates, \
              @@GLOBAL.auto_increment_increment AS auto_increment_increment, \

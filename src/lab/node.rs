@@ -134,8 +134,9 @@ impl Node {
              # /etc/mysql is not read. `repltool init` writes conf.d/60-repltool.cnf.\n\
              [mysqld]\n{user}\
              datadir={datadir}\nport={port}\nbind-address=127.0.0.1\nsocket={socket}\n\
-             pid-file={pid}\nlog-error={log}\n{SERVER_SETTINGS}\n\
+             pid-file={pid}\nlog-error={log}\n{SERVER_SETTINGS}{extra}\n\
              !includedir {conf_d}\n",
+            extra = server.extra_settings,
             name = self.name,
             datadir = self.datadir().display(),
             port = self.port,

@@ -50,6 +50,8 @@ pub struct SqlFacts {
     /// MySQL @@server_uuid ("" on MariaDB).
     pub server_uuid: String,
     pub log_bin: bool,
+    /// @@log_bin_basename: where the binary log really is ("" with the log off).
+    pub log_bin_basename: String,
     pub binlog_format: String,
     pub read_only: bool,
     /// MySQL super_read_only (false on MariaDB, which has none).
@@ -232,6 +234,7 @@ pub fn sql_facts(conn: &mut dyn SqlConn, topo: &Topology) -> Result<SqlFacts> {
         server_id: number(&row, ServerVars::SERVER_ID)?,
         server_uuid: text(ServerVars::SERVER_UUID)?,
         log_bin,
+        log_bin_basename: text(ServerVars::LOG_BIN_BASENAME)?,
         binlog_format: text(ServerVars::BINLOG_FORMAT)?,
         read_only: flag(&row, ServerVars::READ_ONLY)?,
         super_read_only: flag(&row, ServerVars::SUPER_READ_ONLY)?,
@@ -701,6 +704,7 @@ mod fake_tests {
                     ("server_id", Some(server_id)),
                     ("server_uuid", Some("17995cd3-ecc4-11f1-ace9-e3954288e3db")),
                     ("log_bin", Some("1")),
+                    ("log_bin_basename", Some("/var/lib/mysql/binlog")),
                     ("binlog_format", Some("ROW")),
                     ("read_only", Some("1")),
                     ("super_read_only", Some("1")),

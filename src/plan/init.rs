@@ -298,7 +298,14 @@ pub fn plan_init(
             });
         }
         let lsu_missing = settings.effective_log_slave_updates() && !sql.log_slave_updates;
-        let need_restart = !sql.log_bin || lsu_missing || bind_change;
+        // MySQL 8+ logs by default, as `binlog.*`: the fragment's `log_bin` (an absolute base
+        // that a failover reads from disk when the server is down) takes effect only after a
+        // restart.
+        let moved_log = sql.log_bin
+            && !sql.log_bin_basename.is_empty()
+            && settings.log_bin.starts_with('/')
+            && sql.log_bin_basename != settings.log_bin;
+        let need_restart = !sql.log_bin || lsu_missing || bind_change || moved_log;
         if need_restart {
             match &cfg.restart {
                 Some(cmd) => {

@@ -333,3 +333,35 @@ fn mixed_clusters_the_upgrade_path_works_and_unreadable_links_are_refused() {
     assert!(stdout(&out).contains("--force"), "{}", show(&out));
     assert_eq!(net.h(2).sql("SELECT @@read_only"), "0");
 }
+
+#[test]
+fn the_lab_runs_on_a_machine_where_mysql_9_7_is_installed() {
+    // The host's userland is Debian sid with MySQL 9.7 installed: repltool runs there as on
+    // any such machine (its binary is copied in).
+    let net = NetnsHosts::start_with(&[Flavor::MySQL97]);
+    let bin = net.dir.join("repltool");
+    std::fs::copy(env!("CARGO_BIN_EXE_repltool"), &bin).expect("copy the binary");
+    let b = bin.display();
+    let out = net.h(1).sh_with(
+        &format!(
+            "set -e; {b} lab up --nodes 3 --dir /tmp/lab >&2; \
+             {b} init -f /tmp/lab/topology.yaml >&2; \
+             {b} status -f /tmp/lab/topology.yaml --format json; \
+             {b} lab down --dir /tmp/lab >&2"
+        ),
+        None,
+        Duration::from_secs(240),
+    );
+    ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status is not JSON ({e}): {}", show(&out)));
+    assert_eq!(v["healthy"], true, "{v:#}");
+    let hosts = v["hosts"].as_array().expect("hosts");
+    assert_eq!(hosts.len(), 3);
+    for h in hosts {
+        assert!(
+            h["version"].as_str().unwrap_or("").starts_with("9.7."),
+            "{v:#}"
+        );
+    }
+}
