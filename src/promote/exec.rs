@@ -321,12 +321,13 @@ impl<'a> Exec<'a> {
                 st.frozen_gtid = gtid;
                 Ok(())
             }
-            Act::WaitFrozen => {
+            // Every slave (the pair: the target) reaches the old master's last position.
+            Act::WaitFrozen | Act::PairWait => {
                 let (file, pos) = self
                     .st()
                     .frozen
                     .clone()
-                    .ok_or_else(|| anyhow!("not frozen"))?;
+                    .ok_or_else(|| anyhow!("the old master was not frozen"))?;
                 let secs = secs(self.timeout);
                 self.each(&s.hosts, |n| {
                     self.with(n, |c, f| pos_wait(c, f, &file, pos, secs))
@@ -611,16 +612,6 @@ impl<'a> Exec<'a> {
                 self.progress.note(o, "read_only = ON");
                 self.st().frozen = Some(coord);
                 Ok(())
-            }
-            Act::PairWait => {
-                let (file, pos) = self
-                    .st()
-                    .frozen
-                    .clone()
-                    .ok_or_else(|| anyhow!("not fenced"))?;
-                let secs = secs(self.timeout);
-                self.with(t, |c, f| pos_wait(c, f, &file, pos, secs))
-                    .map_err(|e| problem(format!("{e:#}")))
             }
             Act::PairStopIo => {
                 let p = self.wait_applied(t)?;
