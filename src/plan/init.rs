@@ -249,8 +249,10 @@ pub fn plan_init(
     let mut new_links: HashMap<String, bool> = HashMap::new(); // slave -> seeded
     let mut restarted: BTreeSet<String> = BTreeSet::new();
 
-    // Config, restarts, dynamic settings, users.
+    // Config, restarts, dynamic settings, users. A Galera member's configuration, restarts and
+    // writability are the Galera plan's (plan::galera); here only its asynchronous replicas.
     for h in &topo.hosts {
+        let member = topo.is_member(h);
         let f = &facts[&h.name];
         let sql = sqlf(&h.name).expect("checked above");
         let listen_all = needs_listen_all(
@@ -259,7 +261,7 @@ pub fn plan_init(
             f.config.as_ref().and_then(|c| c.current.as_deref()),
         );
         let settings = fragment_settings(topo, h, &sql.datadir, listen_all);
-        let bind_change = listen_all && sql.bind_address.split(',').all(is_loopback);
+        let bind_change = listen_all && sql.bind_address.split(',').all(is_loopback) && !member;
         if bind_change {
             plan.warnings.push(format!(
                 "{}: the server listens on {} only, so no replica could reach it at {}; repltool \
@@ -276,7 +278,7 @@ pub fn plan_init(
             ConfigTarget::Fragment(_) => fragment.clone(),
             ConfigTarget::Block(_) => splice_block(cfg.current.as_deref().unwrap_or(""), &fragment),
         };
-        if cfg.current.as_deref() != Some(new_content.as_str()) {
+        if cfg.current.as_deref() != Some(new_content.as_str()) && !member {
             if let (ConfigTarget::Fragment(p), Some(cur)) = (&cfg.target, &cfg.current) {
                 if !cur.contains(MANAGED_MARKER) {
                     refusals.push(format!(
@@ -298,7 +300,7 @@ pub fn plan_init(
             });
         }
         let lsu_missing = settings.effective_log_slave_updates() && !sql.log_slave_updates;
-        let need_restart = !sql.log_bin || lsu_missing || bind_change;
+        let need_restart = (!sql.log_bin || lsu_missing || bind_change) && !member;
         if need_restart {
             match &cfg.restart {
                 Some(cmd) => {
@@ -341,7 +343,7 @@ pub fn plan_init(
         }
 
         let mut dynamic: Vec<Sql> = Vec::new();
-        if !need_restart {
+        if !need_restart && !member {
             if sql.server_id != h.server_id {
                 dynamic.push(sql.flavor.set_server_id(h.server_id));
             }
@@ -576,7 +578,11 @@ pub fn plan_init(
             _ => Vec::new(),
         })
         .collect();
-    for h in topo.hosts.iter().filter(|h| topo.writable(h)) {
+    for h in topo
+        .hosts
+        .iter()
+        .filter(|h| topo.writable(h) && !topo.is_member(h))
+    {
         let sql = sqlf(&h.name).expect("checked");
         if sql.read_only || restarted.contains(&h.name) {
             plan.steps.push(Step {

@@ -1,6 +1,7 @@
 //! Output: status table (comfy-table), JSON, progress (indicatif). stdout is data, stderr is
 //! progress and diagnostics.
 
+pub mod galera;
 pub mod progress;
 pub mod status;
 
