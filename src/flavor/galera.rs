@@ -95,6 +95,11 @@ impl Flavor {
         }
     }
 
+    /// Let this session read on a member outside the primary component (observe only).
+    pub fn wsrep_dirty_reads(&self) -> Sql {
+        Sql::plain("SET SESSION wsrep_dirty_reads = ON")
+    }
+
     /// Every wsrep status variable: Variable_name, Value.
     pub fn wsrep_status_query(&self) -> Sql {
         Sql::plain("SHOW GLOBAL STATUS LIKE 'wsrep\\_%'")
@@ -345,13 +350,13 @@ pub fn set_safe_to_bootstrap_script(datadir: &str, uuid: &str, on: bool) -> Stri
     )
 }
 
-/// A short-lived listener on `addr:port` (socat, killed after `secs`), for the port check when
-/// nothing listens there yet; prints its pid.
+/// A short-lived listener on `addr:port` (socat, ended after `secs` at the latest), for the
+/// port check when nothing listens there yet; prints `@@PID pid`.
 pub fn port_listener_script(addr: &str, port: u16, secs: u32) -> String {
     format!(
         "command -v socat >/dev/null 2>&1 || {{ echo '@@NOSOCAT'; exit 0; }}\n\
-         (timeout {secs} socat -u TCP-LISTEN:{port},bind={},reuseaddr,fork OPEN:/dev/null,wronly </dev/null >/dev/null 2>&1 &)\n\
-         echo @@STARTED\n",
+         timeout {secs} socat -u TCP-LISTEN:{port},bind={},reuseaddr,fork OPEN:/dev/null,wronly </dev/null >/dev/null 2>&1 &\n\
+         echo \"@@PID $!\"\n",
         shell_quote(addr)
     )
 }

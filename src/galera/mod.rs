@@ -76,13 +76,28 @@ fn observe(
     })
 }
 
+/// The cluster lock on every server that takes it: members outside the primary component
+/// refuse statements (they hold no lock; the file lock still serializes runs from here).
 fn lock(
     topo: &Topology,
     path: &Path,
     sessions: &Sessions,
+    facts: &HashMap<String, Facts>,
     timeout: Duration,
 ) -> Result<crate::lock::ClusterLock> {
-    let names: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
+    let names: Vec<String> = topo
+        .hosts
+        .iter()
+        .filter(|h| {
+            !topo.is_member(h)
+                || facts
+                    .get(&h.name)
+                    .and_then(|f| f.sql.as_ref())
+                    .and_then(|s| s.galera.as_ref())
+                    .is_none_or(|l| !l.enabled() || l.primary())
+        })
+        .map(|h| h.name.clone())
+        .collect();
     crate::lock::ClusterLock::acquire(topo, Some(path), sessions, &names, timeout)
 }
 
@@ -110,7 +125,10 @@ pub fn init(path: &Path, topo: &Topology, a: &crate::cli::InitArgs) -> Result<i3
             ));
             return Ok(0);
         }
-        held = Some(lock(topo, path, &o.sessions, obs_timeout).inspect_err(|_| progress.finish())?);
+        held = Some(
+            lock(topo, path, &o.sessions, &o.facts, obs_timeout)
+                .inspect_err(|_| progress.finish())?,
+        );
         let names = gplan.recover.clone();
         let results = crate::par::each(&names, |n| {
             progress.step(n, "reading the last committed position (--wsrep-recover)");
@@ -199,7 +217,8 @@ pub fn init(path: &Path, topo: &Topology, a: &crate::cli::InitArgs) -> Result<i3
     if !gplan.is_empty() {
         if held.is_none() {
             held = Some(
-                lock(topo, path, &o.sessions, obs_timeout).inspect_err(|_| progress.finish())?,
+                lock(topo, path, &o.sessions, &o.facts, obs_timeout)
+                    .inspect_err(|_| progress.finish())?,
             );
         }
         if let Err(e) = exec::execute(&ctx, &gplan) {
@@ -229,7 +248,8 @@ pub fn init(path: &Path, topo: &Topology, a: &crate::cli::InitArgs) -> Result<i3
     if !plan.is_empty() {
         if held.is_none() {
             held = Some(
-                lock(topo, path, &o.sessions, obs_timeout).inspect_err(|_| progress.finish())?,
+                lock(topo, path, &o.sessions, &o.facts, obs_timeout)
+                    .inspect_err(|_| progress.finish())?,
             );
         }
         let res = crate::execute::execute(&ctx, &plan);
@@ -304,7 +324,7 @@ pub fn promote(
         outln("not confirmed; nothing was changed");
         return Ok(1);
     }
-    let _lock = lock(topo, path, &o.sessions, t)?;
+    let _lock = lock(topo, path, &o.sessions, &o.facts, t)?;
     let ctx = Ctx::new(topo, &o.sessions, &progress, opts.timeout);
     let started = Instant::now();
     let run = || -> Result<()> {
@@ -384,7 +404,7 @@ pub fn rolling(path: &Path, topo: &Topology, a: &crate::cli::RestartArgs) -> Res
         crate::report::out(r.render());
         return Ok(0);
     }
-    let _lock = lock(topo, path, &o.sessions, t).inspect_err(|_| progress.finish())?;
+    let _lock = lock(topo, path, &o.sessions, &o.facts, t).inspect_err(|_| progress.finish())?;
     let ctx = Ctx::new(topo, &o.sessions, &progress, timeout);
     let members: Vec<String> = topo.members().map(|h| h.name.clone()).collect();
     for (host, cmd) in &r.order {

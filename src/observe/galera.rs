@@ -362,9 +362,6 @@ pub struct GaleraDisk {
 }
 
 impl GaleraDisk {
-    pub fn has_tool(&self, name: &str) -> bool {
-        self.tools.iter().any(|(n, _)| n == name)
-    }
     /// The grastate, when it parsed.
     pub fn state(&self) -> Option<&GraState> {
         self.grastate.as_ref().and_then(|g| g.as_ref().ok())

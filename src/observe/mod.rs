@@ -499,6 +499,14 @@ pub fn observe_host(
         }
     }
     let read = |c: &mut dyn SqlConn| -> Result<SqlFacts> {
+        if topo.is_member(host) {
+            // A member outside the primary component refuses ordinary reads (error 1047):
+            // this session reads what it has, which is what status must show.
+            let f = c.flavor()?;
+            if f.galera_support().is_ok() {
+                let _ = c.exec(&f.wsrep_dirty_reads());
+            }
+        }
         let mut s = sql_facts(c, topo)?;
         if topo.is_member(host) {
             s.galera = galera::live_facts(c, &s.flavor, topo)?;

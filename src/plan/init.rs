@@ -520,7 +520,19 @@ pub fn plan_init(
         }
         // Seed when the master holds (or will hold) data, except the pair's way back.
         let back_edge = s.role == Role::MasterMaster && seed_side.get(&s.name) == Some(&true);
-        let master_has_data = msql.has_user_data || new_links.get(mname).copied().unwrap_or(false);
+        // A Galera member always holds repltool's schema (its canary): a new replica gets a
+        // copy of it, since the statements that created it are not in the binary log it reads.
+        let galera_schema = topo.is_member(m)
+            && msql
+                .databases
+                .iter()
+                .any(|d| d == crate::flavor::CANARY_SCHEMA)
+            && !ssql
+                .databases
+                .iter()
+                .any(|d| d == crate::flavor::CANARY_SCHEMA);
+        let master_has_data =
+            msql.has_user_data || new_links.get(mname).copied().unwrap_or(false) || galera_schema;
         let seed = master_has_data && !back_edge;
         if seed && ssql.has_user_data && !opts.force {
             refusals.push(format!(

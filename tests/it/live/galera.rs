@@ -21,9 +21,41 @@ fn stderr(o: &std::process::Output) -> String {
 #[test]
 fn three_members_from_empty_then_converged_and_writable_everywhere() {
     let g = Galera::start(3, 3, "mariabackup");
-    let out = g.ok(&["init"]);
+    let dry = g.run(&["init", "--dry-run"]);
+    assert!(dry.status.success(), "{}", show(&dry));
+    let init = g.run(&["init"]);
+    assert!(init.status.success(), "{}", show(&init));
+    let out = stdout(&init);
     assert!(out.contains("done in"), "{out}");
     let uuid = g.assert_cluster(&[1, 2, 3]);
+    // The SST account's password is in the fragment (mode 640) and nowhere in repltool's
+    // output; the account has the backup privileges only.
+    let frag = g.net.h(1).etc_mysql(FRAGMENT).expect("fragment");
+    let pw = frag
+        .lines()
+        .find_map(|l| l.strip_prefix("wsrep_sst_auth = repltool_sst:"))
+        .expect("an SST account")
+        .to_string();
+    assert!(pw.len() >= 16, "{pw}");
+    for o in [&dry, &init] {
+        assert!(
+            !stdout(o).contains(&pw) && !stderr(o).contains(&pw),
+            "{}",
+            show(o)
+        );
+    }
+    assert!(
+        stdout(&dry).contains("repltool_sst:***"),
+        "{}",
+        stdout(&dry)
+    );
+    assert_eq!(
+        g.net.h(3).sql("SHOW GRANTS FOR 'repltool_sst'@'localhost'").lines().next().unwrap_or(""),
+        "GRANT RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR ON *.* TO `repltool_sst`@`localhost` IDENTIFIED BY PASSWORD '*"
+            .to_string()
+            + &g.net.h(3).sql("SELECT authentication_string FROM mysql.user WHERE User = 'repltool_sst'")[1..]
+            + "'"
+    );
     assert!(!uuid.is_empty());
     // A canary from the bootstrap member reached the others.
     for k in 2..=3 {
@@ -47,7 +79,6 @@ fn three_members_from_empty_then_converged_and_writable_everywhere() {
         assert_eq!(mode.trim(), "640 mysql");
         assert_eq!(g.net.h(k).sql("SELECT @@read_only"), "0");
     }
-    // The SST password is on no command line and in no output.
     // Converged: nothing to do, no restart.
     let pids = g.pids(&[1, 2, 3]);
     let again = g.ok(&["init"]);
@@ -94,4 +125,339 @@ fn three_members_from_empty_then_converged_and_writable_everywhere() {
         assert_eq!(h["galera"]["cluster_size"], 3);
         assert_eq!(h["galera"]["state_uuid"], uuid.as_str());
     }
+}
+
+#[test]
+fn the_member_holding_data_bootstraps_and_the_others_get_it_by_rsync() {
+    let g = Galera::start(3, 3, "rsync");
+    g.net.h(2).sql(
+        "CREATE DATABASE shop; \
+         CREATE TABLE shop.orders (id INT PRIMARY KEY, item VARCHAR(20)) ENGINE=InnoDB; \
+         INSERT INTO shop.orders VALUES (1, 'tea'), (2, 'cake'); \
+         CREATE TABLE shop.logs (line VARCHAR(80)) ENGINE=MyISAM; \
+         CREATE TABLE shop.events (what VARCHAR(20)) ENGINE=InnoDB",
+    );
+    g.net
+        .h(3)
+        .sql("CREATE DATABASE crm; CREATE TABLE crm.c (id INT PRIMARY KEY)");
+    // Two members with data: refused, naming both; nothing restarted.
+    let pids = g.pids(&[1, 2, 3]);
+    let out = g.run(&["init"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("more than one member holds data: h2 (databases shop), h3 (databases crm)"),
+        "{err}"
+    );
+    assert_eq!(g.pids(&[1, 2, 3]), pids);
+    assert!(
+        g.net.h(1).etc_mysql(FRAGMENT).is_none(),
+        "a refused init wrote a fragment"
+    );
+    g.net.h(3).sql("DROP DATABASE crm");
+    // --dry-run shows the choice and the tables Galera will not replicate, changes nothing.
+    let out = g.run(&["init", "--dry-run"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let plan = stdout(&out);
+    assert!(
+        plan.contains("h2 holds the data (databases shop)"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("[h2] bootstrap the cluster: service mariadb bootstrap"),
+        "{plan}"
+    );
+    assert!(
+        !plan.contains("wsrep_sst_auth"),
+        "rsync needs no SST account: {plan}"
+    );
+    let err = stderr(&out);
+    assert!(err.contains("shop.logs (MyISAM)"), "{err}");
+    assert!(
+        err.contains("without a primary key") && err.contains("shop.events"),
+        "{err}"
+    );
+    assert_eq!(g.pids(&[1, 2, 3]), pids);
+    // init: h2 bootstraps, h1 and h3 get its data by rsync.
+    let out = g.run(&["init"]);
+    assert!(out.status.success(), "{}", show(&out));
+    g.assert_cluster(&[1, 2, 3]);
+    for k in [1, 3] {
+        assert_eq!(
+            g.net
+                .h(k)
+                .sql("SELECT GROUP_CONCAT(item ORDER BY id) FROM shop.orders"),
+            "tea,cake"
+        );
+        assert_eq!(
+            g.wsrep(k, "wsrep_cluster_state_uuid"),
+            g.wsrep(2, "wsrep_cluster_state_uuid")
+        );
+    }
+    assert!(g
+        .net
+        .h(1)
+        .etc_mysql(FRAGMENT)
+        .unwrap()
+        .contains("wsrep_sst_method = rsync"));
+}
+
+#[test]
+fn a_fourth_member_joins_without_restarting_the_others_and_an_async_replica_follows() {
+    let g = Galera::start(5, 3, "mariabackup");
+    // h5 replicates asynchronously from h1 (the `dr1` of the topology contract).
+    g.write(3, "mariabackup", &[(5, 1)]);
+    g.ok(&["init"]);
+    g.assert_cluster(&[1, 2, 3]);
+    g.net.h(5).wait_sql(
+        "SELECT COUNT(*) FROM repltool.canary WHERE host = 'h1'",
+        "1",
+        Duration::from_secs(20),
+    );
+    // Writes on any member reach the asynchronous replica of h1.
+    g.app_setup(2);
+    g.net.h(3).sql("INSERT INTO app.seq VALUES (33, 'h3')");
+    g.net
+        .h(5)
+        .wait_sql("SELECT COUNT(*) FROM app.seq", "1", Duration::from_secs(20));
+    // check: Galera's library, tools, service and ports.
+    let out = g.run(&["check", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    for check in [
+        "galera provider",
+        "SST tools",
+        "galera service",
+        "galera ports",
+    ] {
+        for k in 1..=3 {
+            let row = v["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["check"] == check && r["host"] == format!("h{k}"))
+                .unwrap_or_else(|| panic!("no {check} row for h{k}: {v:#}"));
+            assert_eq!(row["result"], "ok", "{row}");
+        }
+    }
+    // h4 added to the file: it joins, nobody else restarts.
+    let pids = g.pids(&[1, 2, 3, 5]);
+    g.write(4, "mariabackup", &[(5, 1)]);
+    let out = g.ok(&["init"]);
+    assert!(out.contains("h4: started with Galera"), "{out}");
+    g.assert_cluster(&[1, 2, 3, 4]);
+    assert_eq!(
+        g.pids(&[1, 2, 3, 5]),
+        pids,
+        "a running member or the replica restarted"
+    );
+    for k in 1..=3 {
+        let f = g.net.h(k).etc_mysql(FRAGMENT).unwrap();
+        assert!(
+            f.contains(&g.net.h(4).addr),
+            "h{k}'s fragment lacks h4: {f}"
+        );
+    }
+    assert_eq!(g.net.h(4).sql("SELECT COUNT(*) FROM app.seq"), "1");
+    // status: the replica shows as before, under its member.
+    let st = g.run(&["status", "--format", "json"]);
+    assert_eq!(st.status.code(), Some(0), "{}", show(&st));
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).expect("json");
+    let h5 = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "h5")
+        .unwrap();
+    assert_eq!(h5["role"], "slave");
+    assert_eq!(h5["replicating_from"], "h1");
+    assert_eq!(h5["replication"]["sql_running"], true);
+    assert!(h5.get("galera").is_none());
+}
+
+#[test]
+fn a_full_outage_is_recovered_from_the_most_advanced_member_with_every_acknowledged_row() {
+    let g = Galera::start(3, 3, "mariabackup");
+    g.ok(&["init"]);
+    g.app_setup(1);
+    let w = Writer::start(g.addrs(&[1, 2, 3]), 1, 200_000, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    // h1 dies first: what follows is committed on h2 and h3 only (once they evicted h1).
+    g.net.h(1).crash_server();
+    g.net.h(2).wait_sql(
+        "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'WSREP_CLUSTER_SIZE'",
+        "2",
+        Duration::from_secs(30),
+    );
+    let before: u64 = g
+        .net
+        .h(2)
+        .sql("SELECT COUNT(*) FROM app.seq")
+        .parse()
+        .unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while g
+        .net
+        .h(2)
+        .sql("SELECT COUNT(*) FROM app.seq")
+        .parse::<u64>()
+        .unwrap()
+        < before + 50
+    {
+        assert!(
+            std::time::Instant::now() < end,
+            "no writes on h2 and h3 after h1 died"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    g.net.h(2).crash_server();
+    g.net.h(3).crash_server();
+    let r = w.finish();
+    assert!(r.acked.len() > 50, "the writer barely wrote: {r:?}");
+    // A member that cannot be reached might be more advanced: refused without --force.
+    g.net.h(3).set_link(false);
+    let out = g.run(&["init"]);
+    g.net.h(3).set_link(true);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "full outage: h3 could not be reached and may have committed transactions after seqno"
+        ),
+        "{err}"
+    );
+    assert!(
+        g.pids(&[1, 2, 3]).iter().all(|p| p.is_none()),
+        "a refused init started a server"
+    );
+    // Recovery: --wsrep-recover on every crashed member, the most advanced bootstraps.
+    let out = g.run(&["init"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("--wsrep-recover: last committed"), "{err}");
+    assert!(err.contains("full outage: every member is down"), "{err}");
+    assert!(
+        err.contains("h2 is the most advanced") || err.contains("h3 is the most advanced"),
+        "h1 died first, h2 and h3 went on: {err}"
+    );
+    g.assert_cluster(&[1, 2, 3]);
+    for k in 1..=3 {
+        let ids = g.ids(k);
+        let missing: Vec<&u64> = r
+            .acked
+            .iter()
+            .filter(|i| ids.binary_search(i).is_err())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "h{k} lost acknowledged rows: {missing:?}"
+        );
+    }
+    // Exactly one grastate.dat said safe_to_bootstrap: the bootstrapped member's, and the
+    // cluster is converged again.
+    let again = g.ok(&["init"]);
+    assert!(again.contains("nothing to do"), "{again}");
+}
+
+#[test]
+fn two_of_three_killed_then_the_survivor_is_promoted_and_the_dead_rejoin() {
+    let g = Galera::start(3, 3, "mariabackup");
+    g.ok(&["init"]);
+    g.app_setup(1);
+    g.net.h(1).sql("INSERT INTO app.seq VALUES (1, 'h1')");
+    g.net.h(2).crash_server();
+    g.net.h(3).crash_server();
+    g.net.h(1).wait_sql(
+        "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'WSREP_CLUSTER_STATUS'",
+        "non-Primary",
+        Duration::from_secs(30),
+    );
+    // status diagnoses the quorum loss and says what to run.
+    let st = g.run(&["status"]);
+    assert_eq!(st.status.code(), Some(1), "{}", show(&st));
+    let text = stdout(&st);
+    assert!(
+        text.contains("NO primary component (quorum lost)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("quorum lost: in a non-Primary component of 1 (of 3 members)"),
+        "{text}"
+    );
+    assert!(text.contains("`repltool promote h1`"), "{text}");
+    let st = g.run(&["status", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).expect("json");
+    let h1 = &v["hosts"][0];
+    assert_eq!(h1["galera"]["primary"], false);
+    assert_eq!(h1["galera"]["cluster_size"], 1);
+    assert_eq!(v["healthy"], false);
+    // init does not guess: it refuses and names the promote.
+    let out = g.run(&["init"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(stderr(&out).contains("quorum lost: h1 is in a non-primary component (size 1 of 3)"));
+    // promote: h2 and h3 are positively down (their hosts answer, no server runs).
+    let out = g.run(&["promote", "h1", "--dry-run"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        stdout(&out).contains("pc.bootstrap=YES"),
+        "{}",
+        stdout(&out)
+    );
+    let out = g.run(&["promote", "h1", "--yes"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(g.wsrep(1, "wsrep_cluster_status"), "Primary");
+    g.net.h(1).sql("INSERT INTO app.seq VALUES (2, 'h1')");
+    // The dead come back when init runs: started, rejoined by IST or SST.
+    let out = g.run(&["init"]);
+    assert!(out.status.success(), "{}", show(&out));
+    g.assert_cluster(&[1, 2, 3]);
+    for k in 2..=3 {
+        assert_eq!(g.ids(k), vec![1, 2], "h{k}");
+    }
+    let out = g.run(&["promote", "h2", "--yes"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(stdout(&out).contains("already in the primary component"));
+}
+
+#[test]
+fn a_rolling_restart_under_writes_keeps_every_acknowledged_write() {
+    let g = Galera::start(3, 3, "mariabackup");
+    g.ok(&["init"]);
+    g.app_setup(1);
+    let out = g.run(&["restart", "--rolling", "--dry-run"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        stdout(&out).contains("[h3] check every member Synced"),
+        "{}",
+        stdout(&out)
+    );
+    let pids = g.pids(&[1, 2, 3]);
+    let w = Writer::start(g.addrs(&[1, 2, 3]), 1, 1_000_000, Duration::from_secs(90));
+    std::thread::sleep(Duration::from_secs(1));
+    let out = g.run(&["restart", "--rolling"]);
+    let r = w.finish();
+    assert!(out.status.success(), "{}", show(&out));
+    let after = g.pids(&[1, 2, 3]);
+    for k in 0..3 {
+        assert_ne!(after[k], pids[k], "h{} was not restarted", k + 1);
+    }
+    g.assert_cluster(&[1, 2, 3]);
+    assert!(r.acked.len() > 100, "writes did not continue: {r:?}");
+    for k in 1..=3 {
+        let ids = g.ids(k);
+        let missing: Vec<&u64> = r
+            .acked
+            .iter()
+            .filter(|i| ids.binary_search(i).is_err())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "h{k} lost acknowledged writes: {missing:?}"
+        );
+    }
+    eprintln!(
+        "rolling restart: {} writes acknowledged, {} failed and retried elsewhere, longest gap {:?}",
+        r.acked.len(),
+        r.failures,
+        r.max_gap
+    );
 }

@@ -51,6 +51,7 @@ impl Galera {
              \x20   user: root\n\
              \x20   identity_file: {id}\n\
              \x20   known_hosts: {kh}\n\
+             \x20   connect_timeout: 3\n\
              \x20 mysql:\n\
              \x20   user: admin\n\
              \x20   password_file: admin.pw\n\
