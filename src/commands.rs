@@ -166,8 +166,13 @@ fn status(path: &Path, a: &crate::cli::StatusArgs) -> Result<i32> {
                 }
                 if problems.is_empty() {
                     out.push_str(&format!(
-                        "healthy: {} hosts, every slave replicating as {} says\n",
+                        "healthy: {} hosts, {}every slave replicating as {} says\n",
                         topo.hosts.len(),
+                        if topo.galera.is_some() {
+                            "every Galera member Synced in one primary component, "
+                        } else {
+                            ""
+                        },
                         path.display()
                     ));
                 } else {
