@@ -79,6 +79,20 @@ fn log_tail(ctx: &Ctx, name: &str, log: Option<&Path>) -> String {
     }
 }
 
+/// A service command, run so that what it leaves running is independent of this SSH command:
+/// in a session of its own (a timeout here kills this command's process group, and must never
+/// take a starting server or its state transfer with it), and with its output in a temporary
+/// file, so that the background children (mysqld_safe and the `logger` Debian's init script
+/// pipes it into) do not keep the SSH channel open. The output is shown when it ends.
+fn detached(command: &str) -> String {
+    format!(
+        "t=$(mktemp /tmp/repltool-service.XXXXXX) || exit 1\n\
+         setsid -w sh -c {} </dev/null >\"$t\" 2>&1; rc=$?\n\
+         cat \"$t\"; rm -f \"$t\"; exit $rc\n",
+        shell_quote(command)
+    )
+}
+
 /// Whether a server process runs on the host (an SST can outlast the service script's wait).
 fn server_runs(ctx: &Ctx, name: &str) -> bool {
     sh(
@@ -311,7 +325,7 @@ fn run_step(ctx: &Ctx, st: &GStep) -> Result<()> {
         }
         GAction::Stop { command } => {
             ctx.progress.step(host, &format!("stopping ({command})"));
-            let out = sh(ctx, host, command, ctx.timeout)?;
+            let out = sh(ctx, host, &detached(command), ctx.timeout)?;
             if !out.ok() {
                 bail!(
                     "`{command}` failed (exit {}): {}",
@@ -354,7 +368,7 @@ fn run_step(ctx: &Ctx, st: &GStep) -> Result<()> {
             let started = Instant::now();
             ctx.progress
                 .step(host, &format!("bootstrapping ({command})"));
-            let out = sh(ctx, host, command, ctx.timeout)?;
+            let out = sh(ctx, host, &detached(command), ctx.timeout)?;
             if !out.ok() && !server_runs(ctx, host) {
                 bail!(
                     "`{command}` failed (exit {}): {}{}",
@@ -392,7 +406,7 @@ fn run_step(ctx: &Ctx, st: &GStep) -> Result<()> {
                     }
                 ),
             );
-            let out = sh(ctx, host, command, ctx.timeout)?;
+            let out = sh(ctx, host, &detached(command), ctx.timeout)?;
             // Debian's script gives up waiting after 30 s while a long SST goes on: what
             // counts is the server reaching Synced.
             if !out.ok() && !server_runs(ctx, host) {

@@ -586,3 +586,42 @@ fn a_split_cluster_is_refused() {
     assert!(e.contains("more than one primary component"), "{e}");
     assert!(e.contains("g3 in cluster state 11111111"), "{e}");
 }
+
+#[test]
+fn the_ordinary_init_plan_links_an_async_replica_and_leaves_the_members_to_galera() {
+    let mut w = World::fresh_with(3, true);
+    w.run_all();
+    for n in ["g1", "g2", "g3"] {
+        let s = w.facts.get_mut(n).unwrap().sql.as_mut().unwrap();
+        s.databases = vec!["repltool".into()];
+        // A member listening on loopback only is still not reconfigured by the ordinary plan.
+        s.bind_address = "127.0.0.1".into();
+    }
+    let p = crate::plan::init::plan_init(
+        &w.t,
+        &w.facts,
+        &crate::plan::init::InitOptions { force: false },
+    )
+    .unwrap();
+    for s in &p.steps {
+        let member = s.host.starts_with('g');
+        match &s.action {
+            crate::plan::Action::WriteConfig { .. }
+            | crate::plan::Action::Restart { .. }
+            | crate::plan::Action::MakeWritable { .. } => {
+                assert!(!member, "{}: {:?}", s.host, s.action)
+            }
+            crate::plan::Action::Link { slaves, seed } => {
+                assert_eq!(s.host, "g1");
+                assert_eq!(slaves[0].host, "dr1");
+                // The member's repltool schema (the canary) is copied into the new replica.
+                assert!(seed.is_some());
+            }
+            _ => {}
+        }
+    }
+    assert!(p
+        .steps
+        .iter()
+        .any(|s| matches!(&s.action, crate::plan::Action::Sql { what, .. } if s.host == "g1" && what.starts_with("replication user"))));
+}
