@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # repltool benchmarks: one command, a markdown table on stdout (progress on stderr).
 #
-#   bash bench/run.sh [section...]      sections: lab init status promote seed mysql97
+#   bash bench/run.sh [section...]      sections: lab init status promote seed mysql97 galera
 #                                       (default: all; also mariadb118)
 #   SEED_MB=1024 bash bench/run.sh seed size of the seeding data set in MiB (default 1024)
 #   BENCH_LOGS=DIR bash bench/run.sh    keep the promote outputs (with their timings) in DIR
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-5}
-ALL_SECTIONS=(lab init status promote seed mysql97)
+ALL_SECTIONS=(lab init status promote seed mysql97 galera)
 BIN="$PWD/target/release/repltool"
 
 log() { printf '%s\n' "$*" >&2; }
@@ -137,6 +137,9 @@ section_mariadb118() {
 # init, status, promote and seed: over a real sshd (bench/sections.sh).
 # shellcheck source=bench/sections.sh
 . "$(dirname "$0")/sections.sh"
+# galera: on network-namespace hosts (bench/galera.sh).
+# shellcheck source=bench/galera.sh
+. "$(dirname "$0")/galera.sh"
 
 sections=("$@")
 [ ${#sections[@]} -gt 0 ] || sections=("${ALL_SECTIONS[@]}")

@@ -43,6 +43,11 @@ pub enum Command {
     /// Pre-flight checks, without changing anything.
     #[command(after_help = "Examples:\n  repltool check -f topology.yaml")]
     Check(CheckArgs),
+    /// Restart the members of a Galera cluster one at a time (a config change, an upgrade).
+    #[command(
+        after_help = "Examples:\n  repltool restart --rolling --dry-run\n  repltool restart --rolling -f shop.yaml"
+    )]
+    Restart(RestartArgs),
     /// A local sandbox of real servers on 127.0.0.1, with a ready topology file.
     #[command(subcommand)]
     Lab(LabCommand),
@@ -126,6 +131,20 @@ pub struct CheckArgs {
     pub format: Format,
     /// Per-host connect timeout in seconds.
     #[arg(long, default_value_t = 5, value_name = "SECS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    /// One member at a time, each back to Synced before the next, never below quorum
+    /// (required: the only kind of restart repltool does).
+    #[arg(long, required = true)]
+    pub rolling: bool,
+    /// Print the order and touch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Bound, in seconds, on each member's restart until it is Synced again.
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
     pub timeout: u64,
 }
 

@@ -28,6 +28,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Status(ref a) => status(&file(None), a),
         Command::Promote(ref a) => promote(&file(None), a),
         Command::Check(ref a) => check(&file(None), a),
+        Command::Restart(ref a) => restart(&file(None), a),
         Command::Lab(LabCommand::Up(ref a)) => lab_up(a),
         Command::Lab(LabCommand::Status(ref a)) => lab_status(a),
         Command::Lab(LabCommand::Down(ref a)) => lab_down(a),
@@ -50,6 +51,9 @@ pub fn run(cli: Cli) -> Result<i32> {
 
 fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
     let topo = crate::topology::load(path)?;
+    if topo.galera.is_some() {
+        return crate::galera::init(path, &topo, a);
+    }
     let progress = Progress::new(false);
     let timeout = Duration::from_secs(a.timeout.max(1));
     let started = Instant::now();
@@ -174,10 +178,21 @@ fn status(path: &Path, a: &crate::cli::StatusArgs) -> Result<i32> {
                     &crate::report::status::table(&topo, &facts, a.max_lag, color).to_string(),
                 );
                 out.push('\n');
+                if topo.galera.is_some() {
+                    out.push_str(
+                        &crate::report::status::galera_table(&topo, &facts, color).to_string(),
+                    );
+                    out.push('\n');
+                }
                 if problems.is_empty() {
                     out.push_str(&format!(
-                        "healthy: {} hosts, every slave replicating as {} says\n",
+                        "healthy: {} hosts, {}every slave replicating as {} says\n",
                         topo.hosts.len(),
+                        if topo.galera.is_some() {
+                            "every Galera member Synced in one primary component, "
+                        } else {
+                            ""
+                        },
                         path.display()
                     ));
                 } else {
@@ -212,17 +227,21 @@ pub fn observe_bounded(topo: &Topology, timeout: Duration) -> HashMap<String, Fa
 
 fn promote(path: &Path, a: &crate::cli::PromoteArgs) -> Result<i32> {
     let topo = crate::topology::load(path)?;
-    crate::promote::run(
-        path,
-        &topo,
-        &a.host,
-        &crate::promote::PromoteOptions {
-            dry_run: a.dry_run,
-            yes: a.yes,
-            force: a.force,
-            timeout: Duration::from_secs(a.timeout.max(1)),
-        },
-    )
+    let opts = crate::promote::PromoteOptions {
+        dry_run: a.dry_run,
+        yes: a.yes,
+        force: a.force,
+        timeout: Duration::from_secs(a.timeout.max(1)),
+    };
+    if topo.host(&a.host).is_some_and(|h| topo.is_member(h)) {
+        return crate::galera::promote(path, &topo, &a.host, &opts);
+    }
+    crate::promote::run(path, &topo, &a.host, &opts)
+}
+
+fn restart(path: &Path, a: &crate::cli::RestartArgs) -> Result<i32> {
+    let topo = crate::topology::load(path)?;
+    crate::galera::rolling(path, &topo, a)
 }
 
 fn check(path: &Path, a: &crate::cli::CheckArgs) -> Result<i32> {

@@ -19,6 +19,7 @@ pub mod error;
 pub(crate) mod execute;
 pub(crate) mod failpoint;
 pub(crate) mod flavor;
+pub(crate) mod galera;
 pub mod lab;
 pub(crate) mod lock;
 pub(crate) mod observe;

@@ -67,6 +67,7 @@ pub fn topo(spec: &[(&str, Option<&str>)]) -> Topology {
             ssl: false,
         },
         hosts,
+        galera: None,
     }
 }
 
@@ -115,6 +116,7 @@ pub fn fresh(t: &Topology) -> HashMap<String, Facts> {
                         datadir: "/lab".into(),
                         clock: 0,
                         promotions: vec![],
+                        galera: None,
                     }),
                     sql_error: None,
                     config: Some(ConfigFacts {

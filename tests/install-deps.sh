@@ -7,7 +7,8 @@ need=()
 # still known to dpkg, but its programs are gone.
 installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
 # debootstrap: tests/roots.sh builds the MySQL 9.7 and MariaDB 11.8 roots the netns hosts run.
-for pkg in mariadb-server mariadb-client mariadb-backup openssh-server openssh-client iproute2 procps debootstrap; do
+# galera-4, socat, rsync: the Galera tests (the provider library, mariabackup and rsync SST).
+for pkg in mariadb-server mariadb-client mariadb-backup galera-4 socat rsync openssh-server openssh-client iproute2 procps debootstrap; do
   installed "$pkg" || need+=("$pkg")
 done
 if [ "${#need[@]}" -eq 0 ]; then

@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 
+pub mod galera;
+
 use crate::flavor::Words;
 use crate::observe::{Facts, IoThread, ReplicaStatus, SqlFacts};
 use crate::topology::{Host, Topology};
@@ -249,6 +251,7 @@ pub fn findings(topo: &Topology, facts: &HashMap<String, Facts>, max_lag: u64) -
             "every server needs its own server_id: run `repltool init`".into(),
         );
     }
+    out.extend(galera::findings(topo, facts));
     out
 }
 

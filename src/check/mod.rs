@@ -2,6 +2,8 @@
 //! / detail. Exit 1 when any check fails. Observe (`observe_checks`), then pure verdicts
 //! (`verdicts`), unit-tested from facts.
 
+pub mod galera;
+
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -65,6 +67,8 @@ pub struct CheckFacts {
     pub hosts: HashMap<String, HostCheck>,
     /// This machine's clock, seconds since the epoch.
     pub now: i64,
+    /// Galera members' hosts and ports (a file with `galera:`).
+    pub galera: Option<galera::GaleraCheck>,
 }
 
 /// Observe what the checks judge: sessions (host keys verified), SQL facts with the config
@@ -175,7 +179,16 @@ pub fn observe_checks(topo: &Topology, timeout: Duration) -> CheckFacts {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    CheckFacts { facts, hosts, now }
+    let galera = topo
+        .galera
+        .is_some()
+        .then(|| galera::observe(topo, &sessions));
+    CheckFacts {
+        facts,
+        hosts,
+        now,
+        galera,
+    }
 }
 
 /// Judge what was observed: one row per check and host. Pure.
@@ -441,6 +454,9 @@ pub fn verdicts(topo: &Topology, cf: &CheckFacts) -> Vec<CheckRow> {
             ),
         }
     }
+    if let Some(g) = &cf.galera {
+        rows.extend(galera::verdicts(topo, g));
+    }
     rows
 }
 
@@ -560,6 +576,7 @@ mod tests {
             facts,
             hosts,
             now: 0,
+            galera: None,
         }
     }
 

@@ -19,7 +19,7 @@ pub enum PasswordCheck {
 }
 
 /// mysql_native_password's stored form: `*` and the upper-case hex of SHA1(SHA1(password)).
-fn native_hash(password: &str) -> String {
+pub(super) fn native_hash(password: &str) -> String {
     let inner = Sha1::digest(password.as_bytes());
     let outer = Sha1::digest(inner);
     let mut s = String::with_capacity(41);

@@ -41,6 +41,12 @@ impl Flavor {
     /// The managed fragment: a header saying repltool owns it, then `[mysqld]` settings,
     /// read_only=ON always (fencing: masters are made writable at runtime only).
     pub fn fragment(&self, s: &FragmentSettings) -> String {
+        self.fragment_with(s, true)
+    }
+
+    /// [`Flavor::fragment`]; `fenced: false` writes `read_only = OFF` instead of the fencing
+    /// lines (Galera members: the cluster fences by quorum).
+    pub(super) fn fragment_with(&self, s: &FragmentSettings, fenced: bool) -> String {
         let mut out = String::new();
         let mut line = |l: String| {
             out.push_str(&l);
@@ -71,10 +77,14 @@ impl Flavor {
         // Fencing: a server that restarts (a master that died and came back included) must
         // not take writes until repltool says so. skip_slave_start is deliberately NOT set: a
         // read-only replica that restarts should resume replicating on its own.
-        line("read_only = ON".to_string());
-        if self.is_mysql() && self.at_least(5, 7, 8) {
-            // read_only alone lets SUPER accounts write, and applications do use them.
-            line("super_read_only = ON".to_string());
+        if fenced {
+            line("read_only = ON".to_string());
+            if self.is_mysql() && self.at_least(5, 7, 8) {
+                // read_only alone lets SUPER accounts write, and applications do use them.
+                line("super_read_only = ON".to_string());
+            }
+        } else {
+            line("read_only = OFF".to_string());
         }
         if s.effective_log_slave_updates() {
             line(format!("{} = ON", self.log_slave_updates_var()));

@@ -282,7 +282,66 @@ fn render(f: &Flavor) -> Rendered {
         "fragment-master-master-gtid.cnf".into(),
         f.fragment(&gtid_mm),
     );
+    galera(f, &mut r);
     r
+}
+
+/// Galera (MariaDB only): what observe reads, the SST account (given by its hash: the shown
+/// form is the golden, the sent one never contains the password either), runtime settings and
+/// a member's fragment (shown form: the SST password masked).
+fn galera(f: &Flavor, r: &mut Rendered) {
+    use super::galera::{GaleraSettings, SST_USER};
+    if f.galera_support().is_err() {
+        return;
+    }
+    r.plain(
+        "galera-observe",
+        &[
+            f.wsrep_dirty_reads(),
+            f.wsrep_status_query(),
+            f.wsrep_variables_query(),
+            f.unreplicated_tables_query(),
+            f.tables_without_pk_query(),
+            f.sst_account_query(),
+        ],
+    );
+    r.plain(
+        "galera-runtime",
+        &[
+            f.pc_bootstrap(),
+            f.set_sst_method(crate::topology::Sst::Rsync),
+        ],
+    );
+    let mut sst = f.create_sst_user(&Secret::new(NASTY));
+    sst.push(f.set_sst_auth(SST_USER, &Secret::new(NASTY)));
+    for q in &sst {
+        assert!(!q.text().contains(NASTY) || q.shown().contains("'***'"));
+    }
+    r.files
+        .insert("galera-sst-user.shown.sql".into(), statements(&sst, false));
+    let member = FragmentSettings {
+        host_name: "g2".into(),
+        server_id: 2,
+        report_host: "10.0.1.11".into(),
+        log_bin: "/var/lib/mysql/mysql-bin".into(),
+        log_slave_updates: true,
+        bind_address: Some("0.0.0.0".into()),
+        ..settings()
+    };
+    let g = GaleraSettings {
+        provider: "/usr/lib/galera/libgalera_smm.so".into(),
+        cluster_name: "shop".into(),
+        addresses: vec!["10.0.1.10".into(), "10.0.1.11".into(), "10.0.1.12".into()],
+        node_address: "10.0.1.11".into(),
+        node_name: "g2".into(),
+        sst: crate::topology::Sst::Mariabackup,
+        sst_password: Some(Secret::new(NASTY)),
+    };
+    let frag = f
+        .galera_fragment(&member, &g)
+        .expect("a MariaDB with Galera");
+    r.files
+        .insert("fragment-galera.shown.cnf".into(), frag.shown);
 }
 
 #[test]
@@ -432,11 +491,13 @@ fn each_version_gets_only_syntax_it_accepts() {
             );
         }
         for frag in r.files.iter().filter(|(n, _)| n.ends_with(".cnf")) {
-            assert!(
-                frag.1.contains("\nread_only = ON\n"),
-                "{dir_name}/{}",
-                frag.0
-            );
+            // A Galera member is fenced by quorum, not read_only: every member takes writes.
+            let want = if frag.0.starts_with("fragment-galera") {
+                "\nread_only = OFF\n"
+            } else {
+                "\nread_only = ON\n"
+            };
+            assert!(frag.1.contains(want), "{dir_name}/{}", frag.0);
         }
     }
 }

@@ -8,10 +8,12 @@
 //! - `schema`: repltool's own schema (canary, promotions);
 //! - `config`: the managed configuration fragment;
 //! - `tools`: the dump, client and binary log programs;
-//! - `checks`: read-only comparisons (the replication password).
+//! - `checks`: read-only comparisons (the replication password);
+//! - `galera`: Galera's status, SST account, bootstrap, fragment and host probes.
 
 mod checks;
 mod config;
+pub mod galera;
 mod replication;
 mod schema;
 mod server;

@@ -1,6 +1,7 @@
 //! Facts about a server, gathered before acting: flavor, variables, binlog coordinates, replica
 //! status, users, and the host's config layout. Parsers live in `replica`.
 
+pub mod galera;
 #[cfg(test)]
 mod golden;
 pub mod replica;
@@ -87,6 +88,8 @@ pub struct SqlFacts {
     pub clock: i64,
     /// Promotions recorded on this server by `repltool promote` (oldest first).
     pub promotions: Vec<PromotionRecord>,
+    /// Galera status, for the members of a `galera:` topology (None otherwise).
+    pub galera: Option<galera::WsrepLive>,
 }
 
 impl SqlFacts {
@@ -255,6 +258,7 @@ pub fn sql_facts(conn: &mut dyn SqlConn, topo: &Topology) -> Result<SqlFacts> {
         datadir,
         clock: number(&row, ServerVars::CLOCK)?,
         promotions,
+        galera: None,
     })
 }
 
@@ -582,7 +586,22 @@ pub fn observe_host(
             Err(e) => facts.sql_error = Some(format!("{e:#}")),
         }
     }
-    match connect_sql(session, host, timeout).and_then(|mut c| sql_facts(c.as_mut(), topo)) {
+    let read = |c: &mut dyn SqlConn| -> Result<SqlFacts> {
+        if topo.is_member(host) {
+            // A member outside the primary component refuses ordinary reads (error 1047):
+            // this session reads what it has, which is what status must show.
+            let f = c.flavor()?;
+            if f.galera_support().is_ok() {
+                let _ = c.exec(&f.wsrep_dirty_reads());
+            }
+        }
+        let mut s = sql_facts(c, topo)?;
+        if topo.is_member(host) {
+            s.galera = galera::live_facts(c, &s.flavor, topo)?;
+        }
+        Ok(s)
+    };
+    match connect_sql(session, host, timeout).and_then(|mut c| read(c.as_mut())) {
         Ok(s) => facts.sql = Some(s),
         Err(e) => {
             let prev = facts.sql_error.take();

@@ -249,8 +249,10 @@ pub fn plan_init(
     let mut new_links: HashMap<String, bool> = HashMap::new(); // slave -> seeded
     let mut restarted: BTreeSet<String> = BTreeSet::new();
 
-    // Config, restarts, dynamic settings, users.
+    // Config, restarts, dynamic settings, users. A Galera member's configuration, restarts and
+    // writability are the Galera plan's (plan::galera); here only its asynchronous replicas.
     for h in &topo.hosts {
+        let member = topo.is_member(h);
         let f = &facts[&h.name];
         let sql = sqlf(&h.name).expect("checked above");
         let listen_all = needs_listen_all(
@@ -259,7 +261,7 @@ pub fn plan_init(
             f.config.as_ref().and_then(|c| c.current.as_deref()),
         );
         let settings = fragment_settings(topo, h, &sql.datadir, listen_all);
-        let bind_change = listen_all && sql.bind_address.split(',').all(is_loopback);
+        let bind_change = listen_all && sql.bind_address.split(',').all(is_loopback) && !member;
         if bind_change {
             plan.warnings.push(format!(
                 "{}: the server listens on {} only, so no replica could reach it at {}; repltool \
@@ -276,7 +278,7 @@ pub fn plan_init(
             ConfigTarget::Fragment(_) => fragment.clone(),
             ConfigTarget::Block(_) => splice_block(cfg.current.as_deref().unwrap_or(""), &fragment),
         };
-        if cfg.current.as_deref() != Some(new_content.as_str()) {
+        if cfg.current.as_deref() != Some(new_content.as_str()) && !member {
             if let (ConfigTarget::Fragment(p), Some(cur)) = (&cfg.target, &cfg.current) {
                 if !cur.contains(MANAGED_MARKER) {
                     refusals.push(format!(
@@ -305,7 +307,7 @@ pub fn plan_init(
             && !sql.log_bin_basename.is_empty()
             && settings.log_bin.starts_with('/')
             && sql.log_bin_basename != settings.log_bin;
-        let need_restart = !sql.log_bin || lsu_missing || bind_change || moved_log;
+        let need_restart = (!sql.log_bin || lsu_missing || bind_change || moved_log) && !member;
         if need_restart {
             match &cfg.restart {
                 Some(cmd) => {
@@ -348,7 +350,7 @@ pub fn plan_init(
         }
 
         let mut dynamic: Vec<Sql> = Vec::new();
-        if !need_restart {
+        if !need_restart && !member {
             if sql.server_id != h.server_id {
                 dynamic.push(sql.flavor.set_server_id(h.server_id));
             }
@@ -524,7 +526,19 @@ pub fn plan_init(
         }
         // Seed when the master holds (or will hold) data, except the pair's way back.
         let back_edge = s.role == Role::MasterMaster && seed_side.get(&s.name) == Some(&true);
-        let master_has_data = msql.has_user_data || new_links.get(mname).copied().unwrap_or(false);
+        // A Galera member always holds repltool's schema (its canary): a new replica gets a
+        // copy of it, since the statements that created it are not in the binary log it reads.
+        let galera_schema = topo.is_member(m)
+            && msql
+                .databases
+                .iter()
+                .any(|d| d == crate::flavor::CANARY_SCHEMA)
+            && !ssql
+                .databases
+                .iter()
+                .any(|d| d == crate::flavor::CANARY_SCHEMA);
+        let master_has_data =
+            msql.has_user_data || new_links.get(mname).copied().unwrap_or(false) || galera_schema;
         let seed = master_has_data && !back_edge;
         if seed && ssql.has_user_data && !opts.force {
             refusals.push(format!(
@@ -583,7 +597,11 @@ pub fn plan_init(
             _ => Vec::new(),
         })
         .collect();
-    for h in topo.hosts.iter().filter(|h| topo.writable(h)) {
+    for h in topo
+        .hosts
+        .iter()
+        .filter(|h| topo.writable(h) && !topo.is_member(h))
+    {
         let sql = sqlf(&h.name).expect("checked");
         if sql.read_only || restarted.contains(&h.name) {
             plan.steps.push(Step {

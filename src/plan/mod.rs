@@ -1,6 +1,7 @@
 //! Pure planners: Topology + observed facts -> Plan (a list of steps, each with the guard the
 //! executor re-checks). No I/O here; `--dry-run` prints a Plan and stops.
 
+pub mod galera;
 pub mod init;
 pub mod promote;
 

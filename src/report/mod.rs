@@ -1,6 +1,7 @@
 //! Output: status table (comfy-table), JSON, progress (indicatif). stdout is data, stderr is
 //! progress and diagnostics.
 
+pub mod galera;
 pub mod progress;
 pub mod status;
 
@@ -69,7 +70,7 @@ pub fn summary_table(topo: &Topology, facts: &HashMap<String, Facts>) -> Table {
         };
         t.add_row(vec![
             h.name.clone(),
-            h.role.as_str().to_string(),
+            status::role(topo, h).to_string(),
             h.master.clone().unwrap_or_else(|| "-".into()),
             sql.map(|s| s.server_id.to_string())
                 .unwrap_or_else(|| "?".into()),

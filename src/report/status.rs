@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use crate::observe::{Facts, IoThread, SqlFacts};
 use crate::topology::{Host, Topology};
 
+pub use super::galera::galera_table;
 pub use crate::analysis::{findings as problems, master_name, Finding as Problem};
 
 fn sql<'a>(facts: &'a HashMap<String, Facts>, name: &str) -> Option<&'a SqlFacts> {
@@ -63,6 +64,15 @@ fn shorten(s: &str, n: usize) -> String {
     }
 }
 
+/// The role shown for a host: Galera members are `galera-member` (every one takes writes).
+pub fn role(topo: &Topology, h: &Host) -> &'static str {
+    if topo.is_member(h) {
+        "galera-member"
+    } else {
+        h.role.as_str()
+    }
+}
+
 /// The table: one row per host.
 pub fn table(topo: &Topology, facts: &HashMap<String, Facts>, max_lag: u64, color: bool) -> Table {
     let mut t = Table::new();
@@ -91,7 +101,7 @@ pub fn table(topo: &Topology, facts: &HashMap<String, Facts>, max_lag: u64, colo
         "last error",
     ]);
     for h in &topo.hosts {
-        let mut row: Vec<Cell> = vec![Cell::new(&h.name), Cell::new(h.role.as_str())];
+        let mut row: Vec<Cell> = vec![Cell::new(&h.name), Cell::new(role(topo, h))];
         match sql(facts, &h.name) {
             None => {
                 let err = facts
@@ -235,6 +245,9 @@ pub fn tree(topo: &Topology, facts: &HashMap<String, Facts>) -> String {
                 if !s.read_only {
                     l.push_str(" [writable]");
                 }
+                if let Some(g) = s.galera.as_ref().filter(|_| topo.is_member(h)) {
+                    l.push_str(&super::galera::label(g));
+                }
                 if let Some(r) = &s.replica {
                     if r.io_running != Some(IoThread::Yes) || !r.sql_running {
                         l.push_str(" [replication broken]");
@@ -248,6 +261,10 @@ pub fn tree(topo: &Topology, facts: &HashMap<String, Facts>) -> String {
         }
     };
     let mut out = String::new();
+    if let Some(line) = super::galera::cluster_line(topo, facts) {
+        out.push_str(&line);
+        out.push('\n');
+    }
     let mut shown: Vec<String> = Vec::new();
     // A recursive printer; its state is passed along rather than captured.
     #[allow(clippy::too_many_arguments)]
@@ -325,7 +342,7 @@ pub fn json(topo: &Topology, facts: &HashMap<String, Facts>, problems: &[Problem
         .map(|h| {
             let mut v = json!({
                 "name": h.name, "address": h.address, "port": h.mysql.port,
-                "role": h.role.as_str(), "master": h.master,
+                "role": role(topo, h), "master": h.master,
             });
             match sql(facts, &h.name) {
                 None => {
@@ -339,6 +356,9 @@ pub fn json(topo: &Topology, facts: &HashMap<String, Facts>, problems: &[Problem
                     v["version"] = json!(s.version);
                     v["log_bin"] = json!(s.log_bin);
                     v["replicating_from"] = json!(s.replica.as_ref().and_then(|r| master_name(topo, r)));
+                    if topo.is_member(h) {
+                        v["galera"] = super::galera::member_json(s.galera.as_ref());
+                    }
                     v["replication"] = match &s.replica {
                         None => Value::Null,
                         Some(r) => {

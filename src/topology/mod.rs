@@ -3,6 +3,7 @@
 //! checked. Nothing past this module sees raw YAML.
 
 mod env;
+mod galera;
 pub mod model;
 mod problems;
 mod raw;

@@ -13,6 +13,36 @@ pub struct Topology {
     pub file: PathBuf,
     pub replication: Replication,
     pub hosts: Vec<Host>,
+    /// A Galera cluster: every host without `master:` is a member (`galera:` in the file).
+    pub galera: Option<Galera>,
+}
+
+/// The `galera:` block: the hosts without `master:` form one Galera cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Galera {
+    /// wsrep_cluster_name (default: the file's name).
+    pub cluster_name: String,
+    /// How a joining member gets the data (wsrep_sst_method).
+    pub sst: Sst,
+}
+
+/// State snapshot transfer methods repltool configures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sst {
+    /// mariadb-backup streamed with socat: the donor keeps serving (default).
+    Mariabackup,
+    /// rsync of the datadir: the donor is blocked for the copy, but it crosses major versions.
+    Rsync,
+}
+
+impl Sst {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sst::Mariabackup => "mariabackup",
+            Sst::Rsync => "rsync",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +160,17 @@ pub struct Host {
 impl Topology {
     pub fn host(&self, name: &str) -> Option<&Host> {
         self.hosts.iter().find(|h| h.name == name)
+    }
+
+    /// Whether `host` is a member of the file's Galera cluster (a host without `master:` when
+    /// the file has `galera:`).
+    pub fn is_member(&self, host: &Host) -> bool {
+        self.galera.is_some() && host.master.is_none()
+    }
+
+    /// The Galera members, in file order (none without `galera:`).
+    pub fn members(&self) -> impl Iterator<Item = &Host> {
+        self.hosts.iter().filter(|h| self.is_member(h))
     }
 
     /// Hosts that replicate from nobody, or the writable member(s) of a pair.

@@ -136,9 +136,11 @@ pub struct RawFile {
     pub hosts: Vec<RawHost>,
     /// Position of `hosts:`, if written.
     pub hosts_pos: Option<Pos>,
+    /// The `galera:` block, if written.
+    pub galera: Option<super::galera::RawGalera>,
 }
 
-pub const TOP_KEYS: &[&str] = &["name", "defaults", "replication", "hosts"];
+pub const TOP_KEYS: &[&str] = &["name", "defaults", "replication", "hosts", "galera"];
 pub const DEFAULTS_KEYS: &[&str] = &[
     "ssh",
     "mysql",
@@ -173,13 +175,14 @@ pub const MYSQL_KEYS: &[&str] = &["user", "password", "password_file", "port", "
 pub const REPLICATION_KEYS: &[&str] = &["user", "password", "password_file", "gtid", "ssl"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Level {
+pub(super) enum Level {
     Top,
     Defaults,
     Host,
     Ssh,
     Mysql,
     Replication,
+    Galera,
 }
 
 impl Level {
@@ -191,6 +194,7 @@ impl Level {
             Level::Ssh => SSH_KEYS,
             Level::Mysql => MYSQL_KEYS,
             Level::Replication => REPLICATION_KEYS,
+            Level::Galera => super::galera::GALERA_KEYS,
         }
     }
 }
@@ -211,6 +215,9 @@ fn misplaced(level: Level, key: &str) -> Option<String> {
             return Some(format!(
                 "`{key}` belongs under `defaults:` (in `ssh:` or `mysql:`)"
             ))
+        }
+        Level::Top if super::galera::GALERA_KEYS.contains(&key) => {
+            return Some(format!("`{key}` belongs under `galera:`"))
         }
         Level::Top if key == "gtid" || key == "ssl" => {
             return Some(format!("`{key}` belongs under `replication:`"))
@@ -315,7 +322,7 @@ impl Ctx<'_> {
 
     /// The entries of a mapping whose keys are in `level`'s list. Unknown and repeated keys are
     /// reported. A null value (`defaults:` with nothing under it) counts as empty.
-    fn entries<'n>(
+    pub(super) fn entries<'n>(
         &mut self,
         node: &'n Node,
         path: &str,
@@ -408,7 +415,12 @@ impl Ctx<'_> {
         Some(At::new(t.exp.text, node, key))
     }
 
-    fn nonempty_string(&mut self, node: &Node, key: &str, what: &str) -> Option<At<String>> {
+    pub(super) fn nonempty_string(
+        &mut self,
+        node: &Node,
+        key: &str,
+        what: &str,
+    ) -> Option<At<String>> {
         let s = self.string(node, key, what)?;
         if s.v.trim().is_empty() {
             self.problem(node.pos, key, format!("is empty; expected {what}"));
@@ -466,7 +478,12 @@ impl Ctx<'_> {
     }
 
     /// One of a few words; near misses get a suggestion.
-    fn choice(&mut self, node: &Node, key: &str, options: &[&str]) -> Option<At<String>> {
+    pub(super) fn choice(
+        &mut self,
+        node: &Node,
+        key: &str,
+        options: &[&str],
+    ) -> Option<At<String>> {
         let list = options
             .iter()
             .map(|o| format!("`{o}`"))
@@ -713,6 +730,7 @@ pub fn read_file(doc: Option<&Node>, ctx: &mut Ctx) -> Option<RawFile> {
                 raw.defaults_broken = ctx.problems.len() > before;
             }
             "replication" => raw.replication = read_replication(v, k.pos, ctx),
+            "galera" => raw.galera = Some(super::galera::read_galera(v, k.pos, ctx)),
             "hosts" => {
                 saw_hosts = true;
                 raw.hosts_pos = Some(k.pos);

@@ -132,6 +132,7 @@ pub fn build(raw: RawFile, path: &Path, ctx: &mut Ctx) -> Option<Topology> {
     check_read_only(&raw.hosts, &hosts, ctx);
     check_addresses(&raw, &hosts, ctx);
     check_server_ids(&raw.hosts, &hosts, ctx);
+    let galera = super::galera::build(&raw, &name, &hosts, ctx);
 
     let replication = replication?;
     if !ctx.problems.is_empty() {
@@ -142,6 +143,7 @@ pub fn build(raw: RawFile, path: &Path, ctx: &mut Ctx) -> Option<Topology> {
         file: path.to_path_buf(),
         replication,
         hosts,
+        galera,
     })
 }
 

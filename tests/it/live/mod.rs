@@ -1,6 +1,7 @@
 //! Live tests of the built binary against real servers.
 
 mod flavors;
+mod galera;
 mod init;
 mod lab;
 mod netns;

@@ -103,3 +103,15 @@ fn examples_need_their_variables() {
         "{err}"
     );
 }
+
+#[test]
+fn galera_example() {
+    let t = load_example("galera.yaml");
+    let g = t.galera.clone().expect("a galera block");
+    assert_eq!(g.cluster_name, "shop");
+    assert_eq!(g.sst.as_str(), "mariabackup");
+    let members: Vec<&str> = t.members().map(|h| h.name.as_str()).collect();
+    assert_eq!(members, ["g1", "g2", "g3"]);
+    let dr1 = t.host("dr1").expect("dr1");
+    assert_eq!((dr1.role, dr1.master.as_deref()), (Role::Slave, Some("g1")));
+}
