@@ -23,6 +23,7 @@ pub mod lab;
 pub(crate) mod lock;
 pub(crate) mod observe;
 pub(crate) mod par;
+pub(crate) mod physical;
 pub(crate) mod plan;
 pub(crate) mod promote;
 pub(crate) mod report;

@@ -8,8 +8,11 @@
 //! - `schema`: repltool's own schema (canary, promotions);
 //! - `config`: the managed configuration fragment;
 //! - `tools`: the dump, client and binary log programs;
-//! - `checks`: read-only comparisons (the replication password).
+//! - `checks`: read-only comparisons (the replication password);
+//! - `backup`: physical copies (mariabackup, the clone plugin);
+//! - `verify`: the consistent point and the chunk checksums of `repltool verify`.
 
+mod backup;
 mod checks;
 mod config;
 mod replication;
@@ -17,9 +20,11 @@ mod schema;
 mod server;
 mod sql;
 mod tools;
+mod verify;
 
 use anyhow::{bail, Result};
 
+pub use backup::{PhysicalCopy, STAGE_MARK};
 pub use checks::PasswordCheck;
 pub use config::FragmentSettings;
 pub use replication::{ChangeMaster, StartAt, WaitOutcome};
@@ -28,6 +33,7 @@ pub use server::ServerVars;
 #[cfg(test)]
 pub use sql::quote;
 pub use sql::Sql;
+pub use verify::{differs_across_flavors, is_binary_type, ChunkTable, KeyColumn, KeyValue};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Kind {

@@ -551,6 +551,7 @@ pub fn plan_init(
         let slaves = links.remove(&key).unwrap_or_default();
         let seed = if seeds.get(&key).copied().unwrap_or(false) {
             Some(Seed {
+                method: topo.replication.seed,
                 databases_hint: Vec::new(),
                 hold_lock: false,
             })
