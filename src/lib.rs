@@ -32,3 +32,4 @@ pub mod secret;
 pub(crate) mod testing;
 pub mod topology;
 pub mod transport;
+pub(crate) mod verify;

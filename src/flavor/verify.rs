@@ -305,6 +305,45 @@ impl Flavor {
         )))
     }
 
+    /// The first (or last) key of the chunk (lower, upper]: where a differing range starts and
+    /// ends on this server.
+    pub fn chunk_edge(
+        &self,
+        t: &ChunkTable,
+        lower: Option<&[KeyValue]>,
+        upper: Option<&[KeyValue]>,
+        first: bool,
+    ) -> Result<Sql> {
+        if t.key.is_empty() {
+            bail!("{}.{} has no key", t.schema, t.name);
+        }
+        let cols: Vec<String> = t
+            .key
+            .iter()
+            .map(|k| {
+                if k.binary {
+                    format!("HEX({})", ident(&k.name))
+                } else {
+                    ident(&k.name)
+                }
+            })
+            .collect();
+        let dir = if first { "" } else { " DESC" };
+        let order: Vec<String> = t
+            .key
+            .iter()
+            .map(|k| format!("{}{dir}", ident(&k.name)))
+            .collect();
+        Ok(Sql::plain(format!(
+            "SELECT {} FROM {}{}{} ORDER BY {} LIMIT 1",
+            cols.join(", "),
+            t.qualified(),
+            force_index(t),
+            chunk_where(t, lower, upper)?,
+            order.join(", ")
+        )))
+    }
+
     /// Row count (`cnt`) and checksum (`crc`) of the chunk (lower, upper] (either end open;
     /// both open: the whole table).
     pub fn chunk_checksum(
