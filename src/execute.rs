@@ -574,13 +574,13 @@ fn link_physical(
     );
     let outcome = crate::physical::copy(ctx, mhost, mflavor, choice)?;
     ctx.note(outcome.describe(master, &names.join(", ")));
-    let c = &outcome.coords;
     let errors = crate::par::errors(crate::par::each(&choice.targets, |t| {
         let l = slaves
             .iter()
             .find(|l| l.host == t.host)
             .ok_or_else(|| anyhow!("{}: not a slave of this link", t.host))?;
         let r = (|| -> Result<()> {
+            let c = &crate::physical::coords_of(t, &outcome);
             let mut conn = wait_sql_up(ctx, &t.host)?;
             let f = conn.flavor()?;
             point_slave(ctx, l, conn.as_mut(), &f, master, &c.file, c.pos, &c.gtid)?;

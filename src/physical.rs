@@ -82,11 +82,27 @@ pub struct Target {
     pub stop: String,
     pub start: String,
     pub flavor: Flavor,
+    /// Where the copy is built: `<datadir>/.repltool-seed` for mariabackup; for the clone
+    /// plugin (which refuses a directory inside the datadir) `data` in a directory beside the
+    /// datadir, `<parent>/.repltool-clone-<name>`.
+    pub stage_dir: String,
 }
 
 impl Target {
     fn stage(&self) -> String {
-        format!("{}/{STAGE_DIR}", self.datadir.trim_end_matches('/'))
+        self.stage_dir.clone()
+    }
+}
+
+/// The staging directory of a copy into `datadir`.
+pub fn stage_dir(copy: PhysicalCopy, datadir: &str) -> String {
+    let d = datadir.trim_end_matches('/');
+    match copy {
+        PhysicalCopy::Mariabackup => format!("{d}/{STAGE_DIR}"),
+        PhysicalCopy::Clone => {
+            let (parent, name) = d.rsplit_once('/').unwrap_or(("", d));
+            format!("{parent}/.repltool-clone-{name}/data")
+        }
     }
 }
 
@@ -104,6 +120,8 @@ pub struct Choice {
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub coords: Coordinates,
+    /// Each slave's own point, when they differ (clone: one per recipient).
+    pub per_slave: Vec<(String, Coordinates)>,
     pub bytes: u64,
     pub elapsed: Duration,
     pub route: Route,
@@ -387,6 +405,7 @@ fn feasible(
             host: l.host.clone(),
             address: h.address.clone(),
             port: h.mysql.port,
+            stage_dir: stage_dir(copy, &datadir),
             datadir,
             stop,
             start,
@@ -523,8 +542,223 @@ pub fn copy(ctx: &Ctx, mhost: &Host, mflavor: &Flavor, choice: &Choice) -> Resul
     }
 }
 
-fn clone(_ctx: &Ctx, _mhost: &Host, _mflavor: &Flavor, _choice: &Choice) -> Result<Outcome> {
-    bail!("the clone plugin is not wired yet")
+/// MySQL: every recipient clones the master into its staging directory (the clone plugin's own
+/// connection to the master's SQL port, with a one-time account), then is swapped onto it. The
+/// recipient never restarts itself (a clone into a directory leaves it running on its own
+/// data); the swap stops and starts it with its service command.
+fn clone(ctx: &Ctx, mhost: &Host, mflavor: &Flavor, choice: &Choice) -> Result<Outcome> {
+    let started = Instant::now();
+    let user = "repltool_clone";
+    let mut mconn = ctx.sql(&mhost.name)?;
+    ensure_clone_plugin(mconn.as_mut(), mflavor, &mhost.name)?;
+    let results = crate::par::each(&choice.targets, |t| {
+        let pw = crate::secret::Secret::new(crate::lab::template::random_password()?);
+        {
+            let mut m = ctx.sql(&mhost.name)?;
+            crate::execute::with_write_window(m.as_mut(), mflavor, |c| {
+                c.run(&mflavor.create_clone_user(user, &t.address, &pw))
+            })
+            .with_context(|| format!("{}: the one-time clone account", mhost.name))?;
+        }
+        let r = clone_one(ctx, mhost, t, user, &pw, choice.size);
+        if let Ok(mut m) = ctx.sql(&mhost.name) {
+            let _ = crate::execute::with_write_window(m.as_mut(), mflavor, |c| {
+                c.run(&mflavor.drop_clone_user(user, &t.address))
+            });
+        }
+        r
+    });
+    let mut bytes = 0;
+    let mut errors = Vec::new();
+    for r in results {
+        match r {
+            Ok(b) => bytes = bytes.max(b),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    if !errors.is_empty() {
+        for t in &choice.targets {
+            discard_stage(ctx, t);
+        }
+        bail!(errors.join("\n"));
+    }
+    let copied = started.elapsed();
+    // The clone's coordinates are filled in when a server starts on the cloned directory (its
+    // #clone status is completed at startup): read them on each slave after its swap.
+    let results = crate::par::each(&choice.targets, |t| {
+        swap(ctx, t)?;
+        // The clone copied the master's accounts, the one-time one included.
+        let mut conn = wait_login(ctx, &t.host)?;
+        let f = conn.flavor()?;
+        crate::execute::with_write_window(conn.as_mut(), &f, |c| {
+            c.run(&f.drop_clone_user(user, &t.address))
+        })?;
+        read_clone_coordinates(ctx, t)
+    });
+    let mut per_slave = Vec::new();
+    let mut errors = Vec::new();
+    for (t, r) in choice.targets.iter().zip(results) {
+        match r {
+            Ok(c) => per_slave.push((t.host.clone(), c)),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    if !errors.is_empty() {
+        bail!(errors.join("\n"));
+    }
+    Ok(Outcome {
+        coords: per_slave[0].1.clone(),
+        per_slave,
+        bytes,
+        elapsed: copied,
+        route: Route::Clone,
+        commits_blocked: None,
+        ddl_blocked: None,
+    })
+}
+
+/// Log in to a server that was just started, within the run's timeout.
+fn wait_login(ctx: &Ctx, host: &str) -> Result<Box<dyn SqlConn>> {
+    let deadline = Instant::now() + ctx.timeout;
+    loop {
+        match ctx.sql(host) {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn ensure_clone_plugin(conn: &mut dyn SqlConn, f: &Flavor, host: &str) -> Result<()> {
+    if conn.one(&f.clone_plugin_query())?.as_deref() == Some("ACTIVE") {
+        return Ok(());
+    }
+    crate::execute::with_write_window(conn, f, |c| c.run(&f.install_clone_plugin()))
+        .with_context(|| format!("{host}: loading the clone plugin (mysql_clone.so)"))
+}
+
+fn clone_one(
+    ctx: &Ctx,
+    mhost: &Host,
+    t: &Target,
+    user: &str,
+    pw: &crate::secret::Secret,
+    size: u64,
+) -> Result<u64> {
+    // A fresh directory the server (its datadir's owner) may create the clone in.
+    let parent = t
+        .stage_dir
+        .rsplit_once('/')
+        .map(|(p, _)| p.to_string())
+        .ok_or_else(|| anyhow!("{}: bad staging directory {}", t.host, t.stage_dir))?;
+    sh(
+        ctx,
+        &t.host,
+        &format!(
+            "set -e; cd {d}; [ ! -e {PREVIOUS_DIR} ] || {{ echo \"{d}/{PREVIOUS_DIR} holds a \
+             datadir kept aside by an earlier physical seed that did not finish\" >&2; exit 3; }}; \
+             rm -rf {p}; mkdir -m 700 {p}; chown \"$(stat -c %u:%g {d})\" {p}",
+            d = shell_quote(&t.datadir),
+            p = shell_quote(&parent),
+        ),
+        true,
+        Duration::from_secs(600),
+    )?;
+    let mut conn = ctx.sql(&t.host)?;
+    let f = conn.flavor()?;
+    ensure_clone_plugin(conn.as_mut(), &f, &t.host)?;
+    conn.exec(&f.set_clone_donor(&mhost.address, mhost.mysql.port))?;
+    let q = f.clone_instance(
+        user,
+        &mhost.address,
+        mhost.mysql.port,
+        pw,
+        &t.stage(),
+        ctx.topo.replication.ssl,
+    )?;
+    ctx.progress
+        .step(&t.host, &format!("CLONE INSTANCE FROM {}", mhost.name));
+    let done = AtomicBool::new(false);
+    let r = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            // The clone's own progress, from another session on the recipient.
+            let mut bar =
+                ctx.progress
+                    .bytes(&t.host, &format!("cloning {}", mhost.name), Some(size));
+            let Ok(mut c) = ctx.sql(&t.host) else { return };
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(500));
+                if let Ok(Some(v)) = c.one(&f.clone_progress_query()) {
+                    if let Ok(n) = v.parse::<f64>() {
+                        let n = n as u64;
+                        if n > bar.done {
+                            bar.add(n - bar.done);
+                        }
+                    }
+                }
+            }
+            bar.finish();
+        });
+        let r = conn.exec(&q);
+        done.store(true, Ordering::Relaxed);
+        r
+    });
+    r.with_context(|| format!("{}: cloning {}", t.host, mhost.name))?;
+    let bytes = conn
+        .one(&f.clone_progress_query())?
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    Ok(bytes as u64)
+}
+
+/// The master's coordinates at the recipient's clone point (performance_schema.clone_status).
+fn read_clone_coordinates(ctx: &Ctx, t: &Target) -> Result<Coordinates> {
+    let mut c = ctx.sql(&t.host)?;
+    let f = c.flavor()?;
+    let rows = c.query(&f.clone_status_query())?;
+    let row = rows
+        .first()
+        .ok_or_else(|| anyhow!("{}: performance_schema.clone_status is empty", t.host))?;
+    let get = |k: &str| -> Result<String> {
+        Ok(crate::observe::column(row, k)?.unwrap_or("").to_string())
+    };
+    if !get("STATE")?.eq_ignore_ascii_case("Completed") {
+        bail!(
+            "{}: the clone did not complete: {} {}",
+            t.host,
+            get("ERROR_NO")?,
+            get("ERROR_MESSAGE")?
+        );
+    }
+    let file = get("BINLOG_FILE")?;
+    let pos = get("BINLOG_POSITION")?
+        .parse::<u64>()
+        .map_err(|_| anyhow!("{}: clone_status BINLOG_POSITION is not a number", t.host))?;
+    if file.is_empty() {
+        bail!(
+            "{}: the clone recorded no binary log position (is the master's binary log on?)",
+            t.host
+        );
+    }
+    let gtid = get("GTID_EXECUTED")?.replace('\n', "");
+    Ok(Coordinates {
+        file,
+        pos,
+        gtid: (!gtid.is_empty()).then_some(gtid),
+    })
+}
+
+/// Where replication starts on this slave: the copy's coordinates (mariabackup: the same for
+/// every slave of the stream; clone: each recipient's own).
+pub fn coords_of(t: &Target, outcome: &Outcome) -> Coordinates {
+    match outcome.per_slave.iter().find(|(h, _)| h == &t.host) {
+        // The clone brought the master's GTID state along: nothing to seed.
+        Some((_, c)) => Coordinates {
+            gtid: None,
+            ..c.clone()
+        },
+        None => outcome.coords.clone(),
+    }
 }
 
 /// Remove a stale staging directory (an interrupted copy) and make a fresh one; refuse if a
@@ -692,6 +926,7 @@ fn mariabackup(ctx: &Ctx, mhost: &Host, mflavor: &Flavor, choice: &Choice) -> Re
     }
     Ok(Outcome {
         coords,
+        per_slave: Vec::new(),
         bytes,
         elapsed: copied,
         route,
@@ -719,10 +954,15 @@ pub(crate) fn read_coordinates(ctx: &Ctx, t: &Target) -> Result<Coordinates> {
 
 /// Remove the staging directory (best effort): the slave's own data was never touched.
 pub(crate) fn discard_stage(ctx: &Ctx, t: &Target) {
+    let dir = if t.stage_dir.contains("/.repltool-clone-") {
+        t.stage_dir.trim_end_matches("/data").to_string()
+    } else {
+        t.stage()
+    };
     let _ = sh(
         ctx,
         &t.host,
-        &format!("rm -rf {}", shell_quote(&t.stage())),
+        &format!("rm -rf {}", shell_quote(&dir)),
         true,
         Duration::from_secs(600),
     );
@@ -950,7 +1190,7 @@ pub fn swap_script(t: &Target, keep: &[&str], drop: &[&str]) -> String {
     format!(
         r#"L=$(mktemp /tmp/repltool-swap.XXXXXXXX) || exit 1
 (
-D={d}; S="$D/{STAGE_DIR}"; P="$D/{PREVIOUS_DIR}"; F="$D/{FAILED_DIR}"
+D={d}; S={stage}; P="$D/{PREVIOUS_DIR}"; F="$D/{FAILED_DIR}"
 {common}
 [ -d "$S" ] || {{ echo "@repltool no copy in $S"; exit 3; }}
 [ -e "$P" ] && {{ echo "@repltool $P exists already"; exit 3; }}
@@ -960,7 +1200,7 @@ down || {{ echo "@repltool the server still listens on port {port} after the sto
 mkdir "$P" || exit 5
 for f in $(entries "$D"); do mv -- "$D/$f" "$P/" || {{ echo "@repltool moving $f aside failed"; back; {start}; exit 5; }}; done
 for f in $(entries "$S"); do mv -- "$S/$f" "$D/" || {{ echo "@repltool moving the copy's $f in failed"; back; {start}; exit 5; }}; done
-rmdir "$S"
+rmdir "$S"; case "$S" in */.repltool-clone-*/data) rmdir "${{S%/data}}";; esac
 cd "$D" && rm -f -- {drop}
 for f in {keep}; do [ -e "$P/$f" ] && cp -p -- "$P/$f" "$D/$f"; done
 for f in $(entries "$D"); do chown -R "$owner" -- "$D/$f"; done
@@ -978,6 +1218,7 @@ cat "$L"; rm -f "$L"
 exit $rc
 "#,
         d = shell_quote(&t.datadir),
+        stage = shell_quote(&t.stage()),
         common = common_functions(t.port),
         stop = t.stop,
         start = t.start,
@@ -1204,7 +1445,13 @@ mod tests {
             stop: "service mariadb stop".into(),
             start: "service mariadb start".into(),
             flavor: crate::testing::maria(),
+            stage_dir: stage_dir(PhysicalCopy::Mariabackup, "/var/lib/mysql/"),
         };
+        assert_eq!(t.stage(), "/var/lib/mysql/.repltool-seed");
+        assert_eq!(
+            stage_dir(PhysicalCopy::Clone, "/var/lib/mysql/"),
+            "/var/lib/.repltool-clone-mysql/data"
+        );
         let s = swap_script(&t, &["auto.cnf"], &["master.info", "relay-log.info"]);
         assert!(s.contains("D=/var/lib/mysql;"), "{s}");
         assert!(s.contains("service mariadb stop ||"), "{s}");

@@ -244,6 +244,11 @@ impl Flavor {
         ))
     }
 
+    /// Bytes the running clone has copied so far (its stages' DATA, summed).
+    pub fn clone_progress_query(&self) -> Sql {
+        Sql::plain("SELECT COALESCE(SUM(DATA), 0) FROM performance_schema.clone_progress")
+    }
+
     /// The last clone's outcome on the recipient: STATE, ERROR_NO, ERROR_MESSAGE, and the
     /// donor's binary log coordinates and GTIDs at the clone's consistent point.
     pub fn clone_status_query(&self) -> Sql {

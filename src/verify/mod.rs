@@ -256,8 +256,12 @@ impl Run<'_> {
         for (name, mut conn, f) in paused {
             self.progress
                 .step(&name, &format!("stopping at {file}:{pos} for its snapshot"));
+            // The snapshot in a session of its own: START REPLICA commits the transaction of
+            // the session that runs it (MySQL), which would end the snapshot at once.
+            let mut snap: Option<Box<dyn SqlConn>> = None;
             let r = (|| -> Result<()> {
-                conn.run(&f.verify_session_setup())?;
+                let mut sc = self.sql(&name)?;
+                sc.run(&f.verify_session_setup())?;
                 let st = crate::execute::replica_status(conn.as_mut(), &f)?
                     .ok_or_else(|| anyhow!("{name}: replicates from nobody"))?;
                 let there = |s: &crate::observe::ReplicaStatus| {
@@ -296,7 +300,8 @@ impl Run<'_> {
                         std::thread::sleep(Duration::from_millis(10));
                     }
                 }
-                conn.exec(&f.consistent_snapshot())?;
+                sc.exec(&f.consistent_snapshot())?;
+                snap = Some(sc);
                 Ok(())
             })();
             // Replicating again, whatever happened.
@@ -304,7 +309,7 @@ impl Run<'_> {
             match (r, restart) {
                 (Ok(()), Ok(())) => ready.push(Replica {
                     name,
-                    conn,
+                    conn: snap.ok_or_else(|| anyhow!("internal error: no snapshot session"))?,
                     flavor: f,
                 }),
                 (Err(e), _) => rep.error(&name, master, &format!("{e:#}")),
