@@ -433,7 +433,7 @@ fn feasible(
             &mhost.name,
             &format!(
                 "du -sb --exclude='*-bin.[0-9]*' --exclude='*relay-bin*' --exclude='ibtmp*' \
-                 --exclude='.repltool-*' {} | cut -f1",
+                 --exclude='ib_logfile*' --exclude='.repltool-*' {} | cut -f1",
                 shell_quote(&mdatadir)
             ),
             true,
@@ -487,8 +487,15 @@ fn feasible(
             );
         }
     }
+    // REPLTOOL_PHYSICAL_ROUTE=ssh|direct: for the benchmark and the tests, which measure and
+    // interrupt each route (direct still needs socat on both hosts).
+    let forced = std::env::var("REPLTOOL_PHYSICAL_ROUTE").ok();
     let route = match copy {
         PhysicalCopy::Clone => Route::Clone,
+        PhysicalCopy::Mariabackup if forced.as_deref() == Some("ssh") => Route::Ssh,
+        PhysicalCopy::Mariabackup if forced.as_deref() == Some("direct") && with_socat => {
+            Route::Direct
+        }
         PhysicalCopy::Mariabackup
             if with_socat && targets.len() == 1 && !ctx.topo.replication.ssl =>
         {
@@ -770,7 +777,10 @@ pub(crate) fn prepare_stage(ctx: &Ctx, t: &Target) -> Result<()> {
         &t.host,
         &format!(
             "cd {d} || exit 1; if [ -e {PREVIOUS_DIR} ]; then echo PREVIOUS; exit 0; fi; \
-             rm -rf {STAGE_DIR} {FAILED_DIR} && mkdir -m 700 {STAGE_DIR} && echo OK"
+             {kill}; rm -rf {STAGE_DIR} {FAILED_DIR} && mkdir -m 700 {STAGE_DIR} && echo OK",
+            // An interrupted copy may still be unpacking (the direct route does not need
+            // repltool): its mbstream is found by this very directory.
+            kill = kill_unpacking(&t.stage()),
         ),
         true,
         Duration::from_secs(600),
@@ -949,6 +959,17 @@ pub(crate) fn read_coordinates(ctx: &Ctx, t: &Target) -> Result<Coordinates> {
         "{}: the copy has no {} (the master's binary log coordinates)",
         t.host,
         t.flavor.backup_binlog_info_files().join(" or ")
+    )
+}
+
+/// A script ending every process unpacking into `stage` (found by its command line, unique
+/// to this directory), and waiting for them to be gone (10 s at most).
+fn kill_unpacking(stage: &str) -> String {
+    // `[m]bstream`: the pattern must not match the shell running this very script.
+    let pat = shell_quote(&format!("[m]bstream -x -C {stage}"));
+    format!(
+        "if pkill -f -- {pat} 2>/dev/null; then i=0; while pgrep -f -- {pat} >/dev/null && \
+         [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done; fi"
     )
 }
 
