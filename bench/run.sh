@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # repltool benchmarks: one command, a markdown table on stdout (progress on stderr).
 #
-#   bash bench/run.sh [section...]      sections: lab init status promote seed (default: all)
+#   bash bench/run.sh [section...]      sections: lab init status promote seed physical verify
+#                                       (default: all)
+#   BIG_MB=1024 bash bench/run.sh physical verify   size of the big data set in MiB
 #   SEED_MB=1024 bash bench/run.sh seed size of the seeding data set in MiB (default 1024)
 #   BENCH_LOGS=DIR bash bench/run.sh    keep the promote outputs (with their timings) in DIR
 #   RUNS=7 bash bench/run.sh lab        more runs per row (default 5; the median is reported)
@@ -14,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-5}
-ALL_SECTIONS=(lab init status promote seed)
+ALL_SECTIONS=(lab init status promote seed physical verify)
 BIN="$PWD/target/release/repltool"
 
 log() { printf '%s\n' "$*" >&2; }
@@ -116,6 +118,9 @@ section_lab() {
 # init, status, promote and seed: over a real sshd (bench/sections.sh).
 # shellcheck source=bench/sections.sh
 . "$(dirname "$0")/sections.sh"
+# physical and verify: big data (bench/bigdata.sh).
+# shellcheck source=bench/bigdata.sh
+. "$(dirname "$0")/bigdata.sh"
 
 sections=("$@")
 [ ${#sections[@]} -gt 0 ] || sections=("${ALL_SECTIONS[@]}")
