@@ -165,12 +165,19 @@ impl Plan {
                 }
                 Action::Link { slaves, seed } => {
                     let names: Vec<&str> = slaves.iter().map(|l| l.host.as_str()).collect();
-                    let _ = writeln!(
-                        out,
-                        "snapshot for {}: FLUSH TABLES WITH READ LOCK; {}",
-                        names.join(", "),
-                        self.w(&s.host).show_master
-                    );
+                    let physical = seed
+                        .as_ref()
+                        .is_some_and(|sd| sd.method == crate::topology::SeedMethod::Physical);
+                    if physical {
+                        let _ = writeln!(out, "seed {} from {}:", names.join(", "), s.host);
+                    } else {
+                        let _ = writeln!(
+                            out,
+                            "snapshot for {}: FLUSH TABLES WITH READ LOCK; {}",
+                            names.join(", "),
+                            self.w(&s.host).show_master
+                        );
+                    }
                     match seed {
                         Some(sd) if sd.method != crate::topology::SeedMethod::Logical => {
                             let _ = writeln!(
@@ -191,7 +198,7 @@ impl Plan {
                                 s.host,
                                 names.join(", "),
                                 if sd.method == crate::topology::SeedMethod::Auto {
-                                    "; otherwise, from the snapshot below:"
+                                    "; otherwise, from the snapshot above:"
                                 } else {
                                     ""
                                 }
@@ -230,13 +237,14 @@ impl Plan {
                         let w = self.w(&l.host);
                         let _ = writeln!(
                             out,
-                            "      on {}: {}; (coordinates from the snapshot) {}",
+                            "      on {}: {}; (coordinates from the {}) {}",
                             l.host,
                             if l.rewire {
                                 format!("{}; {}; {}", w.stop(), w.reset_all(), w.change)
                             } else {
                                 w.change.to_string()
                             },
+                            if physical { "copy" } else { "snapshot" },
                             w.start()
                         );
                     }
