@@ -56,7 +56,7 @@ big_cluster() {
 }
 
 section_physical() {
-  local mb=${BIG_MB:-1024} d t f log_s dir_s ssh_s copy raw prep floor two size sizes dd
+  local mb=${BIG_MB:-1024} d t f log_s dir_s ssh_s ssh_note copy raw prep floor two size sizes dd
   big_cluster
   d=$BIG_DIR
   two="$d/two.yaml"
@@ -77,8 +77,18 @@ section_physical() {
   grep -q 'directly between the hosts' "$WORK/big-dir.out" || die "not the direct route: $(cat "$WORK/big-dir.out")"
   log "physical: physical seed, through SSH..."
   reset_slave "$d" 2
-  ssh_s=$(init_seed "$two" "$WORK/big-ssh.out" REPLTOOL_PHYSICAL_ROUTE=ssh)
-  grep -q 'through SSH' "$WORK/big-ssh.out" || die "not the SSH route: $(cat "$WORK/big-ssh.out")"
+  # Not fatal: the SSH route has been seen to corrupt the stream (mbstream's checksums catch
+  # it and nothing changes on the slave); the row then says so.
+  ssh_note=""
+  t=$(now)
+  if REPLTOOL_PHYSICAL_ROUTE=ssh "$BIN" init -f "$two" >"$WORK/big-ssh.out" 2>&1; then
+    ssh_s=$(since "$t")
+    grep -q 'through SSH' "$WORK/big-ssh.out" || die "not the SSH route: $(cat "$WORK/big-ssh.out")"
+  else
+    ssh_s=$(since "$t")
+    ssh_note=" FAILED: $(grep -o 'mbstream failed[^.]*' "$WORK/big-ssh.out" | head -n 1)"
+    log "  the SSH route failed: $(tail -n 3 "$WORK/big-ssh.out")"
+  fi
   # The physical floor: the raw backup stream unpacked into a directory on the same machine,
   # then prepared (no network, no SSH, no restart).
   log "physical: floor, raw mariadb-backup | mbstream -x, then --prepare..."
@@ -96,7 +106,7 @@ section_physical() {
   rm -rf "$dd"
   row "seeding ${mb} MiB: logical (dump through SSH), whole init (its copy alone: ${copy} s)" "$log_s" 1 "-" "-"
   row "seeding ${mb} MiB: physical, direct route, whole init (floor: raw backup stream + prepare)" "$dir_s" 1 "$floor" "$(ratio "$dir_s" "$floor")"
-  row "seeding ${mb} MiB: physical, through SSH, whole init (floor: raw backup stream + prepare)" "$ssh_s" 1 "$floor" "$(ratio "$ssh_s" "$floor")"
+  row "seeding ${mb} MiB: physical, through SSH, whole init (floor: raw backup stream + prepare)${ssh_note}" "$ssh_s" 1 "$floor" "$(ratio "$ssh_s" "$floor")"
   row "seeding ${mb} MiB: logical against physical direct (target ratio >= 3)" "$log_s" 1 "$dir_s" "$(ratio "$log_s" "$dir_s")"
   row "seeding ${mb} MiB: physical through SSH against direct" "$ssh_s" 1 "$dir_s" "$(ratio "$ssh_s" "$dir_s")"
   # Break-even of `seed: auto`: both methods at smaller sizes, on a 2-node lab of their own.

@@ -11,10 +11,11 @@
 //! directory (`CLONE INSTANCE ... DATA DIRECTORY`), then the same swap.
 //!
 //! The stream goes directly from the master's host to the slave's (socat on a one-time port,
-//! accepting only the master's address and a one-time token first) when one slave is seeded,
+//! accepting only the master's address and a one-time token first; one stream per slave) when
 //! socat is on both hosts and `replication.ssl` is off (the data then crosses the network in
 //! clear, as that replication itself does); otherwise through repltool's SSH sessions
-//! (encrypted, one stream tee'd to every slave). bench/README.md has the figures.
+//! (encrypted, one stream tee'd to every slave; mbstream's chunk checksums refuse a stream
+//! damaged in flight). bench/README.md has the figures.
 //!
 //! Staging and previous directories live inside the datadir (the same filesystem, whatever is
 //! mounted where): their names start with a dot, which MariaDB lists as `#mysql50#.repltool-…`
@@ -496,11 +497,7 @@ fn feasible(
         PhysicalCopy::Mariabackup if forced.as_deref() == Some("direct") && with_socat => {
             Route::Direct
         }
-        PhysicalCopy::Mariabackup
-            if with_socat && targets.len() == 1 && !ctx.topo.replication.ssl =>
-        {
-            Route::Direct
-        }
+        PhysicalCopy::Mariabackup if with_socat && !ctx.topo.replication.ssl => Route::Direct,
         PhysicalCopy::Mariabackup => Route::Ssh,
     };
     Ok(Choice {
@@ -760,10 +757,11 @@ fn read_clone_coordinates(ctx: &Ctx, t: &Target) -> Result<Coordinates> {
 pub fn coords_of(t: &Target, outcome: &Outcome) -> Coordinates {
     match outcome.per_slave.iter().find(|(h, _)| h == &t.host) {
         // The clone brought the master's GTID state along: nothing to seed.
-        Some((_, c)) => Coordinates {
+        Some((_, c)) if outcome.route == Route::Clone => Coordinates {
             gtid: None,
             ..c.clone()
         },
+        Some((_, c)) => c.clone(),
         None => outcome.coords.clone(),
     }
 }
@@ -800,6 +798,53 @@ pub(crate) fn prepare_stage(ctx: &Ctx, t: &Target) -> Result<()> {
 }
 
 fn mariabackup(ctx: &Ctx, mhost: &Host, mflavor: &Flavor, choice: &Choice) -> Result<Outcome> {
+    if choice.route == Route::Direct && choice.targets.len() > 1 {
+        // One direct stream per slave, one after the other (each at its own point): a stream
+        // tee'd through repltool would take the SSH route.
+        let mut per_slave: Vec<(String, Coordinates)> = Vec::new();
+        let mut total = Outcome {
+            coords: Coordinates {
+                file: String::new(),
+                pos: 0,
+                gtid: None,
+            },
+            per_slave: Vec::new(),
+            bytes: 0,
+            elapsed: Duration::ZERO,
+            route: Route::Direct,
+            commits_blocked: None,
+            ddl_blocked: None,
+        };
+        for (i, t) in choice.targets.iter().enumerate() {
+            let one = Choice {
+                targets: vec![t.clone()],
+                ..choice.clone()
+            };
+            match mariabackup(ctx, mhost, mflavor, &one) {
+                Ok(o) => {
+                    per_slave.push((t.host.clone(), o.coords.clone()));
+                    total.bytes += o.bytes;
+                    total.elapsed += o.elapsed;
+                    total.route = o.route;
+                    total.commits_blocked = total.commits_blocked.max(o.commits_blocked);
+                    total.ddl_blocked = total.ddl_blocked.max(o.ddl_blocked);
+                }
+                Err(e) => {
+                    // The slaves copied before this one go back to their own datadirs.
+                    let mut msg = format!("{e:#}");
+                    for done in &choice.targets[..i] {
+                        if let Err(e2) = restore(ctx, done) {
+                            msg.push_str(&format!("\n{e2:#}"));
+                        }
+                    }
+                    bail!(msg);
+                }
+            }
+        }
+        total.coords = per_slave[0].1.clone();
+        total.per_slave = per_slave;
+        return Ok(total);
+    }
     let started = Instant::now();
     for t in &choice.targets {
         prepare_stage(ctx, t)?;
@@ -1007,7 +1052,12 @@ fn stream_ssh(ctx: &Ctx, mhost: &Host, choice: &Choice, backup: &str) -> Result<
     let mut sinks = Vec::new();
     for t in &choice.targets {
         let mut s = ctx.session(&t.host)?;
-        let cmd = t.flavor.backup_extract_command(&t.stage());
+        // An mbstream that ends early must not leave the stream blocked on a full window:
+        // the rest is read and dropped, and its exit status is the command's.
+        let cmd = format!(
+            "{}; rc=$?; cat >/dev/null; exit $rc",
+            t.flavor.backup_extract_command(&t.stage())
+        );
         sinks.push((t.host.clone(), s.spawn(&cmd, true)?));
     }
     let mut src = {
