@@ -42,7 +42,7 @@ const FAILED_DIR: &str = ".repltool-failed";
 
 /// `seed: auto` copies physically from this much data on (the break-even measured against a
 /// dump, see bench/README.md: below it the restart and prepare cost more than the dump).
-pub const AUTO_PHYSICAL_FROM: u64 = 128 << 20;
+pub const AUTO_PHYSICAL_FROM: u64 = 64 << 20;
 
 /// The master's binary log coordinates (and GTID position) at the copy's consistent point.
 #[derive(Debug, Clone, PartialEq, Eq)]

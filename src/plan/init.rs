@@ -869,7 +869,7 @@ mod tests {
             .has_user_data = true;
         let text = plan(&t, &f, false).unwrap().render();
         // auto: physical from the break-even size when the hosts allow it, else the dump.
-        assert!(text.contains("seed auto: from 128 MiB of data"), "{text}");
+        assert!(text.contains("seed auto: from 64 MiB of data"), "{text}");
         assert!(text.contains("copy db1 physically into db2"), "{text}");
         assert!(text.contains("FLUSH TABLES WITH READ LOCK"), "{text}");
         t.replication.seed = crate::topology::SeedMethod::Physical;
