@@ -2,7 +2,8 @@
 # repltool benchmarks: one command, a markdown table on stdout (progress on stderr).
 #
 #   bash bench/run.sh [section...]      sections: lab init status promote seed mysql97 galera
-#                                       (default: all; also mariadb118)
+#                                       physical verify (default: all; also mariadb118)
+#   BIG_MB=1024 bash bench/run.sh physical verify   size of the big data set in MiB
 #   SEED_MB=1024 bash bench/run.sh seed size of the seeding data set in MiB (default 1024)
 #   BENCH_LOGS=DIR bash bench/run.sh    keep the promote outputs (with their timings) in DIR
 #   RUNS=7 bash bench/run.sh lab        more runs per row (default 5; the median is reported)
@@ -15,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-5}
-ALL_SECTIONS=(lab init status promote seed mysql97 galera)
+ALL_SECTIONS=(lab init status promote seed mysql97 galera physical verify)
 BIN="$PWD/target/release/repltool"
 
 log() { printf '%s\n' "$*" >&2; }
@@ -140,6 +141,9 @@ section_mariadb118() {
 # galera: on network-namespace hosts (bench/galera.sh).
 # shellcheck source=bench/galera.sh
 . "$(dirname "$0")/galera.sh"
+# physical and verify: big data (bench/bigdata.sh).
+# shellcheck source=bench/bigdata.sh
+. "$(dirname "$0")/bigdata.sh"
 
 sections=("$@")
 [ ${#sections[@]} -gt 0 ] || sections=("${ALL_SECTIONS[@]}")

@@ -48,6 +48,17 @@ pub enum Command {
         after_help = "Examples:\n  repltool restart --rolling --dry-run\n  repltool restart --rolling -f shop.yaml"
     )]
     Restart(RestartArgs),
+    /// Compare every replica's data with its master's, chunk by chunk, at one consistent point.
+    #[command(
+        long_about = "Compare every replica's data with its master's, table by table in chunks of \
+                      the primary key, at one consistent point on both sides (each replica \
+                      stopped exactly at the master's snapshot, then replicating again at once), \
+                      without writing to the master.\n\n\
+                      Exit codes: 0 every replica matches, 1 something differs, 2 could not \
+                      compare.",
+        after_help = "Examples:\n  repltool verify\n  repltool verify -f shop.yaml --format json\n  repltool verify --chunk-time 0.2"
+    )]
+    Verify(VerifyArgs),
     /// A local sandbox of real servers on 127.0.0.1, with a ready topology file.
     #[command(subcommand)]
     Lab(LabCommand),
@@ -145,6 +156,23 @@ pub struct RestartArgs {
     pub dry_run: bool,
     /// Bound, in seconds, on each member's restart until it is Synced again.
     #[arg(long, default_value_t = 120, value_name = "SECS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The topology file (same as -f).
+    #[arg(id = "verify_file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Target duration, in seconds, of one checksum query on a master: the bound on the load
+    /// verify puts there (one query at a time).
+    #[arg(long, default_value_t = 0.5, value_name = "SECS")]
+    pub chunk_time: f64,
+    /// Bound, in seconds, on every wait (logins, a replica reaching the snapshot point).
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub timeout: u64,
 }
 

@@ -29,6 +29,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Promote(ref a) => promote(&file(None), a),
         Command::Check(ref a) => check(&file(None), a),
         Command::Restart(ref a) => restart(&file(None), a),
+        Command::Verify(ref a) => verify(&file(a.file.clone()), a),
         Command::Lab(LabCommand::Up(ref a)) => lab_up(a),
         Command::Lab(LabCommand::Status(ref a)) => lab_status(a),
         Command::Lab(LabCommand::Down(ref a)) => lab_down(a),
@@ -255,6 +256,25 @@ fn check(path: &Path, a: &crate::cli::CheckArgs) -> Result<i32> {
         .iter()
         .any(|r| r.verdict == crate::check::Verdict::Fail);
     Ok(if failed { 1 } else { 0 })
+}
+
+fn verify(path: &Path, a: &crate::cli::VerifyArgs) -> Result<i32> {
+    let topo = crate::topology::load(path)?;
+    if !(a.chunk_time > 0.0 && a.chunk_time <= 60.0) {
+        return Err(crate::error::input(format!(
+            "--chunk-time {}: expected seconds between 0 and 60",
+            a.chunk_time
+        )));
+    }
+    crate::verify::run(
+        path,
+        &topo,
+        &crate::verify::VerifyOptions {
+            json: a.format == crate::cli::Format::Json,
+            chunk_time: Duration::from_secs_f64(a.chunk_time),
+            timeout: Duration::from_secs(a.timeout.max(1)),
+        },
+    )
 }
 
 fn lab_up(a: &crate::cli::LabUpArgs) -> Result<i32> {

@@ -43,13 +43,16 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn host(&self, name: &str) -> Result<&'a Host> {
+    pub(crate) fn host(&self, name: &str) -> Result<&'a Host> {
         self.topo
             .host(name)
             .ok_or_else(|| anyhow!("{name}: not in the topology"))
     }
 
-    fn session(&self, name: &str) -> Result<std::sync::MutexGuard<'_, Box<dyn HostSession>>> {
+    pub(crate) fn session(
+        &self,
+        name: &str,
+    ) -> Result<std::sync::MutexGuard<'_, Box<dyn HostSession>>> {
         let m = self
             .sessions
             .get(name)
@@ -487,6 +490,16 @@ fn rejoin(
 /// fenced MySQL slave (super_read_only) gets a deliberate write window for the copy and its
 /// GTID state, closed again whatever happens.
 fn link(ctx: &Ctx, master: &str, slaves: &[LinkSlave], seed: Option<&Seed>) -> Result<()> {
+    if seed.is_some() {
+        let mhost = ctx.host(master)?;
+        let mut mconn = ctx.sql(master)?;
+        let mflavor = mconn.flavor()?;
+        guard_slaves(ctx, slaves)?;
+        if let Some(choice) = crate::physical::choose(ctx, mhost, mconn.as_mut(), &mflavor, slaves)?
+        {
+            return link_physical(ctx, master, &mflavor, slaves, &choice);
+        }
+    }
     let mut windows: Vec<(String, Box<dyn SqlConn>, Flavor)> = Vec::new();
     for l in slaves {
         let mut c = ctx.sql(&l.host)?;
@@ -517,9 +530,9 @@ fn link(ctx: &Ctx, master: &str, slaves: &[LinkSlave], seed: Option<&Seed>) -> R
     Ok(())
 }
 
-fn link_inner(ctx: &Ctx, master: &str, slaves: &[LinkSlave], seed: Option<&Seed>) -> Result<()> {
-    let names: Vec<&str> = slaves.iter().map(|l| l.host.as_str()).collect();
-    // Guards: each slave still replicates from nobody or from this master.
+/// Guards of a link: each slave still replicates from nobody or from this master (unless the
+/// plan was made with --force). Returns a connection and the flavor of each.
+fn guard_slaves(ctx: &Ctx, slaves: &[LinkSlave]) -> Result<Vec<(Box<dyn SqlConn>, Flavor)>> {
     let mut sconns: Vec<(Box<dyn SqlConn>, Flavor)> = Vec::new();
     for l in slaves {
         let mut c = ctx.sql(&l.host).with_context(|| l.host.clone())?;
@@ -536,6 +549,135 @@ fn link_inner(ctx: &Ctx, master: &str, slaves: &[LinkSlave], seed: Option<&Seed>
         }
         sconns.push((c, f));
     }
+    Ok(sconns)
+}
+
+/// A physical seed: copy the master into the slaves (their previous datadirs kept aside),
+/// start replication at the copy's coordinates, and only once both threads run drop the
+/// previous datadirs; a slave whose replication does not start is put back on its own.
+fn link_physical(
+    ctx: &Ctx,
+    master: &str,
+    mflavor: &Flavor,
+    slaves: &[LinkSlave],
+    choice: &crate::physical::Choice,
+) -> Result<()> {
+    let mhost = ctx.host(master)?;
+    let names: Vec<&str> = choice.targets.iter().map(|t| t.host.as_str()).collect();
+    ctx.progress.step(
+        master,
+        &format!(
+            "physical copy for {} ({} MiB)",
+            names.join(", "),
+            choice.size >> 20
+        ),
+    );
+    let outcome = crate::physical::copy(ctx, mhost, mflavor, choice)?;
+    ctx.note(outcome.describe(master, &names.join(", ")));
+    let errors = crate::par::errors(crate::par::each(&choice.targets, |t| {
+        let l = slaves
+            .iter()
+            .find(|l| l.host == t.host)
+            .ok_or_else(|| anyhow!("{}: not a slave of this link", t.host))?;
+        let r = (|| -> Result<()> {
+            let c = &crate::physical::coords_of(t, &outcome);
+            let mut conn = wait_sql_up(ctx, &t.host)?;
+            let f = conn.flavor()?;
+            point_slave(ctx, l, conn.as_mut(), &f, master, &c.file, c.pos, &c.gtid)?;
+            wait_threads(conn.as_mut(), &f, &t.host, ctx.timeout)
+        })();
+        match r {
+            Ok(()) => crate::physical::discard_previous(ctx, t),
+            Err(e) => match crate::physical::restore(ctx, t) {
+                Ok(()) => Err(e.context(format!(
+                    "{}: replication did not start on the copy; the slave was put back on its                      previous datadir (nothing of its own is gone)",
+                    t.host
+                ))),
+                Err(e2) => Err(anyhow!("{e:#}\n{e2:#}")),
+            },
+        }
+    }));
+    if !errors.is_empty() {
+        bail!(errors.join("\n"));
+    }
+    Ok(())
+}
+
+/// Both replication threads running on a slave, within `timeout` (an error reported after
+/// a reconnect's grace fails at once).
+fn wait_threads(conn: &mut dyn SqlConn, f: &Flavor, host: &str, timeout: Duration) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let r =
+            replica_status(conn, f)?.ok_or_else(|| anyhow!("{host}: no replication configured"))?;
+        if r.io_running == Some(IoThread::Yes) && r.sql_running {
+            return Ok(());
+        }
+        let err = format!("{}{}", r.last_io_error, r.last_sql_error);
+        if (!err.is_empty() && started.elapsed() > Duration::from_secs(12))
+            || started.elapsed() >= timeout
+        {
+            bail!(
+                "{host}: replication is not running: {}",
+                if err.is_empty() {
+                    "no error reported yet (timed out)".to_string()
+                } else {
+                    err
+                }
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// CHANGE MASTER TO the link's master at (file, pos), or by GTID, then START SLAVE.
+#[allow(clippy::too_many_arguments)]
+fn point_slave(
+    ctx: &Ctx,
+    l: &LinkSlave,
+    conn: &mut dyn SqlConn,
+    f: &Flavor,
+    master: &str,
+    file: &str,
+    pos: u64,
+    gtid: &Option<String>,
+) -> Result<()> {
+    ctx.progress.step(
+        &l.host,
+        &format!("{} {master} at {file}:{pos}", f.words().change),
+    );
+    let mut stmts: Vec<Sql> = Vec::new();
+    if replica_status(conn, f)?.is_some() {
+        stmts.push(f.stop_replica());
+        stmts.push(f.reset_replica_all());
+    }
+    let mut cm = l.change.clone();
+    match cm.start {
+        StartAt::Gtid => {
+            if let Some(g) = gtid {
+                stmts.extend(f.seed_gtid(g));
+            }
+        }
+        StartAt::Position { .. } => {
+            cm.start = StartAt::Position {
+                file: file.to_string(),
+                pos,
+            }
+        }
+    }
+    stmts.push(f.change_master(&cm));
+    stmts.push(f.start_replica());
+    conn.run(&stmts).with_context(|| l.host.clone())?;
+    ctx.note(format!(
+        "{}: replicates from {master} (from {file}:{pos})",
+        l.host
+    ));
+    Ok(())
+}
+
+fn link_inner(ctx: &Ctx, master: &str, slaves: &[LinkSlave], seed: Option<&Seed>) -> Result<()> {
+    let names: Vec<&str> = slaves.iter().map(|l| l.host.as_str()).collect();
+    let sconns = guard_slaves(ctx, slaves)?;
     let mhost = ctx.host(master)?;
     let mut mconn = ctx.sql(master)?;
     let mflavor = mconn.flavor()?;
@@ -605,37 +747,7 @@ fn link_inner(ctx: &Ctx, master: &str, slaves: &[LinkSlave], seed: Option<&Seed>
     type Work<'a> = (&'a LinkSlave, (Box<dyn SqlConn>, Flavor));
     let mut work: Vec<Work> = slaves.iter().zip(sconns).collect();
     let errors = crate::par::errors(crate::par::each_mut(&mut work, |(l, (conn, f))| {
-        ctx.progress.step(
-            &l.host,
-            &format!("{} {master} at {file}:{pos}", f.words().change),
-        );
-        let mut stmts: Vec<Sql> = Vec::new();
-        if replica_status(conn.as_mut(), f)?.is_some() {
-            stmts.push(f.stop_replica());
-            stmts.push(f.reset_replica_all());
-        }
-        let mut cm = l.change.clone();
-        match cm.start {
-            StartAt::Gtid => {
-                if let Some(g) = gtid {
-                    stmts.extend(f.seed_gtid(g));
-                }
-            }
-            StartAt::Position { .. } => {
-                cm.start = StartAt::Position {
-                    file: file.clone(),
-                    pos,
-                }
-            }
-        }
-        stmts.push(f.change_master(&cm));
-        stmts.push(f.start_replica());
-        conn.run(&stmts).with_context(|| l.host.clone())?;
-        ctx.note(format!(
-            "{}: replicates from {master} (from {file}:{pos})",
-            l.host
-        ));
-        Ok(())
+        point_slave(ctx, l, conn.as_mut(), f, master, file, pos, gtid)
     }));
     if !errors.is_empty() {
         bail!(errors.join("\n"));

@@ -65,6 +65,7 @@ pub fn topo(spec: &[(&str, Option<&str>)]) -> Topology {
             password: Secret::new(PW),
             gtid: false,
             ssl: false,
+            seed: crate::topology::SeedMethod::Auto,
         },
         hosts,
         galera: None,

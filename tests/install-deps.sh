@@ -6,6 +6,7 @@ need=()
 # Installed means "install ok installed": a removed package whose config files remain is
 # still known to dpkg, but its programs are gone.
 installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
+# socat: the direct route of a physical seed (mariadb-backup streamed from host to host).
 # debootstrap: tests/roots.sh builds the MySQL 9.7 and MariaDB 11.8 roots the netns hosts run.
 # galera-4, socat, rsync: the Galera tests (the provider library, mariabackup and rsync SST).
 for pkg in mariadb-server mariadb-client mariadb-backup galera-4 socat rsync openssh-server openssh-client iproute2 procps debootstrap; do

@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{quote, ChangeMaster, Flavor, FragmentSettings, PromotionRecord, Sql, StartAt};
+use super::{
+    quote, ChangeMaster, ChunkTable, Flavor, FragmentSettings, KeyColumn, KeyValue,
+    PromotionRecord, Sql, StartAt,
+};
 use crate::secret::Secret;
 
 /// Quotes, a semicolon, a backslash and spaces: everything that could end or bend a literal.
@@ -251,6 +254,109 @@ fn render(f: &Flavor) -> Rendered {
         ),
     );
 
+    match f.physical_copy() {
+        Ok(super::PhysicalCopy::Mariabackup) => {
+            r.files.insert(
+                "physical.txt".into(),
+                format!(
+                    "backup: {}\nextract: {}\nprepare: {}\nprograms: {:?}\nbinlog info: {}\n\
+                     drop from the copy: {}\nkeep from the slave: {}\n",
+                    f.backup_stream_command(
+                        "/tmp/repltool-client.cnf",
+                        "/var/lib/mysql/",
+                        "/tmp/repltool-backup.x",
+                        "/tmp/repltool-backup.x/backup.log"
+                    ),
+                    f.backup_extract_command("/var/lib/mysql/.repltool-seed"),
+                    f.backup_prepare_command("/var/lib/mysql/.repltool-seed"),
+                    f.backup_programs(),
+                    f.backup_binlog_info_files().join(" "),
+                    f.backup_foreign_files().join(" "),
+                    f.datadir_identity_files().join(" "),
+                ),
+            );
+            r.plain("physical-checks", &[f.innodb_dirs_query()]);
+        }
+        Ok(super::PhysicalCopy::Clone) => {
+            let mut stmts = vec![f.clone_plugin_query()];
+            stmts.extend(f.install_clone_plugin());
+            stmts.push(f.set_clone_donor("10.0.0.1", 3306));
+            stmts.extend(f.drop_clone_user("repltool_clone", "10.0.0.2"));
+            stmts.push(f.clone_status_query());
+            stmts.push(f.innodb_dirs_query());
+            r.plain("clone", &stmts);
+            let mut secret = f.create_clone_user("repltool_clone", "10.0.0.2", &Secret::new(NASTY));
+            secret.push(
+                f.clone_instance(
+                    "repltool_clone",
+                    "10.0.0.1",
+                    3306,
+                    &Secret::new(NASTY),
+                    "/var/lib/mysql/.repltool-seed",
+                    false,
+                )
+                .expect("an absolute data directory"),
+            );
+            r.secret("clone-instance", &secret);
+        }
+        Err(why) => {
+            r.files
+                .insert("physical.txt".into(), format!("no physical copy: {why}\n"));
+        }
+    }
+    let key_table = ChunkTable {
+        schema: "shop".into(),
+        name: "order`lines".into(),
+        columns: vec!["order_id".into(), "sku".into(), "qty".into(), "note".into()],
+        key: vec![
+            KeyColumn {
+                name: "order_id".into(),
+                binary: false,
+            },
+            KeyColumn {
+                name: "sku".into(),
+                binary: true,
+            },
+        ],
+        index: Some("PRIMARY".into()),
+    };
+    let lo = [KeyValue::Text("1000".into()), KeyValue::Hex("00FF".into())];
+    let hi = [KeyValue::Text("1999".into()), KeyValue::Hex("".into())];
+    let whole = ChunkTable {
+        schema: "shop".into(),
+        name: "log".into(),
+        columns: vec!["line".into()],
+        key: Vec::new(),
+        index: None,
+    };
+    let mut verify = f.verify_session_setup();
+    verify.push(f.consistent_snapshot());
+    verify.extend(f.snapshot_coordinates_query());
+    verify.push(f.start_sql_thread_until("mysql-bin.000002", 1234));
+    verify.push(f.verify_tables_query());
+    verify.push(f.verify_columns_query());
+    verify.push(f.verify_keys_query());
+    verify.push(f.chunk_boundary(&key_table, None, 1000).expect("a key"));
+    verify.push(
+        f.chunk_boundary(&key_table, Some(&lo), 5000)
+            .expect("a key"),
+    );
+    verify.push(
+        f.chunk_checksum(&key_table, None, Some(&lo))
+            .expect("columns"),
+    );
+    verify.push(
+        f.chunk_checksum(&key_table, Some(&lo), Some(&hi))
+            .expect("columns"),
+    );
+    verify.push(
+        f.chunk_checksum(&key_table, Some(&hi), None)
+            .expect("columns"),
+    );
+    verify.push(f.chunk_checksum(&whole, None, None).expect("columns"));
+    verify.push(f.end_snapshot());
+    r.plain("verify", &verify);
+
     let slave = settings();
     r.files
         .insert("fragment-slave.cnf".into(), f.fragment(&slave));
@@ -396,7 +502,8 @@ fn secrets_are_sent_escaped_and_never_shown() {
     for (dir_name, version, comment) in VERSIONS {
         let f = Flavor::detect(version, comment).expect("a version the servers report");
         let r = render(&f);
-        assert_eq!(r.secret_cases.len(), 5, "{dir_name}");
+        let clone = usize::from(f.physical_copy() == Ok(super::PhysicalCopy::Clone));
+        assert_eq!(r.secret_cases.len(), 5 + clone, "{dir_name}");
         for case in &r.secret_cases {
             let text = &r.files[&format!("{case}.text.sql")];
             let shown = &r.files[&format!("{case}.shown.sql")];

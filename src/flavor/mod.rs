@@ -9,8 +9,11 @@
 //! - `config`: the managed configuration fragment;
 //! - `tools`: the dump, client and binary log programs;
 //! - `checks`: read-only comparisons (the replication password);
-//! - `galera`: Galera's status, SST account, bootstrap, fragment and host probes.
+//! - `galera`: Galera's status, SST account, bootstrap, fragment and host probes;
+//! - `backup`: physical copies (mariabackup, the clone plugin);
+//! - `verify`: the consistent point and the chunk checksums of `repltool verify`.
 
+mod backup;
 mod checks;
 mod config;
 pub mod galera;
@@ -19,9 +22,11 @@ mod schema;
 mod server;
 mod sql;
 mod tools;
+mod verify;
 
 use anyhow::{bail, Result};
 
+pub use backup::{PhysicalCopy, STAGE_MARK};
 pub use checks::PasswordCheck;
 pub use config::FragmentSettings;
 pub use replication::{ChangeMaster, StartAt, WaitOutcome};
@@ -30,6 +35,7 @@ pub use server::ServerVars;
 #[cfg(test)]
 pub use sql::quote;
 pub use sql::Sql;
+pub use verify::{differs_across_flavors, is_binary_type, ChunkTable, KeyColumn, KeyValue};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Kind {

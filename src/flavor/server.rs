@@ -106,9 +106,11 @@ impl Flavor {
     /// `SCHEMA_NAME` column, sorted.
     pub fn databases_query(&self) -> Sql {
         let list: Vec<String> = SYSTEM_SCHEMAS.iter().map(|s| quote(s)).collect();
+        // `#mysql50#.repltool-…`: the directories a physical seed keeps in a datadir (see
+        // `physical`), which MariaDB lists as databases.
         Sql::plain(format!(
             "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN ({}) \
-             ORDER BY SCHEMA_NAME",
+             AND SCHEMA_NAME NOT LIKE '#mysql50#.repltool-%' ORDER BY SCHEMA_NAME",
             list.join(", ")
         ))
     }

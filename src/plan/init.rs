@@ -571,6 +571,7 @@ pub fn plan_init(
         let slaves = links.remove(&key).unwrap_or_default();
         let seed = if seeds.get(&key).copied().unwrap_or(false) {
             Some(Seed {
+                method: topo.replication.seed,
                 databases_hint: Vec::new(),
                 hold_lock: false,
             })
@@ -880,6 +881,35 @@ mod tests {
             .has_user_data = true;
         let err = plan(&t, &f, false).unwrap_err().to_string();
         assert!(err.contains("db2: already holds databases"), "{err}");
+    }
+
+    #[test]
+    fn the_plan_says_how_the_seed_is_copied() {
+        let mut t = topo(&[("db1", None), ("db2", Some("db1"))]);
+        let mut f = fresh(&t);
+        f.get_mut("db1")
+            .unwrap()
+            .sql
+            .as_mut()
+            .unwrap()
+            .has_user_data = true;
+        let text = plan(&t, &f, false).unwrap().render();
+        // auto: physical from the break-even size when the hosts allow it, else the dump.
+        assert!(text.contains("seed auto: from 64 MiB of data"), "{text}");
+        assert!(text.contains("copy db1 physically into db2"), "{text}");
+        assert!(text.contains("FLUSH TABLES WITH READ LOCK"), "{text}");
+        t.replication.seed = crate::topology::SeedMethod::Physical;
+        let text = plan(&t, &f, false).unwrap().render();
+        assert!(text.contains("seed db2 from db1:"), "{text}");
+        assert!(!text.contains("FLUSH TABLES WITH READ LOCK"), "{text}");
+        assert!(text.contains("(coordinates from the copy)"), "{text}");
+        t.replication.seed = crate::topology::SeedMethod::Logical;
+        let text = plan(&t, &f, false).unwrap().render();
+        assert!(!text.contains("physically"), "{text}");
+        assert!(
+            text.contains("stream a dump of the user databases into db2"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub struct LinkSlave {
 /// A copy of the master's user databases, streamed into new slaves.
 #[derive(Debug, Clone)]
 pub struct Seed {
+    /// `replication.seed`: auto decides at execution time, from the master's data size and
+    /// what the hosts allow.
+    pub method: crate::topology::SeedMethod,
     pub databases_hint: Vec<String>,
     /// Hold the read lock for the whole dump (non-transactional tables present).
     pub hold_lock: bool,
@@ -163,14 +166,54 @@ impl Plan {
                 }
                 Action::Link { slaves, seed } => {
                     let names: Vec<&str> = slaves.iter().map(|l| l.host.as_str()).collect();
-                    let _ = writeln!(
-                        out,
-                        "snapshot for {}: {}; {}",
-                        names.join(", "),
-                        self.w(&s.host).read_lock,
-                        self.w(&s.host).show_master
-                    );
+                    let physical = seed
+                        .as_ref()
+                        .is_some_and(|sd| sd.method == crate::topology::SeedMethod::Physical);
+                    if physical {
+                        let _ = writeln!(out, "seed {} from {}:", names.join(", "), s.host);
+                    } else {
+                        let _ = writeln!(
+                            out,
+                            "snapshot for {}: {}; {}",
+                            names.join(", "),
+                            self.w(&s.host).read_lock,
+                            self.w(&s.host).show_master
+                        );
+                    }
                     match seed {
+                        Some(sd) if sd.method != crate::topology::SeedMethod::Logical => {
+                            let _ = writeln!(
+                                out,
+                                "      {}copy {} physically into {} (MariaDB: a mariabackup \
+                                 stream, prepared there; MySQL: the clone plugin), their \
+                                 datadirs replaced (each previous one kept until replication \
+                                 runs), replication from the copy's own coordinates{}",
+                                if sd.method == crate::topology::SeedMethod::Auto {
+                                    format!(
+                                        "seed auto: from {} MiB of data and when the hosts \
+                                         allow it, ",
+                                        crate::physical::AUTO_PHYSICAL_FROM >> 20
+                                    )
+                                } else {
+                                    String::new()
+                                },
+                                s.host,
+                                names.join(", "),
+                                if sd.method == crate::topology::SeedMethod::Auto {
+                                    "; otherwise, from the snapshot above:"
+                                } else {
+                                    ""
+                                }
+                            );
+                            if sd.method == crate::topology::SeedMethod::Auto {
+                                let _ = writeln!(
+                                    out,
+                                    "      stream a dump of the user databases into {} (lock \
+                                     released once the dump's snapshot is open)",
+                                    names.join(", ")
+                                );
+                            }
+                        }
                         Some(sd) => {
                             let _ = writeln!(
                                 out,
@@ -196,13 +239,14 @@ impl Plan {
                         let w = self.w(&l.host);
                         let _ = writeln!(
                             out,
-                            "      on {}: {}; (coordinates from the snapshot) {}",
+                            "      on {}: {}; (coordinates from the {}) {}",
                             l.host,
                             if l.rewire {
                                 format!("{}; {}; {}", w.stop(), w.reset_all(), w.change)
                             } else {
                                 w.change.to_string()
                             },
+                            if physical { "copy" } else { "snapshot" },
                             w.start()
                         );
                     }

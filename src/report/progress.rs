@@ -108,7 +108,34 @@ impl Progress {
                 });
                 b.set_style(
                     ProgressStyle::with_template(
-                        "{spinner} {prefix:>10} {msg} {bytes} ({bytes_per_sec}) {wide_bar}",
+                        "{spinner} {prefix:>10} {msg} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left) {wide_bar}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                b.set_prefix(host.to_string());
+                b.set_message(what.to_string());
+                Some(b)
+            }
+            None => None,
+        };
+        ByteProgress {
+            bar,
+            done: 0,
+            started: Instant::now(),
+        }
+    }
+
+    /// A row counter (verify); plain mode prints nothing until the end.
+    pub fn rows(&self, host: &str, what: &str, total_hint: Option<u64>) -> ByteProgress {
+        let bar = match &self.multi {
+            Some(m) => {
+                let b = m.add(match total_hint {
+                    Some(t) if t > 0 => ProgressBar::new(t),
+                    _ => ProgressBar::new_spinner(),
+                });
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} {prefix:>10} {msg} {human_pos}/~{human_len} rows ({per_sec}, {eta} left) {wide_bar}",
                     )
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
@@ -144,6 +171,10 @@ impl ByteProgress {
     pub fn add(&mut self, n: u64) {
         self.done += n;
         if let Some(b) = &self.bar {
+            // An estimate that turns out short grows with the count.
+            if b.length().is_some_and(|l| l < self.done) {
+                b.set_length(self.done);
+            }
             b.set_position(self.done);
         }
     }

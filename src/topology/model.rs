@@ -53,6 +53,42 @@ pub struct Replication {
     pub gtid: bool,
     /// Replication traffic over TLS.
     pub ssl: bool,
+    /// How a new slave gets its first copy of the master's data.
+    pub seed: SeedMethod,
+}
+
+/// `replication.seed`: how a new slave is given the master's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SeedMethod {
+    /// Physical above the measured break-even size (when the hosts allow it), else logical.
+    #[default]
+    Auto,
+    /// A dump (mariadb-dump / mysqldump) streamed into the slave's client.
+    Logical,
+    /// A physical copy: a mariabackup stream on MariaDB, the clone plugin on MySQL.
+    Physical,
+}
+
+impl SeedMethod {
+    /// The words of the file, in the order `seed:` accepts them.
+    pub const WORDS: &'static [&'static str] = &["auto", "logical", "physical"];
+
+    pub fn from_word(w: &str) -> Option<SeedMethod> {
+        match w {
+            "auto" => Some(SeedMethod::Auto),
+            "logical" => Some(SeedMethod::Logical),
+            "physical" => Some(SeedMethod::Physical),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SeedMethod::Auto => "auto",
+            SeedMethod::Logical => "logical",
+            SeedMethod::Physical => "physical",
+        }
+    }
 }
 
 /// How repltool reaches a host's shell.

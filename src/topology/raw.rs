@@ -105,6 +105,8 @@ pub struct RawReplication {
     pub password_given: bool,
     pub gtid: Option<At<bool>>,
     pub ssl: Option<At<bool>>,
+    /// `seed:` auto | logical | physical.
+    pub seed: Option<At<String>>,
 }
 
 #[derive(Debug)]
@@ -172,7 +174,7 @@ pub const SSH_KEYS: &[&str] = &[
     "connect_timeout",
 ];
 pub const MYSQL_KEYS: &[&str] = &["user", "password", "password_file", "port", "connect"];
-pub const REPLICATION_KEYS: &[&str] = &["user", "password", "password_file", "gtid", "ssl"];
+pub const REPLICATION_KEYS: &[&str] = &["user", "password", "password_file", "gtid", "ssl", "seed"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Level {
@@ -1074,6 +1076,7 @@ fn read_replication(node: &Node, pos: Pos, ctx: &mut Ctx) -> RawReplication {
             }
             "gtid" => r.gtid = ctx.boolean(v, &kp),
             "ssl" => r.ssl = ctx.boolean(v, &kp),
+            "seed" => r.seed = ctx.choice(v, &kp, crate::topology::SeedMethod::WORDS),
             _ => {}
         }
     }

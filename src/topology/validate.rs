@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::model::{
-    default_server_id, Host, Jump, Mysql, Replication, Role, SqlRoute, Ssh, Topology, Transport,
+    default_server_id, Host, Jump, Mysql, Replication, Role, SeedMethod, SqlRoute, Ssh, Topology,
+    Transport,
 };
 use super::problems::did_you_mean;
 use super::raw::{At, Ctx, RawFile, RawHost, TransportKind};
@@ -176,6 +177,11 @@ fn build_replication(raw: &RawFile, ctx: &mut Ctx) -> Option<Replication> {
         password: password?,
         gtid: r.gtid.as_ref().is_some_and(|a| a.v),
         ssl: r.ssl.as_ref().is_some_and(|a| a.v),
+        seed: r
+            .seed
+            .as_ref()
+            .and_then(|a| SeedMethod::from_word(&a.v))
+            .unwrap_or_default(),
     })
 }
 

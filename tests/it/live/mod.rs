@@ -1,5 +1,6 @@
 //! Live tests of the built binary against real servers.
 
+mod bigdata;
 mod flavors;
 mod galera;
 mod init;

@@ -1,0 +1,10 @@
+SELECT PLUGIN_STATUS FROM information_schema.PLUGINS WHERE PLUGIN_NAME = 'clone';
+SET SESSION sql_log_bin = 0;
+INSTALL PLUGIN clone SONAME 'mysql_clone.so';
+SET SESSION sql_log_bin = 1;
+SET GLOBAL clone_valid_donor_list = '10.0.0.1:3306';
+SET SESSION sql_log_bin = 0;
+DROP USER IF EXISTS 'repltool_clone'@'10.0.0.2';
+SET SESSION sql_log_bin = 1;
+SELECT STATE, ERROR_NO, ERROR_MESSAGE, BINLOG_FILE, BINLOG_POSITION, GTID_EXECUTED, BEGIN_TIME, END_TIME FROM performance_schema.clone_status;
+SELECT @@GLOBAL.innodb_data_home_dir AS data_home, @@GLOBAL.innodb_log_group_home_dir AS log_home, @@GLOBAL.innodb_undo_directory AS undo_dir;

@@ -1,0 +1,14 @@
+SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ;
+SET SESSION time_zone = '+00:00';
+START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY;
+START REPLICA SQL_THREAD UNTIL SOURCE_LOG_FILE = 'mysql-bin.000002', SOURCE_LOG_POS = 1234;
+SELECT TABLE_SCHEMA, TABLE_NAME, ENGINE, TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys', 'repltool') AND TABLE_SCHEMA NOT LIKE '#mysql50#%' ORDER BY TABLE_SCHEMA, TABLE_NAME;
+SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys', 'repltool') ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION;
+SELECT TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX, COLUMN_NAME, NULLABLE, SUB_PART FROM information_schema.STATISTICS WHERE NON_UNIQUE = 0 AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys', 'repltool') ORDER BY TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX;
+SELECT `order_id`, HEX(`sku`) FROM `shop`.`order``lines` FORCE INDEX (`PRIMARY`) ORDER BY `order_id`, `sku` LIMIT 1 OFFSET 999;
+SELECT `order_id`, HEX(`sku`) FROM `shop`.`order``lines` FORCE INDEX (`PRIMARY`) WHERE (`order_id` > '1000' OR (`order_id` = '1000' AND `sku` > X'00FF')) ORDER BY `order_id`, `sku` LIMIT 1 OFFSET 4999;
+SELECT COUNT(*) AS cnt, COALESCE(SUM(CRC32(CONCAT_WS('#', CONCAT(ISNULL(`order_id`), ISNULL(`sku`), ISNULL(`qty`), ISNULL(`note`)), LENGTH(`order_id`), `order_id`, LENGTH(`sku`), `sku`, LENGTH(`qty`), `qty`, LENGTH(`note`), `note`))), 0) AS crc FROM `shop`.`order``lines` FORCE INDEX (`PRIMARY`) WHERE (`order_id` < '1000' OR (`order_id` = '1000' AND `sku` <= X'00FF'));
+SELECT COUNT(*) AS cnt, COALESCE(SUM(CRC32(CONCAT_WS('#', CONCAT(ISNULL(`order_id`), ISNULL(`sku`), ISNULL(`qty`), ISNULL(`note`)), LENGTH(`order_id`), `order_id`, LENGTH(`sku`), `sku`, LENGTH(`qty`), `qty`, LENGTH(`note`), `note`))), 0) AS crc FROM `shop`.`order``lines` FORCE INDEX (`PRIMARY`) WHERE (`order_id` > '1000' OR (`order_id` = '1000' AND `sku` > X'00FF')) AND (`order_id` < '1999' OR (`order_id` = '1999' AND `sku` <= ''));
+SELECT COUNT(*) AS cnt, COALESCE(SUM(CRC32(CONCAT_WS('#', CONCAT(ISNULL(`order_id`), ISNULL(`sku`), ISNULL(`qty`), ISNULL(`note`)), LENGTH(`order_id`), `order_id`, LENGTH(`sku`), `sku`, LENGTH(`qty`), `qty`, LENGTH(`note`), `note`))), 0) AS crc FROM `shop`.`order``lines` FORCE INDEX (`PRIMARY`) WHERE (`order_id` > '1999' OR (`order_id` = '1999' AND `sku` > ''));
+SELECT COUNT(*) AS cnt, COALESCE(SUM(CRC32(CONCAT_WS('#', CONCAT(ISNULL(`line`)), LENGTH(`line`), `line`))), 0) AS crc FROM `shop`.`log`;
+ROLLBACK;
