@@ -12,6 +12,7 @@ pub mod execute;
 pub mod failpoint;
 pub mod flavor;
 pub mod lab;
+pub mod localfile;
 pub mod observe;
 pub mod par;
 pub mod plan;

@@ -281,6 +281,90 @@ fn wrong_identity_is_refused_with_a_clear_message() {
     assert!(msg.contains("does not exist"), "{msg}");
 }
 
+/// Run `f` on a thread; a hang past `limit` fails the test instead of hanging it.
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("still running after {limit:?}: a read that is not bounded"))
+}
+
+fn mkfifo(p: &Path) {
+    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+#[test]
+fn fifos_devices_and_huge_files_as_known_hosts_or_key_are_refused_at_once() {
+    let s = Sshd::start();
+    let fifo = s.dir().join("fifo");
+    mkfifo(&fifo);
+    let huge = s.dir().join("huge_known_hosts");
+    fs::File::create(&huge).unwrap().set_len(65 << 20).unwrap();
+    let cases: Vec<(&str, Ssh, &str)> = {
+        let mut v = Vec::new();
+        for (path, what) in [
+            (fifo.clone(), "is a FIFO (named pipe), not a regular file"),
+            (
+                Path::new("/dev/zero").to_path_buf(),
+                "is a character device, not a regular file",
+            ),
+            (huge.clone(), "is larger than 64 MiB"),
+        ] {
+            let mut cfg = s.ssh();
+            cfg.known_hosts = path;
+            v.push(("ssh.known_hosts", cfg, what));
+        }
+        let mut cfg = s.ssh();
+        cfg.identity_file = Some(fifo.clone());
+        v.push((
+            "ssh.identity_file",
+            cfg,
+            "is a FIFO (named pipe), not a regular file",
+        ));
+        let mut cfg = s.ssh();
+        cfg.identity_file = Some("/dev/zero".into());
+        v.push((
+            "ssh.identity_file",
+            cfg,
+            "is a character device, not a regular file",
+        ));
+        v
+    };
+    for (key, cfg, what) in cases {
+        let shown = match key {
+            "ssh.known_hosts" => cfg.known_hosts.display().to_string(),
+            _ => cfg.identity_file.as_ref().unwrap().display().to_string(),
+        };
+        let t = Instant::now();
+        let res = within(Duration::from_secs(20), move || {
+            connect("127.0.0.1", &cfg).map(|_| ())
+        });
+        let msg = err_text(res);
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{key}: {:?}",
+            t.elapsed()
+        );
+        assert!(msg.contains(&format!("{key} {shown} {what}")), "{msg}");
+    }
+
+    // A passphrase-protected key (read from memory now) is still explained.
+    let locked = s.dir().join("locked");
+    must(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "a passphrase", "-f"])
+            .arg(&locked),
+    );
+    let mut cfg = s.ssh();
+    cfg.identity_file = Some(locked);
+    let msg = err_text(connect("127.0.0.1", &cfg));
+    assert!(msg.contains("passphrase"), "{msg}");
+}
+
 #[test]
 fn files_round_trip_atomically_with_backup() {
     let s = Sshd::start();

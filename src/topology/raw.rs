@@ -2,7 +2,6 @@
 //! it is written (so a bad default is reported once, not once per host), with its position.
 //! Walking the positioned tree instead of deriving serde lets one pass collect every problem.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::env::{expand, expand_home, Env, Expanded};
@@ -496,6 +495,19 @@ impl Ctx<'_> {
         }
     }
 
+    /// A local file SSH reads (a key, known_hosts): when it exists it must be a regular file. A
+    /// FIFO or a device would hang the connect or read without end; the transport refuses them
+    /// too (the file may change after loading), this names the key and line up front.
+    fn small_local_file(&mut self, node: &Node, key: &str) -> Option<At<PathBuf>> {
+        let p = self.local_path(node, key)?;
+        if let Some(what) = crate::localfile::not_regular(&p.v) {
+            let msg = format!("{} is {what}, not a regular file", p.v.display());
+            self.problem(node.pos, key, msg);
+            return None;
+        }
+        Some(p)
+    }
+
     /// A path on the database host: it must be absolute, there is no directory to be relative to.
     fn remote_path(&mut self, node: &Node, key: &str) -> Option<At<PathBuf>> {
         let s = self.nonempty_string(node, key, "an absolute path on the host")?;
@@ -601,18 +613,13 @@ fn join(path: &str, key: &str) -> String {
 /// Read at most 64 KiB of a regular file: a password file is a line, and /dev/zero or a FIFO
 /// must not hang the loader.
 fn read_small_file(path: &Path) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("not a regular file".to_string());
-    }
-    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    f.take(64 * 1024 + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| e.to_string())?;
-    if buf.len() > 64 * 1024 {
-        return Err("larger than 64 KiB: not a password file".to_string());
-    }
+    use crate::localfile::{read_regular, ReadError};
+    let buf = read_regular(path, 64 * 1024).map_err(|e| match e {
+        ReadError::NotFound => "No such file or directory".to_string(),
+        ReadError::NotRegular(what) => format!("it is {what}, not a regular file"),
+        ReadError::TooLarge(_) => "larger than 64 KiB: not a password file".to_string(),
+        ReadError::Io(e) => e.to_string(),
+    })?;
     String::from_utf8(buf).map_err(|_| "not UTF-8 text".to_string())
 }
 
@@ -963,8 +970,8 @@ fn read_ssh(node: &Node, path: &str, ctx: &mut Ctx) -> RawSsh {
         match key {
             "user" => s.user = ctx.nonempty_string(v, &kp, "a user name"),
             "port" => s.port = ctx.port(v, &kp),
-            "identity_file" => s.identity_file = ctx.local_path(v, &kp),
-            "known_hosts" => s.known_hosts = ctx.local_path(v, &kp),
+            "identity_file" => s.identity_file = ctx.small_local_file(v, &kp),
+            "known_hosts" => s.known_hosts = ctx.small_local_file(v, &kp),
             "jump" => s.jump = ctx.jump(v, &kp),
             "sudo" => s.sudo = ctx.boolean(v, &kp),
             "connect_timeout" => {
