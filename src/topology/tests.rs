@@ -848,6 +848,7 @@ fn mutated_files_never_panic() {
             }
         }
     }
-    // The mutations must exercise both paths, or the test proves little.
-    assert!(outcomes.0 > 10 && outcomes.1 > 100, "{outcomes:?}");
+    // The mutations must exercise both paths, or the test proves little. (Few survive: a stray
+    // quote, `$` or `~` in an address is refused since addresses are checked strictly.)
+    assert!(outcomes.0 > 5 && outcomes.1 > 100, "{outcomes:?}");
 }
