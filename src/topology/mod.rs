@@ -52,6 +52,8 @@ pub fn load_str(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<Topology> {
     let file = path.display().to_string();
+    // Editors on Windows save UTF-8 with a byte order mark; it means nothing here.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut ctx = raw::Ctx {
         problems: problems::Problems::default(),
         env,

@@ -246,7 +246,24 @@ fn misplaced(level: Level, key: &str) -> Option<String> {
     None
 }
 
+/// Characters that do not show in an editor.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200b}'..='\u{200f}' | '\u{2060}' | '\u{feff}' | '\u{00ad}'
+    )
+}
+
 fn unknown_key_message(level: Level, key: &str) -> String {
+    if let Some(c) = key.chars().find(|&c| is_invisible(c)) {
+        let what = if c == '\u{feff}' {
+            "a byte order mark (U+FEFF)".to_string()
+        } else {
+            format!("an invisible character (U+{:04X})", u32::from(c))
+        };
+        let clean: String = key.chars().filter(|&c| !is_invisible(c)).collect();
+        return format!("unknown key: `{clean}` with {what} in it; remove that character");
+    }
     // A key that exists one level off is more likely misplaced than mistyped (`ssl` under a
     // host is not a typo of `ssh`).
     if let Some(hint) = misplaced(level, key) {
@@ -492,7 +509,8 @@ impl Ctx<'_> {
                 self.problem(k.pos, path, "a key must be a plain name");
                 continue;
             };
-            let key = join(path, name);
+            let visible: String = name.chars().filter(|&c| !is_invisible(c)).collect();
+            let key = join(path, &visible);
             // Extension keys, as in compose files: a place for anchors, ignored otherwise.
             if level == Level::Top && name.starts_with("x-") {
                 continue;
@@ -973,6 +991,8 @@ fn read_hosts(node: &Node, key_pos: Pos, ctx: &mut Ctx) -> Vec<RawHost> {
         );
     }
     let mut hosts: Vec<RawHost> = Vec::new();
+    // Name -> index, so a file with many hosts is not checked in quadratic time.
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (k, v) in entries {
         let Some(name) = key_text(k) else {
             ctx.problem(k.pos, "hosts", "a host name must be a plain name");
@@ -983,7 +1003,7 @@ fn read_hosts(node: &Node, key_pos: Pos, ctx: &mut Ctx) -> Vec<RawHost> {
             ctx.problem(k.pos, &path, e);
             continue;
         }
-        if let Some(first) = hosts.iter().find(|h| h.name == name) {
+        if let Some(first) = seen.get(name).map(|&i| &hosts[i]) {
             let line = first.pos.line;
             ctx.problem(
                 k.pos,
@@ -992,6 +1012,7 @@ fn read_hosts(node: &Node, key_pos: Pos, ctx: &mut Ctx) -> Vec<RawHost> {
             );
             continue;
         }
+        seen.insert(name.to_string(), hosts.len());
         hosts.push(read_host(name, k.pos, v, &path, ctx));
     }
     hosts
