@@ -68,7 +68,7 @@ impl<'a> Ctx<'a> {
             s.as_mut(),
             host,
             self.timeout.min(Duration::from_secs(10)),
-            self.timeout + Duration::from_secs(30),
+            self.timeout.saturating_add(Duration::from_secs(30)),
         )
     }
 

@@ -307,7 +307,7 @@ impl Run<'_> {
             s.as_mut(),
             host,
             self.timeout.min(Duration::from_secs(10)),
-            self.timeout + Duration::from_secs(30),
+            self.timeout.saturating_add(Duration::from_secs(30)),
         )
     }
     fn note(&self, s: String) {

@@ -201,6 +201,15 @@ pub fn connect(host: &Host) -> Result<Box<dyn HostSession>> {
     }
 }
 
+/// `timeout` from now, saturating: an enormous timeout means "no deadline", never an overflow
+/// panic (`Instant + Duration` panics when the sum does not fit).
+pub fn deadline_in(timeout: Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 /// Quote a string for a POSIX shell: `'...'` with embedded quotes closed and escaped.
 pub fn shell_quote(s: &str) -> String {
     if !s.is_empty()
@@ -215,6 +224,14 @@ pub fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::shell_quote;
+    #[test]
+    fn deadlines_saturate() {
+        let far = super::deadline_in(std::time::Duration::MAX);
+        assert!(far > std::time::Instant::now() + std::time::Duration::from_secs(3600 * 24 * 365));
+        let near = super::deadline_in(std::time::Duration::from_secs(1));
+        assert!(near <= std::time::Instant::now() + std::time::Duration::from_secs(1));
+    }
+
     #[test]
     fn quoting() {
         assert_eq!(shell_quote("/etc/my.cnf"), "/etc/my.cnf");

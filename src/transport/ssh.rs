@@ -491,7 +491,7 @@ fn try_agent(sess: &Session, user: &str, timeout: Duration, tried: &mut Vec<Stri
         return false;
     };
     let silent = || format!("ssh-agent (no answer within {}s)", timeout.as_secs_f64());
-    let proxy = match agent::AgentProxy::start(Path::new(&sock), Instant::now() + timeout) {
+    let proxy = match agent::AgentProxy::start(Path::new(&sock), super::deadline_in(timeout)) {
         Ok(p) => p,
         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
             tried.push(silent());
