@@ -152,7 +152,12 @@ fn status(path: &Path, a: &crate::cli::StatusArgs) -> Result<i32> {
                 } else {
                     out.push_str(&format!("{} problem(s):\n", problems.len()));
                     for p in &problems {
-                        out.push_str(&format!("  {}: {}\n      -> {}\n", p.host, p.what, p.next));
+                        out.push_str(&format!(
+                            "  {}: {}\n      -> {}\n",
+                            p.host,
+                            crate::report::clean(&p.what),
+                            crate::report::clean(&p.next)
+                        ));
                     }
                 }
             }
@@ -196,7 +201,11 @@ fn promote(path: &Path, a: &crate::cli::PromoteArgs) -> Result<i32> {
 
 fn check(path: &Path, a: &crate::cli::CheckArgs) -> Result<i32> {
     let topo = crate::topology::load(path)?;
-    let rows = crate::check::run_checks(&topo, Duration::from_secs(a.timeout.max(1)));
+    let mut rows = crate::check::run_checks(&topo, Duration::from_secs(a.timeout.max(1)));
+    // Details quote servers and remote commands.
+    for r in &mut rows {
+        r.detail = crate::report::clean(&r.detail).into_owned();
+    }
     print!(
         "{}",
         crate::check::render(&rows, a.format == crate::cli::Format::Json)

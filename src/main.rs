@@ -7,7 +7,8 @@ fn main() {
     let code = match repltool::commands::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            // Errors quote servers and remote commands: never let their text drive the terminal.
+            eprintln!("error: {}", repltool::report::clean(&format!("{err:#}")));
             repltool::error::exit_code(&err)
         }
     };
