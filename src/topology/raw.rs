@@ -433,6 +433,8 @@ fn bad_path(p: &str, remote: bool) -> Option<String> {
 
 pub struct Ctx<'a> {
     pub problems: Problems,
+    /// Every `${VAR}` the file names (children on this machine must not inherit them).
+    pub vars: std::collections::BTreeSet<String>,
     pub env: Env<'a>,
     /// The topology file's directory: relative local paths start here.
     pub base_dir: PathBuf,
@@ -550,7 +552,11 @@ impl Ctx<'_> {
                 return None;
             }
         };
-        match expand(&s.text, self.env) {
+        let expanded = expand(&s.text, self.env);
+        if let Ok(exp) = &expanded {
+            self.vars.extend(exp.vars.iter().cloned());
+        }
+        match expanded {
             Ok(exp) => Some(Text {
                 written: s.text.clone(),
                 plain: s.plain,
