@@ -464,6 +464,12 @@ pub fn run(path: &Path, topo: &Topology, target: &str, opts: &PromoteOptions) ->
         );
         return Ok(0);
     };
+    // A file promote could not rewrite safely stops it before anything changes.
+    rewrite::check_file(path, &plan.edits).map_err(|e| {
+        crate::error::input(format!(
+            "{e:#}\npromote {target} refused: nothing was changed."
+        ))
+    })?;
     println!("{}", plan.render());
     if opts.dry_run {
         println!("(dry run: nothing was changed)");
@@ -560,27 +566,17 @@ pub fn run(path: &Path, topo: &Topology, target: &str, opts: &PromoteOptions) ->
 }
 
 fn rewrite_file(path: &Path, topo: &Topology, plan: &PromotePlan) -> Result<()> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading {} to rewrite it", path.display()))?;
-    let new = rewrite::apply(&text, &plan.edits).map_err(|e| {
+    // Checked again (the file may have changed during the promote), backup and new file
+    // written with the file's own mode.
+    let bak = rewrite::rewrite_file(path, &plan.edits).map_err(|e| {
         anyhow!(
-            "the cluster was promoted but {} could not be rewritten: {e}. Edit it by hand so that {} has no master{}",
+            "the cluster was promoted but {} could not be rewritten: {e:#}. Edit it by hand so that {} has no master{}",
             path.display(),
             plan.target,
             if plan.pair { String::new() } else { format!(" and {} replicates from {}", plan.old, plan.target) }
         )
     })?;
     let _ = topo;
-    let bak = PathBuf::from(format!("{}.bak", path.display()));
-    std::fs::write(&bak, &text).with_context(|| format!("writing {}", bak.display()))?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(new.as_bytes())?;
-    tmp.persist(path)
-        .map_err(|e| anyhow!("replacing {}: {}", path.display(), e.error))?;
     // The rewritten file must load, or the next init could not keep the promote.
     crate::topology::load(path).with_context(|| {
         format!(
