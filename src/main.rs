@@ -3,6 +3,8 @@
 use clap::Parser;
 
 fn main() {
+    // Ctrl-C or a kill must not leave credentials on the hosts.
+    repltool::transport::cleanup::install_signal_cleanup();
     let cli = repltool::cli::Cli::parse();
     let code = match repltool::commands::run(cli) {
         Ok(code) => code,

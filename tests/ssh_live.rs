@@ -366,6 +366,57 @@ fn fifos_devices_and_huge_files_as_known_hosts_or_key_are_refused_at_once() {
 }
 
 #[test]
+fn option_files_are_private_as_created_under_a_022_umask_even_without_chmod() {
+    use repltool::secret::Secret;
+    use repltool::transport::optfile;
+    // A `chmod` that does nothing: whatever mode a file has, it has from its creation.
+    let fake = tempfile::tempdir().unwrap();
+    let chmod = fake.path().join("chmod");
+    fs::write(&chmod, "#!/bin/sh\nexit 0\n").unwrap();
+    fs::set_permissions(&chmod, fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:/usr/local/bin:/usr/bin:/bin", fake.path().display());
+    // sshd (and so the login) inherits this process's umask: make it the usual 022.
+    // SAFETY: umask has no preconditions; restored right after sshd started.
+    let old = unsafe { libc::umask(0o022) };
+    let s = Sshd::start_with_env(&["127.0.0.1"], &[("PATH", &path)]);
+    unsafe { libc::umask(old) };
+    let mut h = session(&s);
+    // The preconditions hold: login umask 022, chmod a no-op.
+    let probe = s.dir().join("probe");
+    let out = h
+        .run(
+            &format!(
+                "umask; touch {0}; chmod 600 {0}; stat -c %a {0}",
+                probe.display()
+            ),
+            None,
+            false,
+            T10,
+        )
+        .unwrap();
+    assert_eq!(out.stdout_str(), "0022\n644\n", "{out:?}");
+
+    let p = optfile::write(&mut h, "admin", &Secret::new("s3cret"), 3306).unwrap();
+    let dir = p.parent().unwrap().to_path_buf();
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&p), 0o600, "option file {}", p.display());
+    assert_eq!(mode(&dir), 0o700, "its directory {}", dir.display());
+    assert!(fs::read_to_string(&p)
+        .unwrap()
+        .contains("password=\"s3cret\""));
+    optfile::remove(&mut h, &p);
+    assert!(!dir.exists(), "removed with its directory");
+
+    // Any private file written through the transport is private before its chmod, too.
+    let f = s.dir().join("conf.d/secret.cnf");
+    h.write_file_atomic(&f, b"password=x\n", 0o600, false, false)
+        .unwrap();
+    assert_eq!(mode(&f), 0o600);
+    // The directory it creates keeps the login umask (a server must be able to read it).
+    assert_eq!(mode(f.parent().unwrap()), 0o755);
+}
+
+#[test]
 fn files_round_trip_atomically_with_backup() {
     let s = Sshd::start();
     let mut h = session(&s);

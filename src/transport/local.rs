@@ -179,6 +179,10 @@ impl HostSession for LocalSession {
     fn sql_endpoint(&mut self, port: u16) -> Result<(String, u16)> {
         Ok((self.address.clone(), port))
     }
+
+    fn detached(&self) -> Option<Box<dyn HostSession>> {
+        Some(Box::new(LocalSession::new(&self.name, &self.address)))
+    }
 }
 
 /// A streaming `sh -c` on this machine. Dropped without [`RemoteProcess::wait`], it kills its

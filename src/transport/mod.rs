@@ -1,7 +1,9 @@
 //! How repltool reaches a host: the [`HostSession`] trait, with `local` (this machine, the lab)
 //! and `ssh` (ssh2) implementations. Planners never see this; only observe and execute do.
 
+pub mod cleanup;
 pub mod local;
+pub mod optfile;
 pub mod ssh;
 
 use std::io::{Read, Write};
@@ -76,6 +78,13 @@ pub trait HostSession: Send {
         None
     }
 
+    /// Another handle on the same host that works while this one is busy or locked (an SSH
+    /// session's clone shares its connection), for removing this run's files on a signal.
+    /// None: the transport cannot offer one.
+    fn detached(&self) -> Option<Box<dyn HostSession>> {
+        None
+    }
+
     /// Read a file; `Ok(None)` when it does not exist.
     fn read_file(&mut self, path: &Path, privileged: bool) -> Result<Option<Vec<u8>>> {
         let p = shell_quote(&path.to_string_lossy());
@@ -121,8 +130,10 @@ pub trait HostSession: Send {
         };
         // The temporary name is unique per shell ($$) and removed on any failure, so a disk-full
         // write leaves the old file in place and no debris.
+        // The directory is made under the login umask (a server must read it); the temporary
+        // file under umask 077, so it is never more open than `mode` asks, even before chmod.
         let script = format!(
-            "set -e; mkdir -p {dir}; t={p}.repltool-tmp.$$; trap 'rm -f \"$t\"' EXIT; \
+            "set -e; mkdir -p {dir}; umask 077; t={p}.repltool-tmp.$$; trap 'rm -f \"$t\"' EXIT; \
              cat > \"$t\"; chmod {mode:o} \"$t\"; sync \"$t\" 2>/dev/null || true; {backup}mv -f \"$t\" {p}; trap - EXIT"
         );
         let out = self.run(&script, Some(contents), privileged, Duration::from_secs(30))?;

@@ -122,6 +122,10 @@ impl HostSession for SshSession {
         self.forward_error(port).or_else(|| self.conn.lost_error())
     }
 
+    fn detached(&self) -> Option<Box<dyn HostSession>> {
+        Some(Box::new(self.clone()))
+    }
+
     fn run(
         &mut self,
         script: &str,
