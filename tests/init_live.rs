@@ -457,3 +457,37 @@ fn a_run_killed_mid_seed_by_sigterm_or_sigint_leaves_no_option_file_on_the_host(
     }
     lock.query_drop("UNLOCK TABLES").unwrap();
 }
+
+#[test]
+fn what_a_killed_run_left_is_swept_by_the_next_run_on_that_host() {
+    use std::process::{Command, Stdio};
+    let c = Cluster::start(2, 25150, "master-slave");
+    c.init_ok();
+    // `check` writes an option file on node2 (the replication login test); the failpoint ends
+    // the process right after, as a kill -9 would: nothing removes the file.
+    let child = Command::new(cluster::lab::bin())
+        .args(["check", "-f", &c.file_str()])
+        .env("REPLTOOL_FAILPOINT", "optfile-written")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(101), "{}", show(&out));
+    let left = option_dirs_of(pid);
+    assert_eq!(
+        left.len(),
+        1,
+        "the killed run's directory is left: {left:?}"
+    );
+    // The next run's first option file on that host removes it.
+    let out = c.run(&["check"]);
+    assert_eq!(
+        option_dirs_of(pid),
+        Vec::<String>::new(),
+        "still there after the next run:\n{}",
+        show(&out)
+    );
+}
