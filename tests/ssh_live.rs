@@ -6,7 +6,7 @@
 mod sshd;
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -554,6 +554,85 @@ fn echo_server(max: usize) -> u16 {
 }
 
 /// Push `data` through an echo connection (writer thread + reader), check it, return the time.
+/// A stranger on this machine (uid `nobody`) opening `n` connections to `port`, each sending a
+/// line, and holding them open. Its first output line: `connected C echoed E`.
+fn stranger(port: u16, n: usize) -> Child {
+    let script = r#"
+        use IO::Socket::INET; use IO::Select;
+        my ($port, $n) = @ARGV; my @s;
+        for (1..$n) {
+            my $c = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => $port, Timeout => 5)
+                or next;
+            $c->autoflush(1); print $c "ping\n"; push @s, $c;
+        }
+        my $sel = IO::Select->new(@s); my $echoed = 0; my $until = time + 3;
+        while (time < $until && $sel->count) {
+            for my $r ($sel->can_read(0.5)) {
+                my $buf; my $k = sysread($r, $buf, 64);
+                $echoed++ if $k; $sel->remove($r);
+            }
+        }
+        $| = 1; print "connected ", scalar(@s), " echoed $echoed\n";
+        sleep 60;
+    "#;
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(["/usr/bin/perl", "-e", script])
+        .arg(port.to_string())
+        .arg(n.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("setpriv/perl (util-linux, perl-base) must be installed")
+}
+
+#[test]
+fn the_sql_forward_serves_only_its_owner_and_strangers_cannot_take_its_slots() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test runs as root to act as a second local user"
+    );
+    let s = Sshd::start();
+    let mut h = session(&s);
+    let echo = echo_server(10_000);
+    let (host, port) = h.sql_endpoint(echo).unwrap();
+    // The owner is served.
+    echo_through(&host, port, b"owner");
+
+    // Another local user reaches the listener (any user can connect to 127.0.0.1) but never
+    // the database port behind it: every connection is closed before a byte is forwarded.
+    let mut other = stranger(port, 200);
+    let mut first = String::new();
+    std::io::BufReader::new(other.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("connected 200 "), "{first}");
+    assert_eq!(
+        first.trim(),
+        "connected 200 echoed 0",
+        "a stranger was served"
+    );
+
+    // While the stranger holds what it could open, the owner still gets every connection:
+    // more opened at once than there are slots, the late ones wait for a slot, none is dropped.
+    let conns: Vec<TcpStream> = (0..80)
+        .map(|_| TcpStream::connect((host.as_str(), port)).unwrap())
+        .collect();
+    for (i, mut c) in conns.into_iter().enumerate() {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(b"mine").unwrap();
+        let mut buf = [0u8; 4];
+        c.read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("owner connection {i} was not served: {e}"));
+        assert_eq!(&buf, b"mine");
+    }
+    let _ = other.kill();
+    let _ = other.wait();
+}
+
 fn echo_through(host: &str, port: u16, data: &[u8]) -> Duration {
     let mut c = TcpStream::connect((host, port)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
