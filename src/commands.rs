@@ -39,7 +39,7 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
     let progress = Progress::new(false);
     let timeout = Duration::from_secs(a.timeout.max(1));
     let started = Instant::now();
-    let sessions = open_sessions(&topo, &progress)?;
+    let sessions = open_sessions(&topo, &progress, timeout)?;
     let facts = observe_all(&topo, &sessions, timeout.min(Duration::from_secs(10)), true);
     let plan = crate::plan::init::plan_init(&topo, &facts, &InitOptions { force: a.force })?;
     for w in &plan.warnings {
@@ -97,12 +97,13 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
 }
 
 /// One session per host, opened in parallel; any failure names the host and stops here,
-/// before anything was changed.
-fn open_sessions(topo: &Topology, progress: &Progress) -> Result<Sessions> {
+/// before anything was changed. `--timeout` caps each connect (ssh-agent included) when it is
+/// shorter than the file's `ssh.connect_timeout`.
+fn open_sessions(topo: &Topology, progress: &Progress, timeout: Duration) -> Result<Sessions> {
     for h in &topo.hosts {
         progress.step(&h.name, "connecting");
     }
-    let (sessions, failed) = crate::transport::connect_all(topo, None);
+    let (sessions, failed) = crate::transport::connect_all(topo, Some(timeout));
     if !failed.is_empty() {
         progress.finish();
         let errors: Vec<String> = failed.iter().map(|(_, e)| format!("{e:#}")).collect();
