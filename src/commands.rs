@@ -42,8 +42,9 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
     let sessions = open_sessions(&topo, &progress, timeout)?;
     let facts = observe_all(&topo, &sessions, timeout.min(Duration::from_secs(10)), true);
     let plan = crate::plan::init::plan_init(&topo, &facts, &InitOptions { force: a.force })?;
+    // Warnings and the plan quote what the servers reported.
     for w in &plan.warnings {
-        eprintln!("warning: {w}");
+        eprintln!("warning: {}", crate::report::clean(w));
     }
     if a.dry_run {
         progress.finish();
@@ -58,7 +59,7 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
                 topo.name,
                 plan.steps.len()
             );
-            print!("{}", plan.render());
+            print!("{}", crate::report::clean(&plan.render()));
         }
         return Ok(0);
     }
@@ -84,7 +85,7 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
         changes.len()
     );
     for c in &changes {
-        println!("  - {c}");
+        println!("  - {}", crate::report::clean(c));
     }
     let facts = observe_all(
         &topo,
