@@ -54,6 +54,20 @@ pub enum Command {
     /// A local sandbox of real servers on 127.0.0.1, with a ready topology file.
     #[command(subcommand)]
     Lab(LabCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    #[command(
+        after_help = "Examples:\n  repltool completions bash > /etc/bash_completion.d/repltool\n  repltool completions zsh > \"${fpath[1]}/_repltool\"\n  repltool completions fish > ~/.config/fish/completions/repltool.fish"
+    )]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout.
+    #[command(
+        after_help = "Examples:\n  repltool man | man -l -\n  repltool man > /usr/local/share/man/man1/repltool.1"
+    )]
+    Man,
 }
 
 #[derive(Debug, Args)]

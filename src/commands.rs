@@ -31,6 +31,20 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Lab(LabCommand::Up(ref a)) => lab_up(a),
         Command::Lab(LabCommand::Status(ref a)) => lab_status(a),
         Command::Lab(LabCommand::Down(ref a)) => lab_down(a),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut buf: Vec<u8> = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "repltool", &mut buf);
+            crate::report::out(String::from_utf8_lossy(&buf));
+            Ok(0)
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let mut buf: Vec<u8> = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut buf)?;
+            crate::report::out(String::from_utf8_lossy(&buf));
+            Ok(0)
+        }
     }
 }
 
@@ -40,37 +54,54 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
     let timeout = Duration::from_secs(a.timeout.max(1));
     let started = Instant::now();
     let sessions = open_sessions(&topo, &progress, timeout)?;
+    // Two runs never interleave (two seeds into one replica): the cluster lock before anything
+    // is observed, for the whole run, released when this process ends. A dry run only checks it.
+    let names: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
+    let lock = crate::lock::ClusterLock::acquire(
+        &topo,
+        Some(path),
+        &sessions,
+        &names,
+        timeout.min(Duration::from_secs(10)),
+    )
+    .inspect_err(|_| progress.finish())?;
+    let _lock = if a.dry_run {
+        drop(lock);
+        None
+    } else {
+        Some(lock)
+    };
     let facts = observe_all(&topo, &sessions, timeout.min(Duration::from_secs(10)), true);
     let plan = crate::plan::init::plan_init(&topo, &facts, &InitOptions { force: a.force })?;
     // Warnings and the plan quote what the servers reported.
     for w in &plan.warnings {
-        eprintln!("warning: {}", crate::report::clean(w));
+        crate::report::say(format!("warning: {w}"));
     }
     if a.dry_run {
         progress.finish();
         if plan.is_empty() {
-            println!(
+            crate::report::outln(format!(
                 "nothing to do: the cluster already matches {}",
                 path.display()
-            );
+            ));
         } else {
-            println!(
+            crate::report::outln(format!(
                 "plan for {} ({} steps; nothing was changed):",
                 topo.name,
                 plan.steps.len()
-            );
-            print!("{}", crate::report::clean(&plan.render()));
+            ));
+            crate::report::out(crate::report::clean(&plan.render()));
         }
         return Ok(0);
     }
     if plan.is_empty() {
         progress.finish();
-        println!(
-            "nothing to do: the cluster already matches {} ({} hosts checked in {:.2}s; no restart, no CHANGE MASTER, no copy)",
+        crate::report::outln(format!(
+            "nothing to do: the cluster already matches {} ({} hosts checked in {:.2}s; no restart, no re-pointing, no copy)",
             path.display(),
             topo.hosts.len(),
             started.elapsed().as_secs_f64()
-        );
+        ));
         return Ok(0);
     }
     let ctx = Ctx::new(&topo, &sessions, &progress, timeout);
@@ -78,14 +109,14 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
     progress.finish();
     res?;
     let changes = ctx.changes();
-    println!(
+    crate::report::outln(format!(
         "{}: done in {:.2}s, {} changes:",
         topo.name,
         started.elapsed().as_secs_f64(),
         changes.len()
-    );
+    ));
     for c in &changes {
-        println!("  - {}", crate::report::clean(c));
+        crate::report::outln(format!("  - {}", crate::report::clean(c)));
     }
     let facts = observe_all(
         &topo,
@@ -93,7 +124,7 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
         timeout.min(Duration::from_secs(10)),
         false,
     );
-    println!("{}", crate::report::summary_table(&topo, &facts));
+    crate::report::outln(crate::report::summary_table(&topo, &facts));
     Ok(0)
 }
 
@@ -166,12 +197,12 @@ fn status(path: &Path, a: &crate::cli::StatusArgs) -> Result<i32> {
         }
         match a.watch {
             None => {
-                print!("{out}");
+                crate::report::out(&out);
                 return Ok(if problems.is_empty() { 0 } else { 1 });
             }
             Some(secs) => {
                 // Clear the screen and redraw in place until Ctrl-C.
-                print!("\x1b[2J\x1b[H{out}");
+                crate::report::out(format!("\x1b[2J\x1b[H{out}"));
                 let _ = std::io::stdout().flush();
                 std::thread::sleep(Duration::from_secs(secs.max(1)));
             }
@@ -208,10 +239,10 @@ fn check(path: &Path, a: &crate::cli::CheckArgs) -> Result<i32> {
     for r in &mut rows {
         r.detail = crate::report::clean(&r.detail).into_owned();
     }
-    print!(
-        "{}",
-        crate::check::render(&rows, a.format == crate::cli::Format::Json)
-    );
+    crate::report::out(crate::check::render(
+        &rows,
+        a.format == crate::cli::Format::Json,
+    ));
     let failed = rows
         .iter()
         .any(|r| r.verdict == crate::check::Verdict::Fail);

@@ -9,14 +9,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use mysql::prelude::Queryable;
 
 use crate::flavor::{Flavor, Sql, StartAt};
-use crate::observe::{self, connect_sql, query_columns, query_one, IoThread};
+use crate::observe::{self, IoThread};
 use crate::plan::init::downstream;
-use crate::plan::{Action, LinkSlave, Plan, Seed, Step, CANARY_SCHEMA};
+use crate::plan::{Action, LinkSlave, Plan, Seed, Step};
 use crate::report::Progress;
 use crate::topology::{Host, Topology};
+use crate::transport::sql::SqlConn;
 use crate::transport::{shell_quote, HostSession};
 
 /// Everything a run needs: the topology, one open session per host, the reporter, the bound
@@ -26,7 +26,6 @@ pub struct Ctx<'a> {
     pub sessions: &'a HashMap<String, Mutex<Box<dyn HostSession>>>,
     pub progress: &'a Progress,
     pub timeout: Duration,
-    pub journal: Mutex<Vec<String>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -41,7 +40,6 @@ impl<'a> Ctx<'a> {
             sessions,
             progress,
             timeout,
-            journal: Mutex::new(Vec::new()),
         }
     }
 
@@ -59,13 +57,12 @@ impl<'a> Ctx<'a> {
         Ok(m.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn sql(&self, name: &str) -> Result<mysql::Conn> {
+    pub(crate) fn sql(&self, name: &str) -> Result<Box<dyn SqlConn>> {
         let host = self.host(name)?;
         let mut s = self.session(name)?;
         // Reads may wait on purpose (a read lock, a dump, a position wait): bound them by the
         // run's timeout plus a margin, so the server's own timeout answers first.
-        crate::observe::connect_sql_io(
-            s.as_mut(),
+        s.sql_connect(
             host,
             self.timeout.min(Duration::from_secs(10)),
             self.timeout.saturating_add(Duration::from_secs(30)),
@@ -73,17 +70,11 @@ impl<'a> Ctx<'a> {
     }
 
     fn note(&self, change: String) {
-        self.journal
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(change);
+        self.progress.record(&change);
     }
 
     pub fn changes(&self) -> Vec<String> {
-        self.journal
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.progress.changes()
     }
 }
 
@@ -110,6 +101,19 @@ pub fn execute(ctx: &Ctx, plan: &Plan) -> Result<()> {
             let mut msg = failures.join("\n");
             for l in crate::transport::link_problems(ctx.topo, ctx.sessions) {
                 msg.push_str(&format!("\n{l}"));
+            }
+            let pending: Vec<&str> = plan
+                .steps
+                .iter()
+                .filter(|s| s.wave > wave && matches!(s.action, Action::MakeWritable { .. }))
+                .map(|s| s.host.as_str())
+                .collect();
+            if !pending.is_empty() {
+                msg.push_str(&format!(
+                    "\nleft read-only (fenced) until init completes: {}; applications cannot \
+                     write there yet. Fix the cause and run init again",
+                    pending.join(", ")
+                ));
             }
             if changes.is_empty() {
                 msg.push_str("\nnothing was changed yet.");
@@ -138,6 +142,7 @@ pub fn step_name(st: &Step) -> String {
         Action::WriteConfig { target, .. } => format!("writing {}", target.path().display()),
         Action::Restart { command, .. } => format!("restarting the server ({command})"),
         Action::Sql { what, .. } => what.clone(),
+        Action::MakeWritable { .. } => "making the master writable".into(),
         Action::Link { slaves, .. } => format!(
             "snapshot and replication to {}",
             slaves
@@ -204,11 +209,30 @@ fn run_step(ctx: &Ctx, st: &Step) -> Result<()> {
             expect,
             config_file,
         ),
-        Action::Sql { what, stmts } => {
+        Action::Sql {
+            what,
+            stmts,
+            writes,
+        } => {
             ctx.progress.step(&st.host, what);
             let mut conn = ctx.sql(&st.host)?;
-            run_sql(&mut conn, stmts)?;
+            if *writes {
+                let f = conn.flavor()?;
+                with_write_window(conn.as_mut(), &f, |c| c.run(stmts))?;
+            } else {
+                conn.run(stmts)?;
+            }
             ctx.note(format!("{}: {what}", st.host));
+            Ok(())
+        }
+        Action::MakeWritable { stmts } => {
+            ctx.progress.step(&st.host, "making the master writable");
+            let mut conn = ctx.sql(&st.host)?;
+            conn.run(stmts)?;
+            ctx.note(format!(
+                "{}: writable (read_only stays ON in its config: fencing)",
+                st.host
+            ));
             Ok(())
         }
         Action::StartReplica { stmt } => {
@@ -216,8 +240,8 @@ fn run_step(ctx: &Ctx, st: &Step) -> Result<()> {
             let mut conn = ctx.sql(&st.host)?;
             // Stop first: an IO thread waiting out its retry interval after an error (a user
             // created just now) reconnects at once.
-            let f = flavor_of(&mut conn)?;
-            run_sql(&mut conn, &[f.stop_replica(), stmt.clone()])?;
+            let f = conn.flavor()?;
+            conn.run(&[f.stop_replica(), stmt.clone()])?;
             ctx.note(format!("{}: started replication", st.host));
             Ok(())
         }
@@ -232,26 +256,6 @@ fn run_step(ctx: &Ctx, st: &Step) -> Result<()> {
             canary_from,
         } => verify(ctx, slaves, canary_from),
     }
-}
-
-/// Run statements in order; an error names the statement (secrets masked).
-pub fn run_sql(conn: &mut mysql::Conn, stmts: &[Sql]) -> Result<()> {
-    for q in stmts {
-        conn.query_drop(q.text())
-            .map_err(|e| anyhow!("{}: {}", q.shown(), observe::sql_error_text(&e)))?;
-    }
-    Ok(())
-}
-
-pub(crate) fn flavor_of(conn: &mut mysql::Conn) -> Result<Flavor> {
-    let row = query_columns(conn, "SELECT @@version, @@version_comment")?;
-    let r = row
-        .into_iter()
-        .next()
-        .ok_or_else(|| anyhow!("no version row"))?;
-    let v = r.first().and_then(|(_, v)| v.clone()).unwrap_or_default();
-    let c = r.get(1).and_then(|(_, v)| v.clone()).unwrap_or_default();
-    Flavor::detect(&v, &c)
 }
 
 pub(crate) fn tail_log(s: &mut dyn HostSession, log: Option<&Path>) -> String {
@@ -274,7 +278,7 @@ pub(crate) fn tail_log(s: &mut dyn HostSession, log: Option<&Path>) -> String {
 }
 
 /// Wait until the server accepts a login, bounded by the context's timeout.
-fn wait_sql_up(ctx: &Ctx, name: &str) -> Result<mysql::Conn> {
+fn wait_sql_up(ctx: &Ctx, name: &str) -> Result<Box<dyn SqlConn>> {
     let deadline = Instant::now() + ctx.timeout;
     loop {
         match ctx.sql(name) {
@@ -322,9 +326,10 @@ fn restart(
         }
     };
     // Another file later in the include order may override ours: read the values back.
+    let f = conn.flavor()?;
     let mut wrong = Vec::new();
     for (var, want) in expect {
-        let got = query_one(&mut conn, &format!("SELECT @@GLOBAL.{var}"))?.unwrap_or_default();
+        let got = conn.one(&f.global_var(var)?)?.unwrap_or_default();
         if !got.eq_ignore_ascii_case(want) {
             wrong.push(format!(
                 "{var} is {got}, {} says {want}",
@@ -358,14 +363,53 @@ pub(crate) fn remove_file(s: &mut dyn HostSession, p: &Path) {
 }
 
 pub(crate) fn replica_status(
-    conn: &mut mysql::Conn,
+    conn: &mut dyn SqlConn,
     flavor: &Flavor,
 ) -> Result<Option<observe::ReplicaStatus>> {
-    query_columns(conn, flavor.show_replica_status().text())?
+    conn.query(&flavor.show_replica_status())?
         .into_iter()
         .next()
         .map(|c| observe::replica_status_from_columns(&c))
         .transpose()
+}
+
+/// Run `f` inside a deliberate write window when the server is fenced in a way that binds
+/// repltool's own account (MySQL's super_read_only): lifted for `f` only, and restored even
+/// when `f` fails. A server that is not fenced so is left alone.
+pub(crate) fn with_write_window<R>(
+    conn: &mut dyn SqlConn,
+    f: &Flavor,
+    body: impl FnOnce(&mut dyn SqlConn) -> Result<R>,
+) -> Result<R> {
+    let open = f.write_window(true);
+    if open.is_empty() {
+        return body(conn);
+    }
+    let fenced = conn.one(&f.global_var("super_read_only")?)?.as_deref() == Some("1");
+    if !fenced {
+        return body(conn);
+    }
+    conn.run(&open)?;
+    let r = body(conn);
+    let closed = conn.run(&f.write_window(false));
+    let r = r?;
+    closed.context("closing the write window (super_read_only back ON)")?;
+    Ok(r)
+}
+
+/// SHOW MASTER STATUS / SHOW BINARY LOG STATUS; an error when the binary log is off.
+pub(crate) fn master_status(conn: &mut dyn SqlConn, f: &Flavor) -> Result<observe::MasterStatus> {
+    conn.query(&f.show_master_status())?
+        .into_iter()
+        .next()
+        .map(|c| observe::master_status_from_columns(&c))
+        .transpose()?
+        .ok_or_else(|| {
+            anyhow!(
+                "{} returned nothing: is the binary log on?",
+                f.words().show_master
+            )
+        })
 }
 
 /// Rejoin a former master: only when its binary log has nothing past `from` (the point up to
@@ -379,8 +423,8 @@ fn rejoin(
     ctx.progress
         .step(slave, "checking for transactions the new master lacks");
     let mut conn = ctx.sql(slave)?;
-    let f = flavor_of(&mut conn)?;
-    let errant = crate::promote::errant_transactions(&mut conn, from)?;
+    let f = conn.flavor()?;
+    let errant = crate::promote::errant_transactions(conn.as_mut(), &f, from)?;
     if !errant.is_empty() {
         let shown: Vec<&String> = errant.iter().take(5).collect();
         bail!(
@@ -400,7 +444,7 @@ fn rejoin(
         );
     }
     let mut stmts = Vec::new();
-    if replica_status(&mut conn, &f)?.is_some() {
+    if replica_status(conn.as_mut(), &f)?.is_some() {
         stmts.push(f.stop_replica());
         stmts.push(f.reset_replica_all());
     }
@@ -409,7 +453,7 @@ fn rejoin(
     }
     stmts.push(f.change_master(change));
     stmts.push(f.start_replica());
-    run_sql(&mut conn, &stmts)?;
+    conn.run(&stmts)?;
     if let StartAt::Position { file, pos } = &change.start {
         ctx.note(format!(
             "{slave}: rejoined as a slave of {}:{} (from {file}:{pos})",
@@ -419,15 +463,48 @@ fn rejoin(
     Ok(())
 }
 
-/// Snapshot the master, seed the new slaves if needed, point them at it and start them.
+/// Snapshot the master, seed the new slaves if needed, point them at it and start them. A
+/// fenced MySQL slave (super_read_only) gets a deliberate write window for the copy and its
+/// GTID state, closed again whatever happens.
 fn link(ctx: &Ctx, master: &str, slaves: &[LinkSlave], seed: Option<&Seed>) -> Result<()> {
+    let mut windows: Vec<(String, Box<dyn SqlConn>, Flavor)> = Vec::new();
+    for l in slaves {
+        let mut c = ctx.sql(&l.host)?;
+        let f = c.flavor()?;
+        if !f.write_window(true).is_empty()
+            && c.one(&f.global_var("super_read_only")?)?.as_deref() == Some("1")
+        {
+            windows.push((l.host.clone(), c, f));
+        }
+    }
+    for (h, c, f) in windows.iter_mut() {
+        c.run(&f.write_window(true))
+            .with_context(|| format!("{h}: opening a write window for the copy"))?;
+    }
+    let r = link_inner(ctx, master, slaves, seed);
+    let mut close_errors = Vec::new();
+    for (h, c, f) in windows.iter_mut() {
+        if let Err(e) = c.run(&f.write_window(false)) {
+            close_errors.push(format!(
+                "{h}: super_read_only could not be set back ON: {e:#}"
+            ));
+        }
+    }
+    r?;
+    if !close_errors.is_empty() {
+        bail!(close_errors.join("\n"));
+    }
+    Ok(())
+}
+
+fn link_inner(ctx: &Ctx, master: &str, slaves: &[LinkSlave], seed: Option<&Seed>) -> Result<()> {
     let names: Vec<&str> = slaves.iter().map(|l| l.host.as_str()).collect();
     // Guards: each slave still replicates from nobody or from this master.
-    let mut sconns: Vec<(mysql::Conn, Flavor)> = Vec::new();
+    let mut sconns: Vec<(Box<dyn SqlConn>, Flavor)> = Vec::new();
     for l in slaves {
         let mut c = ctx.sql(&l.host).with_context(|| l.host.clone())?;
-        let f = flavor_of(&mut c)?;
-        if let (Some((mh, mp)), Some(r)) = (&l.allowed_master, replica_status(&mut c, &f)?) {
+        let f = c.flavor()?;
+        if let (Some((mh, mp)), Some(r)) = (&l.allowed_master, replica_status(c.as_mut(), &f)?) {
             if !r.master_host.is_empty() && (&r.master_host != mh || r.master_port != *mp) {
                 bail!(
                     "{} started replicating from {}:{} since it was observed; nothing changed on it",
@@ -441,52 +518,50 @@ fn link(ctx: &Ctx, master: &str, slaves: &[LinkSlave], seed: Option<&Seed>) -> R
     }
     let mhost = ctx.host(master)?;
     let mut mconn = ctx.sql(master)?;
-    let mflavor = flavor_of(&mut mconn)?;
+    let mflavor = mconn.flavor()?;
     let secs = ctx.timeout.as_secs().max(1);
     ctx.progress.step(
         master,
-        &format!("FLUSH TABLES WITH READ LOCK for {}", names.join(", ")),
+        &format!(
+            "{} for {}",
+            mflavor.flush_tables_with_read_lock().shown(),
+            names.join(", ")
+        ),
     );
     // A read lock that waits behind a long query would block every writer too: bound it.
-    mconn
-        .query_drop(format!("SET SESSION lock_wait_timeout = {secs}"))
-        .map_err(|e| anyhow!("{}", observe::sql_error_text(&e)))?;
-    mconn
-        .query_drop("FLUSH TABLES WITH READ LOCK")
-        .map_err(|e| {
-            anyhow!(
-                "FLUSH TABLES WITH READ LOCK: {}",
-                observe::sql_error_text(&e)
-            )
-        })?;
+    mconn.run(&[
+        mflavor.lock_wait_timeout(secs),
+        mflavor.flush_tables_with_read_lock(),
+    ])?;
     let locked_at = Instant::now();
     let result = (|| -> Result<(String, u64, Option<String>, Option<SeedStats>)> {
-        let ms = query_columns(&mut mconn, mflavor.show_master_status().text())?
-            .into_iter()
-            .next()
-            .map(|c| observe::master_status_from_columns(&c))
-            .transpose()?
-            .ok_or_else(|| anyhow!("SHOW MASTER STATUS returned nothing: is the binary log on?"))?;
+        let ms = master_status(mconn.as_mut(), &mflavor)?;
         let gtid = match mflavor.binlog_gtid_pos(&ms.file, ms.position) {
-            Some(q) => query_one(&mut mconn, q.text())?,
+            Some(q) => mconn.one(&q)?,
             None => ms.executed_gtid_set.clone(),
         };
         let mut stats = None;
         if let Some(sd) = seed {
             stats = Some(stream_seed(
-                ctx, mhost, &mut mconn, &mflavor, slaves, sd, locked_at,
+                ctx,
+                mhost,
+                mconn.as_mut(),
+                &mflavor,
+                slaves,
+                sd,
+                locked_at,
             )?);
         }
         Ok((ms.file, ms.position, gtid, stats))
     })();
     // Always release the lock, whatever happened (a no-op when the seed released it already).
-    let unlock = mconn.query_drop("UNLOCK TABLES");
+    let unlock = mconn.exec(&mflavor.unlock_tables());
     let (file, pos, gtid, stats) = result?;
     let held = stats
         .as_ref()
         .and_then(|s| s.lock_held)
         .unwrap_or_else(|| locked_at.elapsed());
-    unlock.map_err(|e| anyhow!("UNLOCK TABLES: {}", observe::sql_error_text(&e)))?;
+    unlock?;
     ctx.progress.step(
         master,
         &format!(
@@ -507,14 +582,15 @@ fn link(ctx: &Ctx, master: &str, slaves: &[LinkSlave], seed: Option<&Seed>) -> R
     }
     // Every slave at once: each has its own connection.
     let (file, gtid) = (&file, &gtid);
-    let mut work: Vec<(&LinkSlave, (mysql::Conn, Flavor))> = slaves.iter().zip(sconns).collect();
+    type Work<'a> = (&'a LinkSlave, (Box<dyn SqlConn>, Flavor));
+    let mut work: Vec<Work> = slaves.iter().zip(sconns).collect();
     let errors = crate::par::errors(crate::par::each_mut(&mut work, |(l, (conn, f))| {
         ctx.progress.step(
             &l.host,
-            &format!("CHANGE MASTER TO {master} at {file}:{pos}"),
+            &format!("{} {master} at {file}:{pos}", f.words().change),
         );
         let mut stmts: Vec<Sql> = Vec::new();
-        if replica_status(conn, f)?.is_some() {
+        if replica_status(conn.as_mut(), f)?.is_some() {
             stmts.push(f.stop_replica());
             stmts.push(f.reset_replica_all());
         }
@@ -534,7 +610,7 @@ fn link(ctx: &Ctx, master: &str, slaves: &[LinkSlave], seed: Option<&Seed>) -> R
         }
         stmts.push(f.change_master(&cm));
         stmts.push(f.start_replica());
-        run_sql(conn, &stmts).with_context(|| l.host.clone())?;
+        conn.run(&stmts).with_context(|| l.host.clone())?;
         ctx.note(format!(
             "{}: replicates from {master} (from {file}:{pos})",
             l.host
@@ -561,14 +637,14 @@ struct SeedStats {
 fn stream_seed(
     ctx: &Ctx,
     mhost: &Host,
-    mconn: &mut mysql::Conn,
+    mconn: &mut dyn SqlConn,
     mflavor: &Flavor,
     slaves: &[LinkSlave],
     seed: &Seed,
     locked_at: Instant,
 ) -> Result<SeedStats> {
     let started = Instant::now();
-    let dbs = observe::user_databases(mconn)?;
+    let dbs = mconn.column(&mflavor.databases_query())?;
     if dbs.is_empty() {
         return Ok(SeedStats {
             bytes: 0,
@@ -576,14 +652,14 @@ fn stream_seed(
             lock_held: None,
         });
     }
-    let hold = seed.hold_lock || observe::has_non_transactional_tables(mconn)?;
-    let size_hint = query_one(
-        mconn,
-        "SELECT SUM(DATA_LENGTH + INDEX_LENGTH) FROM information_schema.TABLES \
-         WHERE TABLE_SCHEMA NOT IN ('mysql','information_schema','performance_schema','sys')",
-    )?
-    .and_then(|v| v.parse::<f64>().ok())
-    .map(|v| v as u64);
+    let hold = seed.hold_lock
+        || mconn
+            .one(&mflavor.non_transactional_tables_query())?
+            .is_some_and(|n| n.trim() != "0");
+    let size_hint = mconn
+        .one(&mflavor.data_size_query())?
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64);
 
     // Credentials files first, so a failure leaves no process running.
     let mut files: Vec<(String, PathBuf)> = Vec::new();
@@ -608,16 +684,12 @@ fn stream_seed(
             let def = write_defaults(s.as_mut(), sh)?;
             files.push((l.host.clone(), def.clone()));
             let f = {
-                let mut c = connect_sql(s.as_mut(), sh, ctx.timeout)?;
-                flavor_of(&mut c)?
+                let mut c = s.sql_connect(sh, ctx.timeout, ctx.timeout)?;
+                c.flavor()?
             };
             // The copy must not enter the slave's own binary log: its peer in a master-master
             // pair (or its own slaves) would apply it a second time.
-            let cmd = format!(
-                "{} --init-command={}",
-                f.client_command(&def.to_string_lossy()),
-                shell_quote("SET SESSION sql_log_bin=0")
-            );
+            let cmd = f.load_command(&def.to_string_lossy());
             clients.push((l.host.clone(), s.spawn(&cmd, false)?));
         }
         let dump_cmd = mflavor.dump_databases_command(&mdef.to_string_lossy(), &dbs)?;
@@ -687,9 +759,7 @@ fn stream_seed(
                             .windows(SNAPSHOT_OPEN.len())
                             .any(|w| w == SNAPSHOT_OPEN)
                         {
-                            mconn.query_drop("UNLOCK TABLES").map_err(|e| {
-                                anyhow!("UNLOCK TABLES: {}", observe::sql_error_text(&e))
-                            })?;
+                            mconn.exec(&mflavor.unlock_tables())?;
                             lock_held = Some(locked_at.elapsed());
                             unlocked = true;
                             tail.clear();
@@ -768,10 +838,10 @@ fn verify(ctx: &Ctx, slaves: &[String], canary_from: &[String]) -> Result<()> {
     let errors = crate::par::errors(crate::par::each(slaves, |s| {
         ctx.progress.step(s, "waiting for both replication threads");
         let mut conn = ctx.sql(s)?;
-        let f = flavor_of(&mut conn)?;
+        let f = conn.flavor()?;
         let started = Instant::now();
         loop {
-            let r = replica_status(&mut conn, &f)?
+            let r = replica_status(conn.as_mut(), &f)?
                 .ok_or_else(|| anyhow!("{s}: no replication configured"))?;
             if r.io_running == Some(IoThread::Yes) && r.sql_running {
                 return Ok(());
@@ -811,21 +881,10 @@ fn verify(ctx: &Ctx, slaves: &[String], canary_from: &[String]) -> Result<()> {
     for m in canary_from {
         ctx.progress.step(m, "writing the canary row");
         let mut conn = ctx.sql(m)?;
-        run_sql(
-            &mut conn,
-            &[
-                Sql::plain(format!("CREATE DATABASE IF NOT EXISTS {CANARY_SCHEMA}")),
-                Sql::plain(format!(
-                    "CREATE TABLE IF NOT EXISTS {CANARY_SCHEMA}.canary (host VARCHAR(255) PRIMARY KEY, \
-                     token VARCHAR(64) NOT NULL, written_at TIMESTAMP(6) NOT NULL) ENGINE=InnoDB"
-                )),
-                Sql::plain(format!(
-                    "REPLACE INTO {CANARY_SCHEMA}.canary VALUES ({}, {}, NOW(6))",
-                    crate::flavor::quote(m),
-                    crate::flavor::quote(&token)
-                )),
-            ],
-        )?;
+        let f = conn.flavor()?;
+        let mut stmts = f.canary_setup();
+        stmts.push(f.canary_write(m, &token));
+        conn.run(&stmts)?;
     }
     let checks: Vec<(String, String)> = canary_from
         .iter()
@@ -837,16 +896,16 @@ fn verify(ctx: &Ctx, slaves: &[String], canary_from: &[String]) -> Result<()> {
         .collect();
     let errors = crate::par::errors(crate::par::each(&checks, |(m, d)| {
         let mut conn = ctx.sql(d)?;
-        let q = format!(
-            "SELECT token FROM {CANARY_SCHEMA}.canary WHERE host = {}",
-            crate::flavor::quote(m)
-        );
+        let f = conn.flavor()?;
         loop {
-            // The table itself arrives by replication too: an error is "not yet".
-            if let Ok(Some(t)) = query_one(&mut conn, &q) {
-                if t == token {
-                    ctx.progress.step(d, &format!("canary from {m} arrived"));
-                    return Ok(());
+            // The table itself arrives by replication too: until it exists, "not yet"; any
+            // other error is an error.
+            if conn.one(&f.canary_exists())?.as_deref() != Some("0") {
+                if let Some(t) = conn.one(&f.canary_read(m))? {
+                    if t == token {
+                        ctx.progress.step(d, &format!("canary from {m} arrived"));
+                        return Ok(());
+                    }
                 }
             }
             if Instant::now() >= deadline {
@@ -862,4 +921,52 @@ fn verify(ctx: &Ctx, slaves: &[String], canary_from: &[String]) -> Result<()> {
         bail!(errors.join("\n"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::fake::{FakeConn, FakeServer, Reply};
+
+    fn run_window(version: &str, super_ro: &str, body_fails: bool) -> (Result<()>, Vec<String>) {
+        let server = FakeServer::shared();
+        server
+            .lock()
+            .unwrap()
+            .on("@@GLOBAL.super_read_only", Reply::value(super_ro))
+            .on("SET GLOBAL super_read_only", Reply::Ok)
+            .on(
+                "CREATE USER",
+                if body_fails {
+                    Reply::Err(1290, "read only".into())
+                } else {
+                    Reply::Ok
+                },
+            );
+        let f = Flavor::detect(version, "").unwrap();
+        let mut conn = FakeConn(server.clone());
+        let sql = f.create_repl_user("repl", "10.0.0.2", &crate::secret::Secret::new("pw"));
+        let r = with_write_window(&mut conn, &f, |c| c.exec(&sql[1]));
+        let log = server.lock().unwrap().log.clone();
+        (r, log)
+    }
+
+    #[test]
+    fn a_fenced_mysql_server_gets_a_window_that_is_closed_even_on_failure() {
+        let (r, log) = run_window("9.7.4", "1", false);
+        assert!(r.is_ok());
+        assert_eq!(log.len(), 4, "{log:?}");
+        assert_eq!(log[1], "SET GLOBAL super_read_only = OFF");
+        assert!(log[2].starts_with("CREATE USER"));
+        assert_eq!(log[3], "SET GLOBAL super_read_only = ON");
+        let (r, log) = run_window("9.7.4", "1", true);
+        assert!(format!("{:#}", r.unwrap_err()).contains("1290"));
+        assert_eq!(log.last().unwrap(), "SET GLOBAL super_read_only = ON");
+        // A writable MySQL master is left alone: no window, nothing turned ON behind its back.
+        let (_, log) = run_window("9.7.4", "0", false);
+        assert!(!log.iter().any(|l| l.starts_with("SET GLOBAL")), "{log:?}");
+        // MariaDB: repltool's account has READ_ONLY ADMIN; no window at all.
+        let (_, log) = run_window("10.11.6-MariaDB", "1", false);
+        assert_eq!(log.len(), 1, "{log:?}");
+    }
 }

@@ -17,11 +17,11 @@ pub fn hit(name: &str) {
         .and_then(|ms| ms.parse::<u64>().ok())
     {
         Some(ms) => {
-            eprintln!("failpoint {name}: pausing {ms} ms");
+            crate::report::say(format!("failpoint {name}: pausing {ms} ms"));
             std::thread::sleep(std::time::Duration::from_millis(ms))
         }
         None => {
-            eprintln!("failpoint {name}: exiting");
+            crate::report::say(format!("failpoint {name}: exiting"));
             std::process::exit(101);
         }
     }

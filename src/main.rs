@@ -10,7 +10,7 @@ fn main() {
         Ok(code) => code,
         Err(err) => {
             // Errors quote servers and remote commands: never let their text drive the terminal.
-            eprintln!("error: {}", repltool::report::clean(&format!("{err:#}")));
+            eprintln!("error: {}", repltool::error::shown(&err));
             repltool::error::exit_code(&err)
         }
     };

@@ -6,7 +6,8 @@ need=()
 # Installed means "install ok installed": a removed package whose config files remain is
 # still known to dpkg, but its programs are gone.
 installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
-for pkg in mariadb-server mariadb-client mariadb-backup openssh-server openssh-client iproute2 procps; do
+# debootstrap: tests/roots.sh builds the MySQL 9.7 and MariaDB 11.8 roots the netns hosts run.
+for pkg in mariadb-server mariadb-client mariadb-backup openssh-server openssh-client iproute2 procps debootstrap; do
   installed "$pkg" || need+=("$pkg")
 done
 if [ "${#need[@]}" -eq 0 ]; then

@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/install-deps.sh
+# The MySQL 9.7 and MariaDB 11.8 roots (built once, then cached; both at once).
+bash tests/roots.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo build --all-targets

@@ -126,7 +126,9 @@ fn up_existing(state: State, args: &LabUpArgs) -> Result<i32> {
         .filter(|n| n.running_pid().is_none())
         .collect();
     if stopped.is_empty() {
-        eprintln!("the lab in {dir} is already up ({have} nodes); nothing to do");
+        crate::report::say(format!(
+            "the lab in {dir} is already up ({have} nodes); nothing to do"
+        ));
         return Ok(0);
     }
     let password = read_password(&state.admin_password_file)?;
@@ -144,10 +146,10 @@ fn up_existing(state: State, args: &LabUpArgs) -> Result<i32> {
             })
             .collect::<Result<Vec<()>>>()
     })?;
-    eprintln!(
+    crate::report::say(format!(
         "started {} stopped node(s) of the lab in {dir}",
         stopped.len()
-    );
+    ));
     print_table(&state);
     Ok(0)
 }
@@ -203,14 +205,17 @@ pub fn up(args: &LabUpArgs) -> Result<i32> {
     let built = create(&dir, args, shape, &server, &tmpl);
     match built {
         Ok(state) => {
-            eprintln!(
+            crate::report::say(format!(
                 "lab up: {} node(s) in {:.2}s",
                 state.nodes.len(),
                 t0.elapsed().as_secs_f64()
-            );
+            ));
             print_table(&state);
-            println!("\ntopology: {}", state.topology.display());
-            println!("next:     repltool init -f {}", state.topology.display());
+            crate::report::outln(format!("\ntopology: {}", state.topology.display()));
+            crate::report::outln(format!(
+                "next:     repltool init -f {}",
+                state.topology.display()
+            ));
             Ok(0)
         }
         Err(e) => {
@@ -368,14 +373,14 @@ fn run_as(dir: &Path) -> Result<Option<Owner>> {
         gid: 0,
     };
     let Some((uid, gid)) = lookup_user("mysql") else {
-        eprintln!("note: there is no `mysql` user; the lab's servers run as root");
+        crate::report::say("note: there is no `mysql` user; the lab's servers run as root");
         return Ok(Some(root));
     };
     if let Some(p) = blocking_parent(dir, uid, gid) {
-        eprintln!(
+        crate::report::say(format!(
             "note: the mysql user cannot enter {}, so the lab's servers run as root",
             p.display()
-        );
+        ));
         return Ok(Some(root));
     }
     Ok(Some(Owner {
@@ -482,10 +487,10 @@ fn start_new(
             n.port = node::next_free_port(old.saturating_add(1), &t)?;
             t.push(n.port);
         }
-        eprintln!(
+        crate::report::say(format!(
             "{}: port {old} was taken by someone else meanwhile; retrying on {}",
             n.name, n.port
-        );
+        ));
         n.write_files(server, owner.map(|o| o.name.as_str()), password)?;
     }
     bail!("{}: could not start", n.name)
@@ -493,28 +498,23 @@ fn start_new(
 
 /// A real SQL login over TCP with the admin account, retried briefly.
 fn sql_login(n: &Node, password: &str) -> Result<()> {
-    use mysql::prelude::Queryable;
-    let opts = mysql::OptsBuilder::new()
-        .ip_or_hostname(Some("127.0.0.1"))
-        .tcp_port(n.port)
-        .user(Some(ADMIN_USER))
-        .pass(Some(password))
-        .prefer_socket(false)
-        .tcp_connect_timeout(Some(Duration::from_secs(2)))
-        .read_timeout(Some(Duration::from_secs(5)))
-        .write_timeout(Some(Duration::from_secs(5)));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let err = match mysql::Conn::new(opts.clone()) {
-            Ok(mut c) => match c.query_drop("SELECT 1") {
-                Ok(()) => return Ok(()),
-                Err(e) => e,
-            },
+        let err = match crate::transport::sql::connect_tcp(
+            "127.0.0.1",
+            n.port,
+            ADMIN_USER,
+            password,
+            Duration::from_secs(5),
+        )
+        .and_then(|mut c| c.exec(&crate::flavor::Flavor::ping()))
+        {
+            Ok(()) => return Ok(()),
             Err(e) => e,
         };
         if Instant::now() >= deadline {
             bail!(
-                "{}: the server runs but the admin login on 127.0.0.1:{} fails: {err}\nlast lines of {}:\n{}",
+                "{}: the server runs but the admin login on 127.0.0.1:{} fails: {err:#}\nlast lines of {}:\n{}",
                 n.name,
                 n.port,
                 n.error_log().display(),
@@ -674,7 +674,7 @@ fn print_table(state: &State) {
             role.to_string(),
         ]);
     }
-    println!("{t}");
+    crate::report::outln(format!("{t}"));
 }
 
 /// `repltool lab status`.
@@ -688,7 +688,7 @@ pub fn status(args: &LabDirArgs) -> Result<i32> {
         )));
     };
     print_table(&state);
-    println!("\ntopology: {}", state.topology.display());
+    crate::report::outln(format!("\ntopology: {}", state.topology.display()));
     Ok(0)
 }
 
@@ -706,7 +706,7 @@ fn stop_all(nodes: &[Node]) -> Vec<u32> {
 pub fn down(args: &LabDirArgs) -> Result<i32> {
     let dir = absolute(&args.dir)?;
     if !dir.exists() {
-        eprintln!("no lab in {}; nothing to do", dir.display());
+        crate::report::say(format!("no lab in {}; nothing to do", dir.display()));
         return Ok(0);
     }
     let Some(state) = State::load(&dir)? else {
@@ -729,7 +729,10 @@ pub fn down(args: &LabDirArgs) -> Result<i32> {
         )));
     }
     fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-    eprintln!("stopped {running} server(s); removed {}", dir.display());
+    crate::report::say(format!(
+        "stopped {running} server(s); removed {}",
+        dir.display()
+    ));
     Ok(0)
 }
 

@@ -134,8 +134,9 @@ impl Node {
              # /etc/mysql is not read. `repltool init` writes conf.d/60-repltool.cnf.\n\
              [mysqld]\n{user}\
              datadir={datadir}\nport={port}\nbind-address=127.0.0.1\nsocket={socket}\n\
-             pid-file={pid}\nlog-error={log}\n{SERVER_SETTINGS}\n\
+             pid-file={pid}\nlog-error={log}\n{SERVER_SETTINGS}{extra}\n\
              !includedir {conf_d}\n",
+            extra = server.extra_settings,
             name = self.name,
             datadir = self.datadir().display(),
             port = self.port,
@@ -321,5 +322,24 @@ mod tests {
         // Our own process is certainly not that node's server.
         assert!(!n.owns(std::process::id()));
         assert!(n.running_pid().is_none());
+        // A process whose command line carries exactly the node's marker is the node's; one
+        // with the marker of another node (a prefix of it, or longer) is not.
+        let spawn = |arg: String| {
+            std::process::Command::new("sh")
+                .args(["-c", "sleep 5", &arg])
+                .spawn()
+                .expect("sh")
+        };
+        let mut mine = spawn(n.marker());
+        let mut longer = spawn(format!("{}0", n.marker()));
+        let mut shorter = spawn(n.marker()[..n.marker().len() - 1].to_string());
+        // The child's command line is visible once it has exec'd.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let got = (n.owns(mine.id()), n.owns(longer.id()), n.owns(shorter.id()));
+        for c in [&mut mine, &mut longer, &mut shorter] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        assert_eq!(got, (true, false, false));
     }
 }

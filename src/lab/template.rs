@@ -20,7 +20,6 @@ const FORMAT: u32 = 2;
 pub const SERVER_SETTINGS: &str = "skip-name-resolve\n\
 performance_schema=OFF\n\
 innodb_buffer_pool_size=32M\n\
-innodb_log_file_size=8M\n\
 innodb_buffer_pool_dump_at_shutdown=OFF\n\
 innodb_buffer_pool_load_at_startup=OFF\n";
 /// The administrative account every lab server has (TCP from 127.0.0.1 and the socket).
@@ -33,6 +32,8 @@ pub struct Server {
     /// As `--version` prints it, e.g. `10.11.19-MariaDB-0+deb12u1`.
     pub version: String,
     pub mariadb: bool,
+    /// Settings every lab server of this flavor needs beyond [`SERVER_SETTINGS`].
+    pub extra_settings: String,
     /// mariadb-admin / mysqladmin, for the ctl script's readiness check.
     pub admin_tool: PathBuf,
 }
@@ -69,7 +70,9 @@ pub fn find_server() -> Result<Server> {
         );
     };
     let version = server_version(&path)?;
-    let mariadb = version.contains("MariaDB");
+    let flavor = crate::flavor::Flavor::detect(&version, "").ok();
+    let mariadb = flavor.map(|f| f.datadir_by_install_db()).unwrap_or(false);
+    let extra_settings = flavor.map(|f| f.lab_settings()).unwrap_or_default();
     let Some(admin_tool) = which(&["mariadb-admin", "mysqladmin"], &["/usr/bin"]) else {
         bail!(
             "mariadb-admin (or mysqladmin) not found; install it: apt-get install mariadb-client"
@@ -79,6 +82,7 @@ pub fn find_server() -> Result<Server> {
         path,
         version,
         mariadb,
+        extra_settings,
         admin_tool,
     })
 }
@@ -224,7 +228,9 @@ fn lock(path: &Path, timeout: Duration) -> Result<Lock> {
             );
         }
         if !told {
-            eprintln!("waiting for another repltool to finish building the lab template...");
+            crate::report::say(
+                "waiting for another repltool to finish building the lab template...",
+            );
             told = true;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -262,12 +268,12 @@ pub fn ensure(server: &Server) -> Result<Template> {
         }
     }
     let tmp = root.join(format!("{building_prefix}{}", std::process::id()));
-    eprintln!(
+    crate::report::say(format!(
         "building the lab template for {} {} (once; cached in {})...",
         server.path.display(),
         server.version,
         dir.display()
-    );
+    ));
     let t0 = Instant::now();
     let built = build(server, &tmp);
     if let Err(e) = built {
@@ -277,7 +283,10 @@ pub fn ensure(server: &Server) -> Result<Template> {
     // The rename is what makes the template visible, so a crash above never leaves a
     // template that looks usable.
     fs::rename(&tmp, &dir).with_context(|| format!("renaming {} into place", tmp.display()))?;
-    eprintln!("template built in {:.1}s", t0.elapsed().as_secs_f64());
+    crate::report::say(format!(
+        "template built in {:.1}s",
+        t0.elapsed().as_secs_f64()
+    ));
     Ok(ready(&dir))
 }
 
@@ -287,7 +296,10 @@ fn build(server: &Server, tmp: &Path) -> Result<()> {
     let password = random_password()?;
     write_private(&tmp.join("admin.password"), password.as_bytes())?;
     let cnf = tmp.join("template.cnf");
-    fs::write(&cnf, format!("[mysqld]\n{SERVER_SETTINGS}"))?;
+    fs::write(
+        &cnf,
+        format!("[mysqld]\n{SERVER_SETTINGS}{}", server.extra_settings),
+    )?;
     let mut sql = String::new();
     if server.mariadb {
         // Bootstrap runs with grant tables off; this turns them on for the statements below.
@@ -348,6 +360,9 @@ fn build(server: &Server, tmp: &Path) -> Result<()> {
     }
     // Dropped so every node starts with an empty buffer-pool dump instead of loading ours.
     let _ = fs::remove_file(datadir.join("ib_buffer_pool"));
+    // MySQL keeps its server_uuid in auto.cnf: every node must make its own at first start, or
+    // replicas refuse their master ("equal MySQL server UUIDs").
+    let _ = fs::remove_file(datadir.join("auto.cnf"));
     // Most of the InnoDB files are zeros: rewritten sparse, a node's copy (cp skips holes)
     // moves ~6 MB instead of ~25 MB, which is most of what `lab up` adds per node.
     let sparse = tmp.join("data.sparse");

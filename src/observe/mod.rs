@@ -1,6 +1,8 @@
 //! Facts about a server, gathered before acting: flavor, variables, binlog coordinates, replica
 //! status, users, and the host's config layout. Parsers live in `replica`.
 
+#[cfg(test)]
+mod golden;
 pub mod replica;
 
 pub use replica::*;
@@ -45,9 +47,15 @@ pub struct SqlFacts {
     /// `@@version` as the server says it.
     pub version: String,
     pub server_id: u32,
+    /// MySQL @@server_uuid ("" on MariaDB).
+    pub server_uuid: String,
     pub log_bin: bool,
+    /// @@log_bin_basename: where the binary log really is ("" with the log off).
+    pub log_bin_basename: String,
     pub binlog_format: String,
     pub read_only: bool,
+    /// MySQL super_read_only (false on MariaDB, which has none).
+    pub super_read_only: bool,
     pub log_slave_updates: bool,
     pub auto_increment_increment: u32,
     pub auto_increment_offset: u32,
@@ -55,15 +63,20 @@ pub struct SqlFacts {
     pub replica: Option<ReplicaStatus>,
     /// Own binary log coordinates; None with the binary log off.
     pub master_status: Option<MasterStatus>,
+    /// The binary log files this server has, with their sizes (empty with the log off).
+    pub binary_logs: Vec<(String, u64)>,
     /// MySQL @@gtid_executed / MariaDB @@gtid_binlog_pos.
     pub gtid_executed: String,
     /// MariaDB @@gtid_slave_pos (empty on MySQL).
     pub gtid_slave_pos: String,
     /// Hosts the replication user exists for (`user@host` rows of mysql.user).
     pub repl_user_hosts: Vec<String>,
-    /// Hosts of the replication user whose password differs from the file's (MariaDB only).
+    /// Hosts of the replication user whose password differs from the file's (decided on this
+    /// side from the stored hash; MySQL's salted hashes cannot be compared and are not listed).
     pub repl_password_mismatch: Vec<String>,
-    /// Whether any database other than the system ones exists.
+    /// Every database but the system schemas (repltool's own included).
+    pub databases: Vec<String>,
+    /// Whether any database other than the system ones and repltool's own exists.
     pub has_user_data: bool,
     /// @@bind_address ("" when the server does not say).
     pub bind_address: String,
@@ -73,19 +86,16 @@ pub struct SqlFacts {
     /// Server clock, seconds since the epoch (UNIX_TIMESTAMP()).
     pub clock: i64,
     /// Promotions recorded on this server by `repltool promote` (oldest first).
-    pub promotions: Vec<Promotion>,
+    pub promotions: Vec<PromotionRecord>,
 }
 
-/// A promotion as `repltool promote` records it on the new master (table repltool.promotions):
-/// the old master's binary log up to `old_pos` is contained in the new master's data at `new_pos`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Promotion {
-    pub old_master: String,
-    pub old_pos: (String, u64),
-    /// Where the other slaves stood in the old master's log when `new_pos` was taken.
-    pub slaves_pos: (String, u64),
-    pub new_master: String,
-    pub new_pos: (String, u64),
+impl SqlFacts {
+    /// Whether `file:pos` lies inside this server's binary logs.
+    pub fn has_binlog_position(&self, file: &str, pos: u64) -> bool {
+        self.binary_logs
+            .iter()
+            .any(|(f, size)| f == file && *size >= pos)
+    }
 }
 
 /// Facts about the host's configuration layout, read over its shell.
@@ -96,243 +106,121 @@ pub struct ConfigFacts {
     pub current: Option<String>,
     /// How to restart the server (None: none found and the topology gives none).
     pub restart: Option<String>,
+    /// How to stop it (None: no service manager found).
+    pub stop: Option<String>,
 }
 
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
-use mysql::prelude::Queryable;
+use anyhow::{anyhow, bail, Context, Result};
 
+use crate::flavor::{PasswordCheck, PromotionRecord, ServerVars, CANARY_SCHEMA};
 use crate::topology::{Host, Topology};
+use crate::transport::sql::{Columns, SqlConn};
 use crate::transport::HostSession;
 
-/// Open an administrative SQL connection to `host` through its session's endpoint (SSH
-/// port-forward, direct TCP, or the lab's loopback). `timeout` bounds the connect and every
-/// read and write, so a partitioned host costs at most that. The session clears
-/// NO_BACKSLASH_ESCAPES so `flavor::quote` is always right.
+/// Open an administrative SQL connection to `host`, `timeout` bounding the login and every
+/// read and write (see [`crate::transport::sql::connect`]).
 pub fn connect_sql(
     session: &mut dyn HostSession,
     host: &Host,
     timeout: Duration,
-) -> Result<mysql::Conn> {
-    connect_sql_io(session, host, timeout, timeout)
+) -> Result<Box<dyn SqlConn>> {
+    session.sql_connect(host, timeout, timeout)
 }
 
-/// [`connect_sql`] with a longer bound on reads and writes, for statements that wait on purpose
-/// (FLUSH TABLES WITH READ LOCK, MASTER_POS_WAIT).
-pub fn connect_sql_io(
-    session: &mut dyn HostSession,
-    host: &Host,
-    connect_timeout: Duration,
-    io_timeout: Duration,
-) -> Result<mysql::Conn> {
-    let (addr, port) = session.sql_endpoint(host.mysql.port)?;
-    let opts = mysql::OptsBuilder::new()
-        .ip_or_hostname(Some(addr))
-        .tcp_port(port)
-        .user(Some(host.mysql.user.clone()))
-        .pass(Some(host.mysql.password.expose().to_string()))
-        .prefer_socket(false)
-        .tcp_connect_timeout(Some(connect_timeout))
-        .read_timeout(Some(io_timeout))
-        .write_timeout(Some(io_timeout))
-        .init(vec![
-            "SET SESSION sql_mode = REPLACE(@@SESSION.sql_mode, 'NO_BACKSLASH_ESCAPES', '')",
-        ]);
-    mysql::Conn::new(opts).map_err(|e| {
-        // The forward's own thread records why it closed; give it a moment to say so.
-        let mut far = session.endpoint_error(host.mysql.port);
-        if far.is_none() && (addr_is_forward(host)) {
-            for _ in 0..20 {
-                std::thread::sleep(Duration::from_millis(10));
-                far = session.endpoint_error(host.mysql.port);
-                if far.is_some() {
-                    break;
-                }
-            }
-        }
-        let far = far
-            .map(|r| format!(" (through SSH: {r})"))
-            .unwrap_or_default();
-        anyhow!(
-            "{}: SQL login as {} on port {} failed: {}{far}",
-            host.name,
-            host.mysql.user,
-            host.mysql.port,
-            sql_error_text(&e)
-        )
-    })
+/// A column of a row by name (case-insensitive); `Ok(None)` for NULL, an error naming the
+/// column when the row has no such column.
+pub fn column<'a>(row: &'a Columns, name: &str) -> Result<Option<&'a str>> {
+    row.iter()
+        .find(|(c, _)| c.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_deref())
+        .ok_or_else(|| anyhow!("the server's answer has no column {name}"))
 }
 
-fn addr_is_forward(host: &Host) -> bool {
-    matches!(host.transport, crate::topology::Transport::Ssh(_))
-        && host.mysql.route == crate::topology::SqlRoute::Forward
+/// A column that must hold a number: an error names the column and the value, never a silent 0.
+pub fn number<T: std::str::FromStr>(row: &Columns, name: &str) -> Result<T> {
+    let v = column(row, name)?.unwrap_or("");
+    v.trim()
+        .parse()
+        .map_err(|_| anyhow!("{name} is {v:?}, not a number"))
 }
 
-/// A server error without the crate's decoration, password never included.
-pub fn sql_error_text(e: &mysql::Error) -> String {
-    match e {
-        mysql::Error::MySqlError(me) => format!("ERROR {}: {}", me.code, me.message),
-        other => other.to_string(),
+/// A 0/1 (or ON/OFF) column.
+pub fn flag(row: &Columns, name: &str) -> Result<bool> {
+    match column(row, name)?.unwrap_or("").trim() {
+        "1" | "ON" | "on" => Ok(true),
+        "0" | "OFF" | "off" => Ok(false),
+        v => bail!("{name} is {v:?}, not 0/1"),
     }
-}
-
-/// One row as (column, value) pairs, NULL as None.
-pub type Columns = Vec<(String, Option<String>)>;
-
-/// Run a query and return its rows as (column, value) pairs, NULL as None.
-pub fn query_columns(conn: &mut mysql::Conn, sql: &str) -> Result<Vec<Columns>> {
-    let rows: Vec<mysql::Row> = conn
-        .query(sql)
-        .map_err(|e| anyhow!("{}", sql_error_text(&e)))?;
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            let cols = row.columns();
-            cols.iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    let v = row.as_ref(i).and_then(value_text);
-                    (c.name_str().into_owned(), v)
-                })
-                .collect()
-        })
-        .collect())
-}
-
-fn value_text(v: &mysql::Value) -> Option<String> {
-    match v {
-        mysql::Value::NULL => None,
-        mysql::Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        mysql::Value::Int(i) => Some(i.to_string()),
-        mysql::Value::UInt(u) => Some(u.to_string()),
-        mysql::Value::Float(f) => Some(f.to_string()),
-        mysql::Value::Double(f) => Some(f.to_string()),
-        other => Some(other.as_sql(true).trim_matches('\'').to_string()),
-    }
-}
-
-/// One value of a one-row query.
-pub fn query_one(conn: &mut mysql::Conn, sql: &str) -> Result<Option<String>> {
-    let rows = query_columns(conn, sql)?;
-    Ok(rows
-        .into_iter()
-        .next()
-        .and_then(|r| r.into_iter().next())
-        .and_then(|(_, v)| v))
-}
-
-use crate::flavor::SYSTEM_SCHEMAS;
-
-/// The databases a seed dump copies: everything but the system schemas.
-pub fn user_databases(conn: &mut mysql::Conn) -> Result<Vec<String>> {
-    let rows = query_columns(conn, "SHOW DATABASES")?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|r| r.into_iter().next().and_then(|(_, v)| v))
-        .filter(|d| !SYSTEM_SCHEMAS.contains(&d.as_str()))
-        .collect())
-}
-
-/// Whether any user table is not transactional (its copy is consistent only under the lock).
-pub fn has_non_transactional_tables(conn: &mut mysql::Conn) -> Result<bool> {
-    let n = query_one(
-        conn,
-        "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' \
-         AND TABLE_SCHEMA NOT IN ('mysql','information_schema','performance_schema','sys') \
-         AND ENGINE NOT IN ('InnoDB','Aria')",
-    )?;
-    Ok(n.as_deref().unwrap_or("0") != "0")
 }
 
 /// Read the SQL facts of a server.
-pub fn sql_facts(conn: &mut mysql::Conn, topo: &Topology) -> Result<SqlFacts> {
-    let row = query_columns(
-        conn,
-        "SELECT @@version AS v, @@version_comment AS c, @@server_id AS sid, @@log_bin AS lb, \
-         @@binlog_format AS bf, @@read_only AS ro, @@log_slave_updates AS lsu, \
-         @@auto_increment_increment AS aii, @@auto_increment_offset AS aio, @@datadir AS dd, \
-         @@log_error AS le, @@bind_address AS ba, UNIX_TIMESTAMP() AS now",
-    )?
-    .into_iter()
-    .next()
-    .ok_or_else(|| anyhow!("the server returned no row for its variables"))?;
-    let get = |k: &str| -> String {
-        row.iter()
-            .find(|(c, _)| c == k)
-            .and_then(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    let version = get("v");
-    let flavor = Flavor::detect(&version, &get("c"))?;
-    let num = |k: &str| get(k).parse::<u64>().unwrap_or(0);
-    let replica = query_columns(conn, flavor.show_replica_status().text())?
+pub fn sql_facts(conn: &mut dyn SqlConn, topo: &Topology) -> Result<SqlFacts> {
+    let flavor = conn.flavor()?;
+    let row = conn
+        .query(&flavor.variables_query())?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("the server returned no row for its variables"))?;
+    let text = |k: &str| -> Result<String> { Ok(column(&row, k)?.unwrap_or("").to_string()) };
+    let version = text(ServerVars::VERSION)?;
+    let replica = conn
+        .query(&flavor.show_replica_status())?
         .into_iter()
         .next()
         .map(|cols| replica_status_from_columns(&cols))
         .transpose()?;
-    let log_bin = num("lb") == 1;
-    let master_status = if log_bin {
-        query_columns(conn, flavor.show_master_status().text())?
+    let log_bin = flag(&row, ServerVars::LOG_BIN)?;
+    let (master_status, binary_logs) = if log_bin {
+        let ms = conn
+            .query(&flavor.show_master_status())?
             .into_iter()
             .next()
             .map(|cols| master_status_from_columns(&cols))
-            .transpose()?
-    } else {
-        None
-    };
-    let gtid_executed =
-        query_one(conn, &format!("SELECT {}", flavor.gtid_executed_var()))?.unwrap_or_default();
-    let gtid_slave_pos = if flavor.kind == crate::flavor::Kind::MariaDB {
-        query_one(conn, "SELECT @@gtid_slave_pos")?.unwrap_or_default()
-    } else {
-        String::new()
-    };
-    let repl_user_hosts = query_columns(
-        conn,
-        &format!(
-            "SELECT Host FROM mysql.user WHERE User = {}",
-            crate::flavor::quote(&topo.replication.user)
-        ),
-    )?
-    .into_iter()
-    .filter_map(|r| r.into_iter().next().and_then(|(_, v)| v))
-    .collect();
-    let repl_password_mismatch = match flavor
-        .repl_password_mismatch_query(&topo.replication.user, &topo.replication.password)
-    {
-        Some(q) => query_columns(conn, q.text())?
-            .into_iter()
-            .filter_map(|r| r.into_iter().next().and_then(|(_, v)| v))
-            .collect(),
-        None => Vec::new(),
-    };
-    let has_user_data = !user_databases(conn)?
-        .iter()
-        .all(|d| d == crate::plan::CANARY_SCHEMA);
-    // No table: nothing was ever promoted here.
-    let promotions = query_columns(
-        conn,
-        "SELECT old_master, old_file, old_pos, new_master, new_file, new_pos, slaves_file, \
-         slaves_pos FROM repltool.promotions ORDER BY id",
-    )
-    .map(|rows| {
-        rows.into_iter()
-            .map(|r| {
-                let g = |i: usize| r.get(i).and_then(|(_, v)| v.clone()).unwrap_or_default();
-                Promotion {
-                    old_master: g(0),
-                    old_pos: (g(1), g(2).parse().unwrap_or(0)),
-                    new_master: g(3),
-                    new_pos: (g(4), g(5).parse().unwrap_or(0)),
-                    slaves_pos: (g(6), g(7).parse().unwrap_or(0)),
-                }
+            .transpose()?;
+        let logs = conn
+            .query(&flavor.show_binary_logs())?
+            .iter()
+            .map(|r| -> Result<(String, u64)> {
+                Ok((
+                    column(r, "Log_name")?.unwrap_or("").to_string(),
+                    number(r, "File_size")?,
+                ))
             })
-            .collect()
-    })
-    .unwrap_or_default();
-    let datadir = get("dd");
-    let le = get("le");
+            .collect::<Result<Vec<_>>>()?;
+        (ms, logs)
+    } else {
+        (None, Vec::new())
+    };
+    let mut repl_user_hosts = Vec::new();
+    let mut repl_password_mismatch = Vec::new();
+    for r in conn.query(&flavor.repl_accounts_query(&topo.replication.user))? {
+        let host = column(&r, "Host")?.unwrap_or("").to_string();
+        let plugin = column(&r, "plugin")?.unwrap_or("");
+        let stored = column(&r, "authentication_string")?.unwrap_or("");
+        if flavor.password_check(plugin, stored, &topo.replication.password)
+            == PasswordCheck::Differs
+        {
+            repl_password_mismatch.push(host.clone());
+        }
+        repl_user_hosts.push(host);
+    }
+    let databases = conn.column(&flavor.databases_query())?;
+    let has_user_data = databases.iter().any(|d| d != CANARY_SCHEMA);
+    let promotions = if databases.iter().any(|d| d == CANARY_SCHEMA)
+        && conn.one(&flavor.promotions_exist())?.as_deref() != Some("0")
+    {
+        conn.query(&flavor.promotions_query())?
+            .iter()
+            .map(promotion_from_row)
+            .collect::<Result<Vec<_>>>()
+            .context("reading repltool.promotions")?
+    } else {
+        Vec::new()
+    };
+    let datadir = text(ServerVars::DATADIR)?;
+    let le = text(ServerVars::LOG_ERROR)?;
     let error_log = if le.is_empty() || le == "stderr" {
         None
     } else if le.starts_with('/') {
@@ -343,25 +231,44 @@ pub fn sql_facts(conn: &mut mysql::Conn, topo: &Topology) -> Result<SqlFacts> {
     Ok(SqlFacts {
         flavor,
         version,
-        server_id: num("sid") as u32,
+        server_id: number(&row, ServerVars::SERVER_ID)?,
+        server_uuid: text(ServerVars::SERVER_UUID)?,
         log_bin,
-        binlog_format: get("bf"),
-        read_only: num("ro") == 1,
-        log_slave_updates: num("lsu") == 1,
-        auto_increment_increment: num("aii") as u32,
-        auto_increment_offset: num("aio") as u32,
+        log_bin_basename: text(ServerVars::LOG_BIN_BASENAME)?,
+        binlog_format: text(ServerVars::BINLOG_FORMAT)?,
+        read_only: flag(&row, ServerVars::READ_ONLY)?,
+        super_read_only: flag(&row, ServerVars::SUPER_READ_ONLY)?,
+        log_slave_updates: flag(&row, ServerVars::LOG_SLAVE_UPDATES)?,
+        auto_increment_increment: number(&row, ServerVars::AUTO_INCREMENT_INCREMENT)?,
+        auto_increment_offset: number(&row, ServerVars::AUTO_INCREMENT_OFFSET)?,
         replica,
         master_status,
-        gtid_executed,
-        gtid_slave_pos,
+        binary_logs,
+        gtid_executed: text(ServerVars::GTID_EXECUTED)?,
+        gtid_slave_pos: text(ServerVars::GTID_SLAVE_POS)?,
         repl_user_hosts,
         repl_password_mismatch,
+        databases,
         has_user_data,
         error_log,
-        bind_address: get("ba"),
+        bind_address: text(ServerVars::BIND_ADDRESS)?,
         datadir,
-        clock: get("now").parse().unwrap_or(0),
+        clock: number(&row, ServerVars::CLOCK)?,
         promotions,
+    })
+}
+
+fn promotion_from_row(r: &Columns) -> Result<PromotionRecord> {
+    let t = |k: &str| -> Result<String> { Ok(column(r, k)?.unwrap_or("").to_string()) };
+    Ok(PromotionRecord {
+        old_master: t("old_master")?,
+        old_server_id: number(r, "old_server_id")?,
+        old_server_uuid: t("old_server_uuid")?,
+        old_pos: (t("old_file")?, number(r, "old_pos")?),
+        old_gtid: t("old_gtid")?,
+        slaves_pos: (t("slaves_file")?, number(r, "slaves_pos")?),
+        new_master: t("new_master")?,
+        new_pos: (t("new_file")?, number(r, "new_pos")?),
     })
 }
 
@@ -369,6 +276,11 @@ pub fn sql_facts(conn: &mut mysql::Conn, topo: &Topology) -> Result<SqlFacts> {
 /// the service managers found, in marked sections parsed by [`parse_config_probe`].
 pub const CONFIG_PROBE: &str = r#"for f in /etc/mysql/my.cnf /etc/my.cnf; do
   if [ -r "$f" ]; then echo "@@FILE $f"; cat "$f"; echo; fi
+done
+for d in $(cat /etc/mysql/my.cnf /etc/my.cnf 2>/dev/null | sed -n 's/^[[:space:]]*!includedir[[:space:]]*//p'); do
+  for f in "$d"/*.cnf; do
+    if [ -r "$f" ]; then echo "@@INC $f"; head -c 65536 "$f"; echo; fi
+  done
 done
 echo "@@PID1 $(cat /proc/1/comm 2>/dev/null)"
 for s in mariadb mysql mysqld; do
@@ -383,6 +295,8 @@ if command -v service >/dev/null 2>&1; then echo "@@SERVICE"; fi
 pub struct ConfigProbe {
     /// Main config files and their text, in the order read.
     pub files: Vec<(PathBuf, String)>,
+    /// The `.cnf` files of the include directories and their text.
+    pub included: Vec<(PathBuf, String)>,
     pub pid1: String,
     pub init_scripts: Vec<String>,
     pub units: Vec<String>,
@@ -391,35 +305,110 @@ pub struct ConfigProbe {
 
 pub fn parse_config_probe(out: &str) -> ConfigProbe {
     let mut p = ConfigProbe::default();
-    let mut current: Option<(PathBuf, String)> = None;
+    // (path, text, is an included file)
+    let mut current: Option<(PathBuf, String, bool)> = None;
+    let done = |p: &mut ConfigProbe, f: Option<(PathBuf, String, bool)>| {
+        if let Some((path, text, inc)) = f {
+            if inc {
+                p.included.push((path, text));
+            } else {
+                p.files.push((path, text));
+            }
+        }
+    };
     for line in out.lines() {
         if let Some(rest) = line.strip_prefix("@@") {
-            if let Some(f) = current.take() {
-                p.files.push(f);
-            }
+            done(&mut p, current.take());
             let (tag, val) = rest.split_once(' ').unwrap_or((rest, ""));
             match tag {
-                "FILE" => current = Some((PathBuf::from(val), String::new())),
+                "FILE" => current = Some((PathBuf::from(val), String::new(), false)),
+                // `"$d"/*.cnf` with a trailing slash in $d: one path, one spelling.
+                "INC" => {
+                    current = Some((PathBuf::from(val.replace("//", "/")), String::new(), true))
+                }
                 "PID1" => p.pid1 = val.trim().to_string(),
                 "INITD" => p.init_scripts.push(val.trim().to_string()),
                 "UNIT" => p.units.push(val.trim().to_string()),
                 "SERVICE" => p.has_service = true,
                 _ => {}
             }
-        } else if let Some((_, text)) = current.as_mut() {
+        } else if let Some((_, text, _)) = current.as_mut() {
             text.push_str(line);
             text.push('\n');
         }
     }
-    if let Some(f) = current.take() {
-        p.files.push(f);
-    }
+    done(&mut p, current.take());
     p
+}
+
+/// The settings repltool's fragment owns, as option names with `_` (the server reads `-` and
+/// `_` alike).
+const MANAGED_KEYS: &[&str] = &[
+    "server_id",
+    "log_bin",
+    "binlog_format",
+    "relay_log",
+    "report_host",
+    "bind_address",
+    "read_only",
+    "super_read_only",
+    "log_slave_updates",
+    "log_replica_updates",
+    "auto_increment_increment",
+    "auto_increment_offset",
+    "gtid_mode",
+    "enforce_gtid_consistency",
+    "gtid_strict_mode",
+    "gtid_domain_id",
+];
+
+/// Whether an option file's text sets one of the settings repltool's fragment owns.
+fn sets_managed_key(text: &str) -> bool {
+    text.lines().any(|l| {
+        let l = l.trim();
+        if l.starts_with('#') || l.starts_with(';') || l.starts_with('[') {
+            return false;
+        }
+        let key = l.split('=').next().unwrap_or("").trim().replace('-', "_");
+        MANAGED_KEYS.contains(&key.as_str())
+    })
+}
+
+/// The fragment's file name in `dir`: the one repltool wrote before (any name), else
+/// [`FRAGMENT_NAME`], unless a file read after that name sets one of repltool's settings (MySQL's
+/// Debian package ships `mysql.conf.d/mysqld.cnf` with `bind-address = 127.0.0.1`, which sorts
+/// after `60-repltool.cnf`): then a name read after it.
+fn fragment_in(dir: &std::path::Path, probe: &ConfigProbe) -> PathBuf {
+    let here: Vec<&(PathBuf, String)> = probe
+        .included
+        .iter()
+        .filter(|(p, _)| p.parent() == Some(dir))
+        .collect();
+    if let Some((p, _)) = here
+        .iter()
+        .find(|(_, t)| t.contains(crate::plan::init::MANAGED_MARKER))
+    {
+        return p.clone();
+    }
+    let later = here.iter().any(|(p, t)| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n > FRAGMENT_NAME)
+            && sets_managed_key(t)
+    });
+    dir.join(if later {
+        FRAGMENT_NAME_LAST
+    } else {
+        FRAGMENT_NAME
+    })
 }
 
 /// The file name of repltool's fragment in an include directory: after Debian's 50-server.cnf so
 /// it wins, and before anything a DBA numbered 90+ on purpose.
 pub const FRAGMENT_NAME: &str = "60-repltool.cnf";
+
+/// The fragment's name when a package file read after [`FRAGMENT_NAME`] sets the same options.
+pub const FRAGMENT_NAME_LAST: &str = "zz-repltool.cnf";
 
 /// Where the managed configuration goes: the last `!includedir` of the first main file (read
 /// last, so it overrides earlier ones), else a managed block inside the main file.
@@ -432,7 +421,10 @@ pub fn config_target(probe: &ConfigProbe) -> Option<ConfigTarget> {
         .filter(|d| !d.is_empty())
         .collect();
     match dirs.last() {
-        Some(d) => Some(ConfigTarget::Fragment(PathBuf::from(d).join(FRAGMENT_NAME))),
+        Some(d) => Some(ConfigTarget::Fragment(fragment_in(
+            &PathBuf::from(d.trim_end_matches('/')),
+            probe,
+        ))),
         None => Some(ConfigTarget::Block(main.clone())),
     }
 }
@@ -454,6 +446,45 @@ pub fn restart_command(host: &Host, probe: &ConfigProbe) -> Option<String> {
         }
     }
     None
+}
+
+/// How to stop the server, for fencing a master that must not come back during a failover:
+/// the service manager's stop (systemctl only when systemd is PID 1, else `service`). None
+/// when only a custom `restart:` is known: the caller falls back to killing what listens.
+pub fn stop_command(probe: &ConfigProbe) -> Option<String> {
+    if probe.pid1 == "systemd" {
+        if let Some(u) = probe.units.first() {
+            return Some(format!("systemctl stop {u}"));
+        }
+    }
+    if probe.has_service {
+        if let Some(s) = probe.init_scripts.first() {
+            return Some(format!("service {s} stop"));
+        }
+    }
+    None
+}
+
+/// A shell script printing `LISTEN` when a socket listens on TCP `port` in the host's network
+/// namespace, `NONE` otherwise (from /proc/net/tcp and tcp6: no ss or netstat needed).
+pub fn listening_script(port: u16) -> String {
+    format!(
+        "for f in /proc/net/tcp /proc/net/tcp6; do [ -r \"$f\" ] || continue; \
+         if awk '$2 ~ /:{port:04X}$/ && $4 == \"0A\" {{ found = 1 }} END {{ exit !found }}' \"$f\"; \
+         then echo LISTEN; exit 0; fi; done; echo NONE"
+    )
+}
+
+/// A shell script printing the pids of the processes holding the socket that listens on TCP
+/// `port` (its inode found in /proc/net/tcp*, then among every process's descriptors).
+pub fn listener_pids_script(port: u16) -> String {
+    format!(
+        "ino=$(awk '$2 ~ /:{port:04X}$/ && $4 == \"0A\" {{ print $10; exit }}' /proc/net/tcp /proc/net/tcp6 2>/dev/null | head -n 1); \
+         [ -n \"$ino\" ] || exit 0; \
+         for d in /proc/[0-9]*; do \
+         if ls -l \"$d/fd\" 2>/dev/null | grep -q \"socket:\\[$ino\\]\"; then echo \"${{d#/proc/}}\"; fi; \
+         done"
+    )
 }
 
 /// Read the host's config layout and the current content of repltool's target file.
@@ -478,6 +509,7 @@ pub fn config_facts(session: &mut dyn HostSession, host: &Host) -> Result<Config
         target,
         current,
         restart: restart_command(host, &probe),
+        stop: stop_command(&probe),
     })
 }
 
@@ -550,7 +582,7 @@ pub fn observe_host(
             Err(e) => facts.sql_error = Some(format!("{e:#}")),
         }
     }
-    match connect_sql(session, host, timeout).and_then(|mut c| sql_facts(&mut c, topo)) {
+    match connect_sql(session, host, timeout).and_then(|mut c| sql_facts(c.as_mut(), topo)) {
         Ok(s) => facts.sql = Some(s),
         Err(e) => {
             let prev = facts.sql_error.take();
@@ -609,7 +641,159 @@ mod tests {
     }
 
     #[test]
+    fn mysql_debian_layout_reads_the_fragment_after_mysqld_cnf() {
+        let probe = "@@FILE /etc/mysql/my.cnf\n!includedir /etc/mysql/conf.d/\n!includedir /etc/mysql/mysql.conf.d/\n\
+                     @@INC /etc/mysql/conf.d/mysql.cnf\n[mysql]\n\
+                     @@INC /etc/mysql/mysql.conf.d/mysql.cnf\n[mysql]\n\
+                     @@INC /etc/mysql/mysql.conf.d/mysqld.cnf\n[mysqld]\nbind-address\t= 127.0.0.1\nlog_error = /var/log/mysql/error.log\n\
+                     @@PID1 bash\n@@SERVICE\n";
+        let p = parse_config_probe(probe);
+        assert_eq!(p.included.len(), 3);
+        assert_eq!(
+            config_target(&p),
+            Some(ConfigTarget::Fragment(PathBuf::from(
+                "/etc/mysql/mysql.conf.d/zz-repltool.cnf"
+            )))
+        );
+        // A fragment repltool wrote earlier keeps its name.
+        let again = format!(
+            "{probe}@@INC /etc/mysql/mysql.conf.d/60-repltool.cnf\n# Managed by repltool: do not edit\n[mysqld]\n"
+        );
+        assert_eq!(
+            config_target(&parse_config_probe(&again)),
+            Some(ConfigTarget::Fragment(PathBuf::from(
+                "/etc/mysql/mysql.conf.d/60-repltool.cnf"
+            )))
+        );
+        // A later file that sets nothing of ours does not move it.
+        let harmless = probe.replace("bind-address\t= 127.0.0.1\n", "");
+        assert_eq!(
+            config_target(&parse_config_probe(&harmless)),
+            Some(ConfigTarget::Fragment(PathBuf::from(
+                "/etc/mysql/mysql.conf.d/60-repltool.cnf"
+            )))
+        );
+    }
+
+    #[test]
     fn no_config_file_at_all() {
         assert_eq!(config_target(&parse_config_probe("@@PID1 bash\n")), None);
+    }
+}
+
+#[cfg(test)]
+mod fake_tests {
+    //! observe against a scripted server (no server needed).
+    use super::*;
+    use crate::transport::fake::{FakeConn, FakeServer, Reply};
+
+    fn mysql97(server: &mut FakeServer, server_id: &str) {
+        server
+            .on(
+                "SELECT @@version, @@version_comment",
+                Reply::row(&[
+                    ("v", Some("9.7.4")),
+                    ("c", Some("MySQL Community Server - GPL")),
+                ]),
+            )
+            .on(
+                "AS version",
+                Reply::row(&[
+                    ("version", Some("9.7.4")),
+                    ("version_comment", Some("MySQL Community Server - GPL")),
+                    ("server_id", Some(server_id)),
+                    ("server_uuid", Some("17995cd3-ecc4-11f1-ace9-e3954288e3db")),
+                    ("log_bin", Some("1")),
+                    ("log_bin_basename", Some("/var/lib/mysql/binlog")),
+                    ("binlog_format", Some("ROW")),
+                    ("read_only", Some("1")),
+                    ("super_read_only", Some("1")),
+                    ("log_slave_updates", Some("1")),
+                    ("auto_increment_increment", Some("1")),
+                    ("auto_increment_offset", Some("1")),
+                    (
+                        "gtid_executed",
+                        Some("17995cd3-ecc4-11f1-ace9-e3954288e3db:1-5"),
+                    ),
+                    ("gtid_slave_pos", Some("")),
+                    ("datadir", Some("/var/lib/mysql/")),
+                    ("log_error", Some("/var/log/mysql/error.log")),
+                    ("bind_address", Some("0.0.0.0")),
+                    ("clock", Some("1764500000")),
+                ]),
+            )
+            .on("SHOW REPLICA STATUS", Reply::empty())
+            .on(
+                "SHOW BINARY LOG STATUS",
+                Reply::row(&[
+                    ("File", Some("mysql-bin.000003")),
+                    ("Position", Some("1234")),
+                ]),
+            )
+            .on(
+                "SHOW BINARY LOGS",
+                Reply::Rows(vec![
+                    vec![
+                        ("Log_name".into(), Some("mysql-bin.000002".into())),
+                        ("File_size".into(), Some("900".into())),
+                    ],
+                    vec![
+                        ("Log_name".into(), Some("mysql-bin.000003".into())),
+                        ("File_size".into(), Some("1234".into())),
+                    ],
+                ]),
+            )
+            .on(
+                "FROM mysql.user",
+                Reply::row(&[
+                    ("Host", Some("10.0.0.2")),
+                    ("plugin", Some("caching_sha2_password")),
+                    ("authentication_string", Some("$A$005$salted")),
+                ]),
+            )
+            .on(
+                "information_schema.SCHEMATA",
+                Reply::Rows(vec![vec![("SCHEMA_NAME".into(), Some("shop".into()))]]),
+            );
+    }
+
+    #[test]
+    fn a_mysql_9_7_server_is_asked_in_its_own_dialect_and_parsed() {
+        let server = FakeServer::shared();
+        mysql97(&mut server.lock().unwrap(), "7");
+        let topo = crate::testing::topo(&[("db1", None)]);
+        let mut conn = FakeConn(server.clone());
+        let f = sql_facts(&mut conn, &topo).unwrap();
+        assert_eq!(f.flavor.describe(), "MySQL 9.7.4");
+        assert_eq!(f.server_id, 7);
+        assert!(f.read_only && f.super_read_only && f.log_slave_updates);
+        assert_eq!(f.master_status.as_ref().unwrap().position, 1234);
+        assert!(f.has_binlog_position("mysql-bin.000002", 900));
+        assert!(!f.has_binlog_position("mysql-bin.000002", 901));
+        // MySQL's salted hashes cannot be compared: never reported as a mismatch.
+        assert_eq!(f.repl_user_hosts, vec!["10.0.0.2".to_string()]);
+        assert!(f.repl_password_mismatch.is_empty());
+        assert!(f.has_user_data);
+        let log = server.lock().unwrap().log.join("\n");
+        assert!(log.contains("@@GLOBAL.log_replica_updates"), "{log}");
+        assert!(log.contains("@@GLOBAL.super_read_only"), "{log}");
+        for gone in [
+            "SHOW SLAVE STATUS",
+            "SHOW MASTER STATUS",
+            "log_slave_updates AS",
+            "PASSWORD(",
+        ] {
+            assert!(!log.contains(gone), "{gone}: {log}");
+        }
+    }
+
+    #[test]
+    fn a_value_that_does_not_parse_is_an_error_naming_it_never_a_zero() {
+        let server = FakeServer::shared();
+        mysql97(&mut server.lock().unwrap(), "seven");
+        let topo = crate::testing::topo(&[("db1", None)]);
+        let mut conn = FakeConn(server);
+        let e = sql_facts(&mut conn, &topo).unwrap_err();
+        assert_eq!(format!("{e:#}"), "server_id is \"seven\", not a number");
     }
 }

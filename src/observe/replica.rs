@@ -36,6 +36,8 @@ pub struct ReplicaStatus {
     pub last_sql_errno: u32,
     pub last_sql_error: String,
     pub master_server_id: u32,
+    /// MySQL Master_UUID / Source_UUID: the master's server_uuid ("" on MariaDB).
+    pub master_uuid: String,
     /// MariaDB: Using_Gtid (No / Slave_Pos / Current_Pos); MySQL: "Yes" when Auto_Position=1.
     pub using_gtid: String,
     /// MariaDB Gtid_IO_Pos; MySQL Retrieved_Gtid_Set.
@@ -92,6 +94,7 @@ const SYNONYMS: &[(&str, &[&str])] = &[
         "master_server_id",
         &["Master_Server_Id", "Source_Server_Id"],
     ),
+    ("master_uuid", &["Master_UUID", "Source_UUID"]),
     ("using_gtid", &["Using_Gtid"]),
     ("auto_position", &["Auto_Position"]),
     ("gtid_io_pos", &["Gtid_IO_Pos", "Retrieved_Gtid_Set"]),
@@ -208,6 +211,7 @@ pub fn replica_status_from_columns(cols: &[(String, Option<String>)]) -> Result<
         last_sql_errno: row.number("last_sql_errno")?,
         last_sql_error: row.text("last_sql_error"),
         master_server_id: row.number("master_server_id")?,
+        master_uuid: row.text("master_uuid"),
         using_gtid,
         gtid_io_pos: gtid_text(&row.text("gtid_io_pos")),
         executed_gtid_set: gtid_text(&row.text("executed_gtid_set")),
@@ -240,12 +244,14 @@ pub fn master_status_from_columns(cols: &[(String, Option<String>)]) -> Result<M
     })
 }
 
+#[cfg(test)]
 /// Whether `line` is a row separator: `*************************** 1. row ***...`.
 fn is_row_separator(line: &str) -> bool {
     let t = line.trim();
     t.starts_with("***") && t.ends_with("***") && t.contains(". row ")
 }
 
+#[cfg(test)]
 /// The interactive client's summary after a result: "1 row in set (0.00 sec)", "Empty set".
 fn is_result_footer(line: &str) -> bool {
     let t = line.trim();
@@ -256,6 +262,7 @@ fn is_result_footer(line: &str) -> bool {
     counted || t.starts_with("Empty set")
 }
 
+#[cfg(test)]
 /// `   Column_Name: value` -> (byte offset of the colon, name, value). The client right-aligns
 /// names so the colons of one row line up; a name is an identifier, the colon is followed by
 /// a space or the end of the line (the client prints `name: ` then the value, which editors
@@ -280,6 +287,7 @@ fn column_line(line: &str) -> Option<(usize, &str, &str)> {
     Some((lead + colon, name, value))
 }
 
+#[cfg(test)]
 /// Split the client's vertical output (`SHOW SLAVE STATUS\G`) into rows of (column, value).
 /// `NULL` becomes `None`.
 pub fn parse_vertical(text: &str) -> Vec<Vec<(String, Option<String>)>> {

@@ -19,6 +19,9 @@ pub const BLOCK_END: &str = "# END repltool managed block";
 /// then making masters writable, then verification.
 pub const WAVE_CONFIG: u32 = 0;
 pub const WAVE_SETTINGS: u32 = 1;
+/// Masters that nothing is copied into: writable as soon as their restart and users are done,
+/// so applications are not refused for the length of a seed.
+pub const WAVE_EARLY_WRITABLE: u32 = 2;
 pub const WAVE_LINKS: u32 = 10;
 pub const WAVE_WRITABLE: u32 = 100;
 pub const WAVE_VERIFY: u32 = 101;
@@ -157,6 +160,11 @@ pub fn plan_init(
     let mut plan = Plan::default();
     let mut refusals: Vec<String> = Vec::new();
     let sqlf = |name: &str| facts.get(name).and_then(|f| f.sql.as_ref());
+    for (n, f) in facts {
+        if let Some(s) = &f.sql {
+            plan.words.insert(n.clone(), s.flavor.words());
+        }
+    }
 
     for h in &topo.hosts {
         if sqlf(&h.name).is_none() {
@@ -290,7 +298,14 @@ pub fn plan_init(
             });
         }
         let lsu_missing = settings.effective_log_slave_updates() && !sql.log_slave_updates;
-        let need_restart = !sql.log_bin || lsu_missing || bind_change;
+        // MySQL 8+ logs by default, as `binlog.*`: the fragment's `log_bin` (an absolute base
+        // that a failover reads from disk when the server is down) takes effect only after a
+        // restart.
+        let moved_log = sql.log_bin
+            && !sql.log_bin_basename.is_empty()
+            && settings.log_bin.starts_with('/')
+            && sql.log_bin_basename != settings.log_bin;
+        let need_restart = !sql.log_bin || lsu_missing || bind_change || moved_log;
         if need_restart {
             match &cfg.restart {
                 Some(cmd) => {
@@ -335,22 +350,14 @@ pub fn plan_init(
         let mut dynamic: Vec<Sql> = Vec::new();
         if !need_restart {
             if sql.server_id != h.server_id {
-                dynamic.push(Sql::plain(format!(
-                    "SET GLOBAL server_id = {}",
-                    h.server_id
-                )));
+                dynamic.push(sql.flavor.set_server_id(h.server_id));
             }
             if !sql.binlog_format.eq_ignore_ascii_case("ROW") {
-                dynamic.push(Sql::plain("SET GLOBAL binlog_format = 'ROW'"));
+                dynamic.push(sql.flavor.set_binlog_format_row());
             }
             if let Some((inc, off)) = settings.auto_increment {
                 if sql.auto_increment_increment != inc || sql.auto_increment_offset != off {
-                    dynamic.push(Sql::plain(format!(
-                        "SET GLOBAL auto_increment_increment = {inc}"
-                    )));
-                    dynamic.push(Sql::plain(format!(
-                        "SET GLOBAL auto_increment_offset = {off}"
-                    )));
+                    dynamic.extend(sql.flavor.set_auto_increment(inc, off));
                 }
             }
             if !topo.writable(h) && !sql.read_only {
@@ -364,6 +371,7 @@ pub fn plan_init(
                 action: Action::Sql {
                     what: "apply dynamic settings".into(),
                     stmts: dynamic,
+                    writes: false,
                 },
             });
         }
@@ -399,6 +407,7 @@ pub fn plan_init(
                         topo.replication.user
                     ),
                     stmts: users,
+                    writes: true,
                 },
             });
         }
@@ -457,13 +466,47 @@ pub fn plan_init(
             }
             LinkState::New => false,
         };
-        // A former master demoted by promote: rejoin at the recorded position, never re-seed.
-        if let Some(pr) = msql
+        // A server that cannot read its master's binary log (MySQL from MariaDB, a replica
+        // older than its master) is refused before anything changes.
+        if let Err(why) = ssql.flavor.can_replicate_from(&msql.flavor) {
+            let mariadb_master = ssql.flavor.cannot_read(&msql.flavor);
+            if mariadb_master || !opts.force {
+                refusals.push(format!(
+                    "{}: {why}{}",
+                    s.name,
+                    if mariadb_master {
+                        ""
+                    } else {
+                        " (--force to link them anyway)"
+                    }
+                ));
+                continue;
+            }
+            plan.warnings.push(format!("--force: {}: {why}", s.name));
+        }
+        // A former master demoted by promote: rejoin at the recorded position, never re-seed,
+        // but only if it is the same server with the same binary log (a machine rebuilt under
+        // the same name has neither: it is seeded like any new slave).
+        let record = msql
             .promotions
             .iter()
             .rev()
-            .find(|p| p.old_master == s.name && p.new_master == m.name)
-        {
+            .find(|p| p.old_master == s.name && p.new_master == m.name);
+        let record = match record {
+            Some(pr) => match rejoin_mismatch(pr, ssql) {
+                None => Some(pr),
+                Some(why) => {
+                    plan.warnings.push(format!(
+                        "{}: a promotion to {} is recorded for it, but it is not the server that \
+                         was promoted away ({why}): it is seeded as a new slave, not rejoined",
+                        s.name, m.name
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some(pr) = record {
             if !rewire {
                 plan.steps.push(Step {
                     wave,
@@ -527,16 +570,30 @@ pub fn plan_init(
         });
     }
 
-    // Masters writable last, so a half-built cluster never has a writable server it should not.
+    // Masters writable once restarted and given their users; a pair member that is seeded
+    // now only at the end, so it never takes writes before it holds its peer's data.
+    let linked: BTreeSet<String> = plan
+        .steps
+        .iter()
+        .flat_map(|st| match &st.action {
+            Action::Link {
+                slaves,
+                seed: Some(_),
+            } => slaves.iter().map(|l| l.host.clone()).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
     for h in topo.hosts.iter().filter(|h| topo.writable(h)) {
         let sql = sqlf(&h.name).expect("checked");
         if sql.read_only || restarted.contains(&h.name) {
             plan.steps.push(Step {
-                wave: WAVE_WRITABLE,
+                wave: if linked.contains(&h.name) {
+                    WAVE_WRITABLE
+                } else {
+                    WAVE_EARLY_WRITABLE
+                },
                 host: h.name.clone(),
-                action: Action::Sql {
-                    what: "make the master writable (read_only stays ON in its config: fencing)"
-                        .into(),
+                action: Action::MakeWritable {
                     stmts: sql.flavor.set_read_only(false),
                 },
             });
@@ -544,7 +601,8 @@ pub fn plan_init(
     }
 
     if !refusals.is_empty() {
-        return Err(crate::error::input(refusals.join("\n")));
+        // A refusal: the command ran and found the cluster not safe to change (exit 1).
+        return Err(crate::error::problem(refusals.join("\n")));
     }
     if !plan.steps.is_empty() {
         let touched: BTreeSet<&str> = plan.steps.iter().map(|s| s.host.as_str()).collect();
@@ -578,6 +636,43 @@ pub fn plan_init(
     Ok(plan)
 }
 
+/// Why a server is not the former master a promotion record names (None: it is): another
+/// server_id or server_uuid, or a binary log without the recorded position (a rebuilt machine
+/// starts a fresh `mysql-bin.000001`; purged logs cannot be checked for errant transactions
+/// either).
+pub fn rejoin_mismatch(pr: &crate::flavor::PromotionRecord, s: &SqlFacts) -> Option<String> {
+    if pr.old_server_id != 0 && pr.old_server_id != s.server_id {
+        return Some(format!(
+            "server_id {} now, {} when it was promoted away",
+            s.server_id, pr.old_server_id
+        ));
+    }
+    if !pr.old_server_uuid.is_empty() && pr.old_server_uuid != s.server_uuid {
+        return Some(format!(
+            "server_uuid {} now, {} then",
+            s.server_uuid, pr.old_server_uuid
+        ));
+    }
+    if !s.has_binlog_position(&pr.old_pos.0, pr.old_pos.1) {
+        let logs: Vec<String> = s
+            .binary_logs
+            .iter()
+            .map(|(f, n)| format!("{f} ({n} bytes)"))
+            .collect();
+        return Some(format!(
+            "its binary log has no {}:{} (it has {})",
+            pr.old_pos.0,
+            pr.old_pos.1,
+            if logs.is_empty() {
+                "none".to_string()
+            } else {
+                logs.join(", ")
+            }
+        ));
+    }
+    None
+}
+
 /// CHANGE MASTER TO `master` with the file's replication account: at (file, pos), or by GTID
 /// when the file says `gtid: true` (every server then logs what it replicates, so any master's
 /// log has every slave's position).
@@ -598,6 +693,7 @@ pub fn change_master_to(topo: &Topology, master: &Host, file: &str, pos: u64) ->
         ssl: topo.replication.ssl,
         // Seconds between reconnects: short, so a replica recovers quickly from a restart.
         connect_retry: 10,
+        heartbeat: None,
     }
 }
 
@@ -620,159 +716,12 @@ pub fn downstream(topo: &Topology, name: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
     use std::time::Duration;
 
     use super::*;
-    use crate::flavor::{Flavor, Kind};
-    use crate::observe::{ConfigFacts, ReplicaStatus};
-    use crate::secret::Secret;
-    use crate::topology::{Mysql, Replication, SqlRoute, Transport};
+    use crate::observe::ReplicaStatus;
 
-    const PW: &str = "s3cr'et \"pw\"";
-
-    fn topo(spec: &[(&str, Option<&str>)]) -> Topology {
-        let mut hosts: Vec<Host> = spec
-            .iter()
-            .enumerate()
-            .map(|(i, (n, m))| Host {
-                name: n.to_string(),
-                address: "127.0.0.1".into(),
-                master: m.map(|s| s.to_string()),
-                server_id: i as u32 + 1,
-                read_only: None,
-                transport: Transport::Local,
-                mysql: Mysql {
-                    user: "admin".into(),
-                    password: Secret::new("adminpw"),
-                    port: 3306 + i as u16,
-                    route: SqlRoute::Direct,
-                },
-                config_file: Some(PathBuf::from(format!("/lab/{n}/60-repltool.cnf"))),
-                restart: Some(format!("/lab/{n}/ctl restart")),
-                error_log: None,
-                role: Role::Master,
-                peer: None,
-                slaves: vec![],
-                line: i + 1,
-            })
-            .collect();
-        let names: Vec<(String, Option<String>)> = hosts
-            .iter()
-            .map(|h| (h.name.clone(), h.master.clone()))
-            .collect();
-        for h in hosts.iter_mut() {
-            h.slaves = names
-                .iter()
-                .filter(|(_, m)| m.as_deref() == Some(h.name.as_str()))
-                .map(|(n, _)| n.clone())
-                .collect();
-            let peer = h.master.clone().filter(|m| h.slaves.contains(m));
-            h.role = match (&h.master, h.slaves.is_empty(), &peer) {
-                (Some(_), _, Some(_)) => Role::MasterMaster,
-                (None, _, _) => Role::Master,
-                (Some(_), true, _) => Role::Slave,
-                (Some(_), false, _) => Role::Relay,
-            };
-            h.peer = peer;
-        }
-        Topology {
-            name: "t".into(),
-            file: PathBuf::from("t.yaml"),
-            replication: Replication {
-                user: "repl".into(),
-                password: Secret::new(PW),
-                gtid: false,
-                ssl: false,
-            },
-            hosts,
-        }
-    }
-
-    fn maria() -> Flavor {
-        Flavor {
-            kind: Kind::MariaDB,
-            major: 10,
-            minor: 11,
-            patch: 6,
-        }
-    }
-
-    /// A fresh server as the lab makes it: binary log off, no data, nothing configured.
-    fn fresh(t: &Topology) -> HashMap<String, Facts> {
-        t.hosts
-            .iter()
-            .map(|h| {
-                (
-                    h.name.clone(),
-                    Facts {
-                        host: h.name.clone(),
-                        sql: Some(SqlFacts {
-                            flavor: maria(),
-                            version: "10.11.6-MariaDB".into(),
-                            server_id: 1,
-                            log_bin: false,
-                            binlog_format: "MIXED".into(),
-                            read_only: false,
-                            log_slave_updates: false,
-                            auto_increment_increment: 1,
-                            auto_increment_offset: 1,
-                            replica: None,
-                            master_status: None,
-                            gtid_executed: String::new(),
-                            gtid_slave_pos: String::new(),
-                            repl_user_hosts: vec![],
-                            repl_password_mismatch: vec![],
-                            has_user_data: false,
-                            error_log: None,
-                            bind_address: "127.0.0.1".into(),
-                            datadir: "/lab".into(),
-                            clock: 0,
-                            promotions: vec![],
-                        }),
-                        sql_error: None,
-                        config: Some(ConfigFacts {
-                            target: ConfigTarget::Fragment(h.config_file.clone().unwrap()),
-                            current: None,
-                            restart: h.restart.clone(),
-                        }),
-                    },
-                )
-            })
-            .collect()
-    }
-
-    /// The facts of a cluster init already built.
-    fn converged(t: &Topology) -> HashMap<String, Facts> {
-        let mut f = fresh(t);
-        for h in &t.hosts {
-            let e = f.get_mut(&h.name).unwrap();
-            let s = e.sql.as_mut().unwrap();
-            s.log_bin = true;
-            s.server_id = h.server_id;
-            s.binlog_format = "ROW".into();
-            s.read_only = !t.writable(h);
-            s.log_slave_updates = matches!(h.role, Role::Relay | Role::MasterMaster);
-            if let Some((i, o)) = fragment_settings(t, h, "/lab", false).auto_increment {
-                s.auto_increment_increment = i;
-                s.auto_increment_offset = o;
-            }
-            s.repl_user_hosts = vec!["127.0.0.1".into()];
-            if let Some(m) = &h.master {
-                let mh = t.host(m).unwrap();
-                s.replica = Some(ReplicaStatus {
-                    master_host: mh.address.clone(),
-                    master_port: mh.mysql.port,
-                    io_running: Some(IoThread::Yes),
-                    sql_running: true,
-                    ..Default::default()
-                });
-            }
-            e.config.as_mut().unwrap().current =
-                Some(maria().fragment(&fragment_settings(t, h, "/lab", false)));
-        }
-        f
-    }
+    use crate::testing::{converged, fresh, maria, topo};
 
     fn plan(t: &Topology, f: &HashMap<String, Facts>, force: bool) -> Result<Plan> {
         plan_init(t, f, &InitOptions { force })
@@ -817,20 +766,21 @@ mod tests {
             .collect();
         assert_eq!(users.len(), 1);
         assert_eq!(users[0].host, "db1");
-        // The master becomes writable last, then everything is verified.
+        // The master becomes writable right after its restart and users (nothing is copied
+        // into it), before any link; everything is verified last.
         let last = p.steps.last().unwrap();
         assert!(
             matches!(&last.action, Action::Verify { slaves, canary_from }
             if slaves.len() == 2 && canary_from == &vec!["db1".to_string()])
         );
-        assert!(p
+        let writable: Vec<(u32, &str)> = p
             .steps
             .iter()
-            .any(|s| s.wave == WAVE_WRITABLE && s.host == "db1"));
-        assert!(!p
-            .steps
-            .iter()
-            .any(|s| s.wave == WAVE_WRITABLE && s.host != "db1"));
+            .filter(|s| matches!(s.action, Action::MakeWritable { .. }))
+            .map(|s| (s.wave, s.host.as_str()))
+            .collect();
+        assert_eq!(writable, vec![(WAVE_EARLY_WRITABLE, "db1")]);
+        const { assert!(WAVE_EARLY_WRITABLE < WAVE_LINKS) };
     }
 
     #[test]
@@ -940,10 +890,17 @@ mod tests {
         assert!(frag("m1").contains("auto_increment_offset"));
         assert!(frag("m1").contains("auto_increment_increment"));
         assert_ne!(frag("m1"), frag("m2"));
-        // Both members are writable.
+        // Both members are writable: m2 (the one with the data) at once, m1 once seeded.
+        let mut writable: Vec<(u32, &str)> = p
+            .steps
+            .iter()
+            .filter(|s| matches!(s.action, Action::MakeWritable { .. }))
+            .map(|s| (s.wave, s.host.as_str()))
+            .collect();
+        writable.sort();
         assert_eq!(
-            p.steps.iter().filter(|s| s.wave == WAVE_WRITABLE).count(),
-            2
+            writable,
+            vec![(WAVE_EARLY_WRITABLE, "m2"), (WAVE_WRITABLE, "m1")]
         );
         f.get_mut("m1").unwrap().sql.as_mut().unwrap().has_user_data = true;
         let err = plan(&t, &f, false).unwrap_err().to_string();

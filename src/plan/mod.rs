@@ -2,16 +2,13 @@
 //! executor re-checks). No I/O here; `--dry-run` prints a Plan and stops.
 
 pub mod init;
+pub mod promote;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use crate::flavor::{ChangeMaster, Sql};
 use crate::observe::ConfigTarget;
-
-/// The schema that holds repltool's canary table (written on masters to prove replication)
-/// and its record of promotions.
-pub use crate::flavor::CANARY_SCHEMA;
 
 /// A plan: steps in waves. Steps of one wave run in parallel across hosts (in order for one
 /// host); a wave starts when the previous one is done.
@@ -22,6 +19,8 @@ pub struct Plan {
     pub unchanged: Vec<String>,
     /// Things worth knowing that do not stop the plan.
     pub warnings: Vec<String>,
+    /// Each server's statement words, for rendering in its own dialect.
+    pub words: std::collections::BTreeMap<String, crate::flavor::Words>,
 }
 
 #[derive(Debug, Clone)]
@@ -68,8 +67,16 @@ pub enum Action {
         expect: Vec<(String, String)>,
         config_file: PathBuf,
     },
-    /// Statements run in order on the host (dynamic settings, users).
-    Sql { what: String, stmts: Vec<Sql> },
+    /// Statements run in order on the host (dynamic settings, users). `writes`: they write
+    /// rows (accounts), so a fenced MySQL server (super_read_only) gets a deliberate write
+    /// window around them.
+    Sql {
+        what: String,
+        stmts: Vec<Sql>,
+        writes: bool,
+    },
+    /// Make a master writable (read_only stays ON in its config: fencing).
+    MakeWritable { stmts: Vec<Sql> },
     /// Take a consistent snapshot of the master (FTWRL + SHOW MASTER STATUS), seed the new
     /// slaves from it if needed, point them at it and start them.
     Link {
@@ -105,6 +112,13 @@ impl Plan {
         w
     }
 
+    fn w(&self, host: &str) -> crate::flavor::Words {
+        self.words
+            .get(host)
+            .copied()
+            .unwrap_or_else(crate::flavor::Words::unknown)
+    }
+
     /// The plan as text: every file write with its content, every restart, every statement with
     /// secrets masked.
     pub fn render(&self) -> String {
@@ -131,7 +145,16 @@ impl Plan {
                         vars.join(", ")
                     );
                 }
-                Action::Sql { what, stmts } => {
+                Action::MakeWritable { stmts } => {
+                    let _ = writeln!(
+                        out,
+                        "make the master writable (read_only stays ON in its config: fencing):"
+                    );
+                    for q in stmts {
+                        let _ = writeln!(out, "      {};", q.shown());
+                    }
+                }
+                Action::Sql { what, stmts, .. } => {
                     let _ = writeln!(out, "{what}:");
                     for q in stmts {
                         let _ = writeln!(out, "      {};", q.shown());
@@ -141,8 +164,10 @@ impl Plan {
                     let names: Vec<&str> = slaves.iter().map(|l| l.host.as_str()).collect();
                     let _ = writeln!(
                         out,
-                        "snapshot for {}: FLUSH TABLES WITH READ LOCK; SHOW MASTER STATUS",
-                        names.join(", ")
+                        "snapshot for {}: {}; {}",
+                        names.join(", "),
+                        self.w(&s.host).read_lock,
+                        self.w(&s.host).show_master
                     );
                     match seed {
                         Some(sd) => {
@@ -167,15 +192,17 @@ impl Plan {
                         }
                     }
                     for l in slaves {
+                        let w = self.w(&l.host);
                         let _ = writeln!(
                             out,
-                            "      on {}: {}; (coordinates from the snapshot) START SLAVE",
+                            "      on {}: {}; (coordinates from the snapshot) {}",
                             l.host,
                             if l.rewire {
-                                "STOP SLAVE; RESET SLAVE ALL; CHANGE MASTER TO"
+                                format!("{}; {}; {}", w.stop(), w.reset_all(), w.change)
                             } else {
-                                "CHANGE MASTER TO"
-                            }
+                                w.change.to_string()
+                            },
+                            w.start()
                         );
                     }
                 }
@@ -187,12 +214,18 @@ impl Plan {
                     change,
                     from,
                 } => {
+                    let w = self.w(slave);
                     let _ = writeln!(
                         out,
                         "rejoin former master {slave}: check it has no transactions after {}:{} \
-                         (refuse if it has), then CHANGE MASTER TO {}:{} at the position recorded \
-                         by the promote; START SLAVE",
-                        from.0, from.1, change.host, change.port
+                         (refuse if it has), then {} {}:{} at the position recorded by the \
+                         promote; {}",
+                        from.0,
+                        from.1,
+                        w.change,
+                        change.host,
+                        change.port,
+                        w.start()
                     );
                 }
                 Action::Verify {

@@ -4,6 +4,37 @@
 pub mod progress;
 pub mod status;
 
+/// Data for the user, on stdout (tables, JSON, plans, results): the only place besides `main`
+/// that writes there.
+#[allow(clippy::print_stdout)]
+pub fn out(text: impl std::fmt::Display) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let _ = write!(o, "{text}");
+    let _ = o.flush();
+}
+
+/// [`out`] and a newline.
+pub fn outln(text: impl std::fmt::Display) {
+    out(format!("{text}\n"));
+}
+
+/// Diagnostics and progress for people, on stderr: the only place besides `main` and the
+/// progress reporter that writes there. What it says often quotes servers and remote
+/// commands, so it goes through [`clean`].
+#[allow(clippy::print_stderr)]
+pub fn say(text: impl std::fmt::Display) {
+    eprintln!("{}", clean(&text.to_string()));
+}
+
+/// A prompt on stderr, without a newline.
+#[allow(clippy::print_stderr)]
+pub fn ask(text: impl std::fmt::Display) {
+    use std::io::Write;
+    eprint!("{text}");
+    let _ = std::io::stderr().flush();
+}
+
 pub use progress::Progress;
 
 use std::collections::HashMap;

@@ -1,5 +1,7 @@
-//! Progress on stderr: one spinner per host on a terminal (indicatif), plain `[host] message`
-//! lines otherwise, so logs and CI stay readable.
+//! Progress and the journal of changes, on stderr, for every command that changes servers (init,
+//! promote): one spinner per host on a terminal (indicatif), plain `[  1.23s] host: message`
+//! lines otherwise, so logs and CI stay readable. Every change is journaled, so a failure can
+//! list what was already changed.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -13,6 +15,7 @@ pub struct Progress {
     bars: Mutex<HashMap<String, ProgressBar>>,
     start: Instant,
     quiet: bool,
+    journal: Mutex<Vec<String>>,
 }
 
 impl Progress {
@@ -28,7 +31,44 @@ impl Progress {
             bars: Mutex::new(HashMap::new()),
             start: Instant::now(),
             quiet,
+            journal: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A change made to a server (journaled, and shown as a step of `host`).
+    pub fn note(&self, host: &str, change: &str) {
+        self.record(&format!("{host}: {change}"));
+    }
+
+    /// A change, already worded `host: what` (journaled and shown).
+    pub fn record(&self, line: &str) {
+        self.journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line.to_string());
+        if self.quiet {
+            return;
+        }
+        let text = format!("[{:>6.2}s] {line}", self.start.elapsed().as_secs_f64());
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(text);
+            }
+            None => super::say(text),
+        }
+    }
+
+    /// Every change journaled so far, in order, as `host: change`.
+    pub fn changes(&self) -> Vec<String> {
+        self.journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Seconds since the command started.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
     }
 
     /// Say what a host is doing now.
@@ -53,10 +93,10 @@ impl Progress {
                 });
                 bar.set_message(msg.to_string());
             }
-            None => eprintln!(
+            None => super::say(format!(
                 "[{:>6.2}s] {host}: {msg}",
                 self.start.elapsed().as_secs_f64()
-            ),
+            )),
         }
     }
 

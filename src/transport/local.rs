@@ -176,6 +176,15 @@ impl HostSession for LocalSession {
         }))
     }
 
+    fn sql_connect(
+        &mut self,
+        host: &crate::topology::Host,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+    ) -> Result<Box<dyn crate::transport::sql::SqlConn>> {
+        crate::transport::sql::connect(self, host, connect_timeout, io_timeout)
+    }
+
     fn sql_endpoint(&mut self, port: u16) -> Result<(String, u16)> {
         Ok((self.address.clone(), port))
     }

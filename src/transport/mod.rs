@@ -2,8 +2,11 @@
 //! and `ssh` (ssh2) implementations. Planners never see this; only observe and execute do.
 
 pub mod cleanup;
+#[cfg(test)]
+pub mod fake;
 pub mod local;
 pub mod optfile;
+pub mod sql;
 pub mod ssh;
 
 use std::io::{Read, Write};
@@ -84,6 +87,16 @@ pub trait HostSession: Send {
     fn detached(&self) -> Option<Box<dyn HostSession>> {
         None
     }
+
+    /// An administrative SQL connection to the host's server (real sessions:
+    /// [`sql::connect`] through [`HostSession::sql_endpoint`]), `connect_timeout` bounding the
+    /// login and `io_timeout` every read and write.
+    fn sql_connect(
+        &mut self,
+        host: &Host,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+    ) -> Result<Box<dyn sql::SqlConn>>;
 
     /// Read a file; `Ok(None)` when it does not exist.
     fn read_file(&mut self, path: &Path, privileged: bool) -> Result<Option<Vec<u8>>> {

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Captures real `SHOW SLAVE STATUS\G` / `SHOW MASTER STATUS\G` output from the installed MariaDB
-# for tests/golden_status.rs. Starts two throwaway servers (a master and its replica) on loopback
+# for tests/it/offline/golden_status.rs. Starts two throwaway servers (a master and its replica) on loopback
 # ports 24401/24402 in a temporary directory, drives the replica through the cases, saves the
 # output next to this script and kills both servers. Run as root: `sh capture-mariadb.sh`.
 set -eu

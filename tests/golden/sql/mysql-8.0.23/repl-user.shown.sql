@@ -1,3 +1,5 @@
+SET SESSION sql_log_bin = 0;
 CREATE USER IF NOT EXISTS 'repl'@'127.0.0.12' IDENTIFIED BY '***';
 ALTER USER 'repl'@'127.0.0.12' IDENTIFIED BY '***';
 GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.12';
+SET SESSION sql_log_bin = 1;

@@ -1,4 +1,10 @@
 CREATE DATABASE IF NOT EXISTS repltool;
-CREATE TABLE IF NOT EXISTS repltool.canary (id INT PRIMARY KEY, token VARCHAR(64) NOT NULL, written_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP) ENGINE=InnoDB;
-REPLACE INTO repltool.canary (id, token) VALUES (1, 'c-1700000000-42');
-SELECT token FROM repltool.canary WHERE id = 1;
+CREATE TABLE IF NOT EXISTS repltool.canary (host VARCHAR(255) PRIMARY KEY, token VARCHAR(64) NOT NULL, written_at TIMESTAMP(6) NOT NULL) ENGINE=InnoDB;
+REPLACE INTO repltool.canary VALUES ('db1', 'c-1700000000-42', NOW(6));
+SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'repltool' AND TABLE_NAME = 'canary';
+SELECT token FROM repltool.canary WHERE host = 'db1';
+CREATE DATABASE IF NOT EXISTS repltool;
+CREATE TABLE IF NOT EXISTS repltool.promotions (id BIGINT AUTO_INCREMENT PRIMARY KEY, old_master VARCHAR(255) NOT NULL, old_server_id INT UNSIGNED NOT NULL, old_server_uuid VARCHAR(64) NOT NULL, old_file VARCHAR(255) NOT NULL, old_pos BIGINT UNSIGNED NOT NULL, old_gtid TEXT NOT NULL, slaves_file VARCHAR(255) NOT NULL, slaves_pos BIGINT UNSIGNED NOT NULL, new_master VARCHAR(255) NOT NULL, new_file VARCHAR(255) NOT NULL, new_pos BIGINT UNSIGNED NOT NULL, promoted_at TIMESTAMP(6) NOT NULL) ENGINE=InnoDB;
+INSERT INTO repltool.promotions (old_master, old_server_id, old_server_uuid, old_file, old_pos, old_gtid, slaves_file, slaves_pos, new_master, new_file, new_pos, promoted_at) VALUES ('db1', 1, '3e11fa47-71ca-11e1-9e33-c80aa9429562', 'mysql-bin.000002', 1234, '0-1-57', 'mysql-bin.000002', 1200, 'db2', 'mysql-bin.000007', 4567, NOW(6));
+SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'repltool' AND TABLE_NAME = 'promotions';
+SELECT old_master, old_server_id, old_server_uuid, old_file, old_pos, old_gtid, slaves_file, slaves_pos, new_master, new_file, new_pos FROM repltool.promotions ORDER BY id;

@@ -1,4 +1,10 @@
 SELECT @@version, @@version_comment;
-SELECT @@version AS version, @@version_comment AS version_comment, @@GLOBAL.server_id AS server_id, @@GLOBAL.log_bin AS log_bin, @@GLOBAL.binlog_format AS binlog_format, @@GLOBAL.read_only AS read_only, @@GLOBAL.super_read_only AS super_read_only, @@GLOBAL.log_replica_updates AS log_slave_updates, @@GLOBAL.auto_increment_increment AS auto_increment_increment, @@GLOBAL.auto_increment_offset AS auto_increment_offset, @@GLOBAL.gtid_executed AS gtid_executed, '' AS gtid_slave_pos, @@GLOBAL.datadir AS datadir, @@GLOBAL.log_error AS log_error, UNIX_TIMESTAMP() AS clock;
-SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys', 'repltool') ORDER BY SCHEMA_NAME;
+SELECT 1;
+SELECT @@version AS version, @@version_comment AS version_comment, @@GLOBAL.server_id AS server_id, @@GLOBAL.server_uuid AS server_uuid, @@GLOBAL.log_bin AS log_bin, @@GLOBAL.log_bin_basename AS log_bin_basename, @@GLOBAL.binlog_format AS binlog_format, @@GLOBAL.read_only AS read_only, @@GLOBAL.super_read_only AS super_read_only, @@GLOBAL.log_replica_updates AS log_slave_updates, @@GLOBAL.auto_increment_increment AS auto_increment_increment, @@GLOBAL.auto_increment_offset AS auto_increment_offset, @@GLOBAL.gtid_executed AS gtid_executed, '' AS gtid_slave_pos, @@GLOBAL.datadir AS datadir, @@GLOBAL.log_error AS log_error, @@GLOBAL.bind_address AS bind_address, UNIX_TIMESTAMP() AS clock;
+SELECT @@GLOBAL.read_only;
+SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY SCHEMA_NAME;
+SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') AND ENGINE NOT IN ('InnoDB', 'Aria');
+SELECT COALESCE(SUM(DATA_LENGTH + INDEX_LENGTH), 0) FROM information_schema.TABLES WHERE TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys');
 SELECT Host FROM mysql.user WHERE User = 'repl' ORDER BY Host;
+SELECT Host, plugin, authentication_string FROM mysql.user WHERE User = 'repl' ORDER BY Host;
+SHOW GRANTS FOR CURRENT_USER();

@@ -1,0 +1,222 @@
+//! The cluster lock: every command that changes servers (init, promote, restart) holds it for
+//! its whole run, so two runs never interleave (two promotes each promoting their own target,
+//! two inits streaming two dumps into one replica). It is
+//!
+//! - a named server lock (`GET_LOCK`) on every server that answers, taken in host order without
+//!   waiting, on a connection kept open for the run: the server releases it when the run ends
+//!   or dies (a killed repltool, a lost link), so a dead run never blocks the next one;
+//! - an exclusive `flock` on the topology file, so two runs from one machine conflict even
+//!   when a server is down, and the file rewrite of a promote is never raced.
+//!
+//! A second run refuses (exit 1), naming who holds the lock: the connection, account and age
+//! on the server, or the process holding the file.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+
+use crate::error::problem;
+use crate::flavor::Flavor;
+use crate::observe::column;
+use crate::topology::Topology;
+use crate::transport::sql::SqlConn;
+use crate::transport::Sessions;
+
+/// Held for as long as it lives.
+pub struct ClusterLock {
+    /// Open connections holding the named lock, one per server.
+    held: Vec<(String, Box<dyn SqlConn>, Flavor)>,
+    name: String,
+    _file: Option<File>,
+}
+
+impl std::fmt::Debug for ClusterLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hosts: Vec<&str> = self.held.iter().map(|(h, _, _)| h.as_str()).collect();
+        write!(f, "ClusterLock({} on {})", self.name, hosts.join(", "))
+    }
+}
+
+/// The lock's name on the servers: per cluster, at most 64 characters (MySQL's limit).
+pub fn lock_name(topo: &Topology) -> String {
+    let mut n = format!("repltool:{}", topo.name);
+    if n.len() > 64 {
+        let mut cut = 64;
+        while !n.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        n.truncate(cut);
+    }
+    n
+}
+
+/// Who holds the flock of `file`, from /proc/locks: "pid 1234 (repltool promote db2)".
+fn file_holder(file: &File) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = file.metadata().ok()?.ino();
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    for l in locks.lines() {
+        // "1: FLOCK  ADVISORY  WRITE 1234 08:01:123456 0 EOF"
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 6 || f[1] != "FLOCK" {
+            continue;
+        }
+        let (pid, dev_ino) = (f[4], f[5]);
+        if dev_ino.rsplit(':').next() == Some(&ino.to_string()) {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| {
+                    String::from_utf8_lossy(&b)
+                        .split('\0')
+                        .filter(|s| !s.is_empty())
+                        .map(|s| s.rsplit('/').next().unwrap_or(s).to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            return Some(if cmd.is_empty() {
+                format!("pid {pid}")
+            } else {
+                format!("pid {pid} ({cmd})")
+            });
+        }
+    }
+    None
+}
+
+fn lock_file(path: &Path) -> Result<File> {
+    let f = File::open(path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    // SAFETY: flock(2) on a descriptor we own.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let who = file_holder(&f).unwrap_or_else(|| "another process".into());
+        return Err(problem(format!(
+            "another repltool run is working on this cluster: {} is locked by {who}. Wait for \
+             it to finish (nothing was changed)",
+            path.display()
+        )));
+    }
+    Ok(f)
+}
+
+impl ClusterLock {
+    /// Take the lock: the file first, then every server in `hosts` (those that answer), in host
+    /// order. Hosts whose login fails are skipped (a dead master cannot hold a lock); any
+    /// server where another session holds it: release what was taken and refuse.
+    pub fn acquire(
+        topo: &Topology,
+        file: Option<&Path>,
+        sessions: &Sessions,
+        hosts: &[String],
+        timeout: Duration,
+    ) -> Result<ClusterLock> {
+        let file_lock = match file {
+            Some(p) => Some(lock_file(p)?),
+            None => None,
+        };
+        let name = lock_name(topo);
+        let mut held = Vec::new();
+        let mut order: Vec<&crate::topology::Host> = topo
+            .hosts
+            .iter()
+            .filter(|h| hosts.contains(&h.name))
+            .collect();
+        order.sort_by(|a, b| a.name.cmp(&b.name));
+        for h in order {
+            let Some(m) = sessions.get(&h.name) else {
+                continue;
+            };
+            let conn = {
+                let mut s = m.lock().unwrap_or_else(|e| e.into_inner());
+                s.sql_connect(h, timeout, timeout)
+            };
+            let Ok(mut conn) = conn else { continue };
+            let f = conn.flavor()?;
+            match conn.one(&f.get_lock(&name))?.as_deref() {
+                Some("1") => held.push((h.name.clone(), conn, f)),
+                _ => {
+                    let who = conn
+                        .query(&f.lock_holder_query(&name))
+                        .ok()
+                        .and_then(|rows| rows.into_iter().next())
+                        .map(|r| {
+                            let g =
+                                |k: &str| column(&r, k).ok().flatten().unwrap_or("?").to_string();
+                            format!(
+                                "connection {} of {}@{}, for {} s",
+                                g("ID"),
+                                g("USER"),
+                                g("HOST"),
+                                g("TIME")
+                            )
+                        })
+                        .unwrap_or_else(|| "a session that just ended".into());
+                    let mut me = ClusterLock {
+                        held,
+                        name: name.clone(),
+                        _file: None,
+                    };
+                    me.release();
+                    return Err(problem(format!(
+                        "another repltool run holds the cluster lock {name:?} on {} ({who}); \
+                         wait for it to finish. Nothing was changed",
+                        h.name
+                    )));
+                }
+            }
+        }
+        Ok(ClusterLock {
+            held,
+            name,
+            _file: file_lock,
+        })
+    }
+
+    /// The servers the lock is held on.
+    pub fn hosts(&self) -> Vec<String> {
+        self.held.iter().map(|(h, _, _)| h.clone()).collect()
+    }
+
+    fn release(&mut self) {
+        for (_, c, f) in self.held.iter_mut() {
+            let _ = c.exec(&f.release_lock(&self.name));
+        }
+        self.held.clear();
+    }
+}
+
+impl Drop for ClusterLock {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_the_servers_limit() {
+        let mut t = crate::testing::topo(&[("a", None)]);
+        t.name = "shop".into();
+        assert_eq!(lock_name(&t), "repltool:shop");
+        t.name = "é".repeat(40);
+        let n = lock_name(&t);
+        assert!(n.len() <= 64 && n.starts_with("repltool:"), "{n}");
+    }
+
+    #[test]
+    fn a_second_holder_of_the_file_is_refused_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.yaml");
+        std::fs::write(&p, "x").unwrap();
+        let _first = lock_file(&p).unwrap();
+        let e = lock_file(&p).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("is locked by pid"), "{msg}");
+        assert!(msg.contains(&std::process::id().to_string()), "{msg}");
+        assert_eq!(crate::error::exit_code(&e), 1);
+    }
+}
