@@ -4,6 +4,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The longest `--timeout` (and `--watch`, `--max-lag`) accepted: a year. Deadlines are
+/// computed as now + timeout (+ margins); an unbounded value would overflow them.
+pub const MAX_SECS: u64 = 365 * 24 * 3600;
+
+fn secs() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(0..=MAX_SECS)
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "repltool",
@@ -91,7 +99,7 @@ pub struct InitArgs {
     #[arg(long)]
     pub force: bool,
     /// Bound, in seconds, on every wait (restart, catch-up, canary).
-    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = secs())]
     pub timeout: u64,
 }
 
@@ -107,13 +115,19 @@ pub struct StatusArgs {
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Refresh every SECS seconds (default 2) until Ctrl-C.
-    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+    #[arg(
+        long,
+        value_name = "SECS",
+        num_args = 0..=1,
+        default_missing_value = "2",
+        value_parser = secs()
+    )]
     pub watch: Option<u64>,
     /// Lag, in seconds, above which a slave counts as unhealthy.
-    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = secs())]
     pub max_lag: u64,
     /// Per-host connect/query timeout in seconds.
-    #[arg(long, default_value_t = 3, value_name = "SECS")]
+    #[arg(long, default_value_t = 3, value_name = "SECS", value_parser = secs())]
     pub timeout: u64,
 }
 
@@ -131,7 +145,7 @@ pub struct PromoteArgs {
     #[arg(long)]
     pub force: bool,
     /// Bound, in seconds, on every wait.
-    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = secs())]
     pub timeout: u64,
 }
 
@@ -141,7 +155,7 @@ pub struct CheckArgs {
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Per-host connect timeout in seconds.
-    #[arg(long, default_value_t = 5, value_name = "SECS")]
+    #[arg(long, default_value_t = 5, value_name = "SECS", value_parser = secs())]
     pub timeout: u64,
 }
 
@@ -205,7 +219,7 @@ pub struct LabUpArgs {
     #[arg(long, value_enum)]
     pub shape: Option<LabShape>,
     /// Bound, in seconds, on each server's start.
-    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = secs())]
     pub timeout: u64,
 }
 
@@ -236,4 +250,35 @@ pub struct LabDirArgs {
     /// The lab's directory.
     #[arg(long, default_value = "repltool-lab", value_name = "DIR")]
     pub dir: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_timeouts_are_refused_not_overflowed() {
+        let huge = u64::MAX.to_string();
+        for args in [
+            vec!["init", "--timeout", &huge],
+            vec!["status", "--timeout", &huge],
+            vec!["status", "--watch", &huge],
+            vec!["status", "--max-lag", &huge],
+            vec!["promote", "db2", "--timeout", &huge],
+            vec!["check", "--timeout", &huge],
+            vec!["lab", "up", "--timeout", &huge],
+        ] {
+            let all: Vec<&str> = std::iter::once("repltool")
+                .chain(args.iter().copied())
+                .collect();
+            let e = Cli::try_parse_from(&all).expect_err(&format!("{args:?} accepted"));
+            assert!(e.to_string().contains("0..=31536000"), "{args:?}: {e}");
+        }
+        let year = MAX_SECS.to_string();
+        let cli = Cli::try_parse_from(["repltool", "init", "--timeout", &year]).unwrap();
+        match cli.command {
+            Command::Init(a) => assert_eq!(a.timeout, MAX_SECS),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -58,7 +58,7 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
     let progress = Progress::new(false);
     let timeout = Duration::from_secs(a.timeout.max(1));
     let started = Instant::now();
-    let sessions = open_sessions(&topo, &progress)?;
+    let sessions = open_sessions(&topo, &progress, timeout)?;
     // Two runs never interleave (two seeds into one replica): the cluster lock before anything
     // is observed, for the whole run, released when this process ends. A dry run only checks it.
     let names: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
@@ -78,6 +78,7 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
     };
     let facts = observe_all(&topo, &sessions, timeout.min(Duration::from_secs(10)), true);
     let plan = crate::plan::init::plan_init(&topo, &facts, &InitOptions { force: a.force })?;
+    // Warnings and the plan quote what the servers reported.
     for w in &plan.warnings {
         crate::report::say(format!("warning: {w}"));
     }
@@ -94,7 +95,7 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
                 topo.name,
                 plan.steps.len()
             ));
-            crate::report::out(plan.render());
+            crate::report::out(crate::report::clean(&plan.render()));
         }
         return Ok(0);
     }
@@ -120,7 +121,7 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
         changes.len()
     ));
     for c in &changes {
-        crate::report::outln(format!("  - {c}"));
+        crate::report::outln(format!("  - {}", crate::report::clean(c)));
     }
     let facts = observe_all(
         &topo,
@@ -133,12 +134,13 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
 }
 
 /// One session per host, opened in parallel; any failure names the host and stops here,
-/// before anything was changed.
-fn open_sessions(topo: &Topology, progress: &Progress) -> Result<Sessions> {
+/// before anything was changed. `--timeout` caps each connect (ssh-agent included) when it is
+/// shorter than the file's `ssh.connect_timeout`.
+fn open_sessions(topo: &Topology, progress: &Progress, timeout: Duration) -> Result<Sessions> {
     for h in &topo.hosts {
         progress.step(&h.name, "connecting");
     }
-    let (sessions, failed) = crate::transport::connect_all(topo, None);
+    let (sessions, failed) = crate::transport::connect_all(topo, Some(timeout));
     if !failed.is_empty() {
         progress.finish();
         let errors: Vec<String> = failed.iter().map(|(_, e)| format!("{e:#}")).collect();
@@ -199,7 +201,12 @@ fn status(path: &Path, a: &crate::cli::StatusArgs) -> Result<i32> {
                 } else {
                     out.push_str(&format!("{} problem(s):\n", problems.len()));
                     for p in &problems {
-                        out.push_str(&format!("  {}: {}\n      -> {}\n", p.host, p.what, p.next));
+                        out.push_str(&format!(
+                            "  {}: {}\n      -> {}\n",
+                            p.host,
+                            crate::report::clean(&p.what),
+                            crate::report::clean(&p.next)
+                        ));
                     }
                 }
             }
@@ -247,7 +254,11 @@ fn restart(path: &Path, a: &crate::cli::RestartArgs) -> Result<i32> {
 
 fn check(path: &Path, a: &crate::cli::CheckArgs) -> Result<i32> {
     let topo = crate::topology::load(path)?;
-    let rows = crate::check::run_checks(&topo, Duration::from_secs(a.timeout.max(1)));
+    let mut rows = crate::check::run_checks(&topo, Duration::from_secs(a.timeout.max(1)));
+    // Details quote servers and remote commands.
+    for r in &mut rows {
+        r.detail = crate::report::clean(&r.detail).into_owned();
+    }
     crate::report::out(crate::check::render(
         &rows,
         a.format == crate::cli::Format::Json,

@@ -30,3 +30,9 @@ pub fn input(msg: impl Into<String>) -> anyhow::Error {
 pub fn problem(msg: impl Into<String>) -> anyhow::Error {
     Failure::Problem(msg.into()).into()
 }
+
+/// The error as the binary prints it: the whole chain, with control characters from servers
+/// and remote commands shown escaped (see `report::clean`).
+pub fn shown(err: &anyhow::Error) -> String {
+    crate::report::clean(&format!("{err:#}")).into_owned()
+}

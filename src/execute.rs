@@ -353,36 +353,16 @@ fn restart(
 }
 
 /// A client option file with the admin credentials, for the dump tool and the client on the
-/// host: secrets go through a file of mode 600, never the command line.
+/// host: secrets go through a private file, never the command line. A shim over
+/// [`crate::transport::optfile::write`] (private from creation, swept, removed on signals).
 pub(crate) fn write_defaults(s: &mut dyn HostSession, host: &Host) -> Result<PathBuf> {
-    let out = s.run(
-        "umask 077; mktemp /tmp/repltool-client.XXXXXXXX",
-        None,
-        false,
-        Duration::from_secs(10),
-    )?;
-    if !out.ok() {
-        bail!("mktemp failed: {}", out.stderr_str().trim());
-    }
-    let path = PathBuf::from(out.stdout_str().trim());
-    let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
-    let text = format!(
-        "[client]\nuser=\"{}\"\npassword=\"{}\"\nhost=127.0.0.1\nport={}\nprotocol=TCP\n",
-        esc(&host.mysql.user),
-        esc(host.mysql.password.expose()),
-        host.mysql.port
-    );
-    s.write_file_atomic(&path, text.as_bytes(), 0o600, false, false)?;
-    Ok(path)
+    crate::transport::optfile::write(s, &host.mysql.user, &host.mysql.password, host.mysql.port)
 }
 
+/// Remove an option file made by [`write_defaults`] (and its private directory). A shim over
+/// [`crate::transport::optfile::remove`].
 pub(crate) fn remove_file(s: &mut dyn HostSession, p: &Path) {
-    let _ = s.run(
-        &format!("rm -f {}", shell_quote(&p.to_string_lossy())),
-        None,
-        false,
-        Duration::from_secs(10),
-    );
+    crate::transport::optfile::remove(s, p)
 }
 
 pub(crate) fn replica_status(

@@ -21,6 +21,7 @@ pub(crate) mod failpoint;
 pub(crate) mod flavor;
 pub(crate) mod galera;
 pub mod lab;
+pub(crate) mod localfile;
 pub(crate) mod lock;
 pub(crate) mod observe;
 pub(crate) mod par;

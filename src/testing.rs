@@ -121,7 +121,11 @@ pub fn fresh(t: &Topology) -> HashMap<String, Facts> {
                     }),
                     sql_error: None,
                     config: Some(ConfigFacts {
-                        target: ConfigTarget::Fragment(h.config_file.clone().unwrap()),
+                        target: ConfigTarget::Fragment(
+                            h.config_file.clone().unwrap_or_else(|| {
+                                PathBuf::from("/etc/mysql/conf.d/60-repltool.cnf")
+                            }),
+                        ),
                         current: None,
                         restart: h.restart.clone(),
                         stop: None,

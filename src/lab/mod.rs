@@ -446,7 +446,7 @@ fn ctl_start(n: &Node, timeout: Duration) -> Result<crate::transport::CmdOutput>
         &script,
         None,
         false,
-        timeout + Duration::from_secs(15),
+        timeout.saturating_add(Duration::from_secs(15)),
     )
 }
 

@@ -213,7 +213,7 @@ fn lock(path: &Path, timeout: Duration) -> Result<Lock> {
         .truncate(false)
         .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::transport::deadline_in(timeout);
     let mut told = false;
     loop {
         // SAFETY: flock on a descriptor we own.

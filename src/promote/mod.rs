@@ -7,7 +7,7 @@ pub mod exec;
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
@@ -191,7 +191,14 @@ pub fn run(path: &Path, topo: &Topology, target: &str, opts: &PromoteOptions) ->
         return Ok(0);
     };
     progress.finish();
-    crate::report::out(plan.render());
+    // A file promote could not rewrite safely stops it before anything changes.
+    rewrite::check_file(path, &plan.edits).map_err(|e| {
+        crate::error::input(format!(
+            "{e:#}\npromote {target} refused: nothing was changed."
+        ))
+    })?;
+    // The plan quotes what the servers reported.
+    crate::report::out(crate::report::clean(&plan.render()));
     if opts.dry_run {
         crate::report::outln("(dry run: nothing was changed)");
         return Ok(0);
@@ -223,7 +230,7 @@ pub fn run(path: &Path, topo: &Topology, target: &str, opts: &PromoteOptions) ->
         Ok(summary) => {
             rewrite_file(path, &plan)?;
             progress.finish();
-            crate::report::outln(&summary);
+            crate::report::outln(crate::report::clean(&summary));
             crate::report::outln(format!(
                 "promoted {} in {:.3}s; {} rewritten (previous kept as {}.bak)",
                 plan.target,
@@ -259,11 +266,11 @@ pub fn run(path: &Path, topo: &Topology, target: &str, opts: &PromoteOptions) ->
 }
 
 fn rewrite_file(path: &Path, plan: &PromotePlan) -> Result<()> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading {} to rewrite it", path.display()))?;
-    let new = rewrite::apply(&text, &plan.edits).map_err(|e| {
+    // Checked again (the file may have changed during the promote), backup and new file
+    // written with the file's own mode.
+    let bak = rewrite::rewrite_file(path, &plan.edits).map_err(|e| {
         anyhow!(
-            "the cluster was promoted but {} could not be rewritten: {e}. Edit it by hand so that {} has no master{}",
+            "the cluster was promoted but {} could not be rewritten: {e:#}. Edit it by hand so that {} has no master{}",
             path.display(),
             plan.target,
             if matches!(plan.mode, crate::plan::promote::Mode::PairSwitch | crate::plan::promote::Mode::PairFailover) {
@@ -273,16 +280,6 @@ fn rewrite_file(path: &Path, plan: &PromotePlan) -> Result<()> {
             }
         )
     })?;
-    let bak = PathBuf::from(format!("{}.bak", path.display()));
-    std::fs::write(&bak, &text).with_context(|| format!("writing {}", bak.display()))?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(new.as_bytes())?;
-    tmp.persist(path)
-        .map_err(|e| anyhow!("replacing {}: {}", path.display(), e.error))?;
     // The rewritten file must load, or the next init could not keep the promote.
     crate::topology::load(path).with_context(|| {
         format!(

@@ -76,6 +76,8 @@ impl Progress {
         if self.quiet {
             return;
         }
+        // Steps quote what servers report (binary log names, errors).
+        let msg = &*super::clean(msg);
         match &self.multi {
             Some(m) => {
                 let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());

@@ -101,18 +101,18 @@ pub fn table(topo: &Topology, facts: &HashMap<String, Facts>, max_lag: u64, colo
         "last error",
     ]);
     for h in &topo.hosts {
-        let mut row: Vec<Cell> = vec![Cell::new(&h.name), Cell::new(role(topo, h))];
+        let mut row: Vec<Cell> = vec![super::cell(&h.name), super::cell(role(topo, h))];
         match sql(facts, &h.name) {
             None => {
                 let err = facts
                     .get(&h.name)
                     .and_then(|f| f.sql_error.clone())
                     .unwrap_or_default();
-                row.push(Cell::new(h.master.clone().unwrap_or_else(|| "-".into())));
+                row.push(super::cell(h.master.clone().unwrap_or_else(|| "-".into())));
                 for _ in 0..10 {
-                    row.push(Cell::new(""));
+                    row.push(super::cell(""));
                 }
-                let mut c = Cell::new(format!("unreachable: {}", shorten(&err, 60)));
+                let mut c = super::cell(format!("unreachable: {}", shorten(&err, 60)));
                 if color {
                     c = c.fg(Color::Red);
                 }
@@ -129,9 +129,9 @@ pub fn table(topo: &Topology, facts: &HashMap<String, Facts>, max_lag: u64, colo
                     })
                     .or_else(|| h.master.as_ref().map(|m| format!("({m})")))
                     .unwrap_or_else(|| "-".into());
-                row.push(Cell::new(actual));
-                let mut io = Cell::new(r.map(|r| io_text(r.io_running)).unwrap_or("-"));
-                let mut sq = Cell::new(
+                row.push(super::cell(actual));
+                let mut io = super::cell(r.map(|r| io_text(r.io_running)).unwrap_or("-"));
+                let mut sq = super::cell(
                     r.map(|r| if r.sql_running { "Yes" } else { "No" })
                         .unwrap_or("-"),
                 );
@@ -146,15 +146,15 @@ pub fn table(topo: &Topology, facts: &HashMap<String, Facts>, max_lag: u64, colo
                     }
                 }
                 row.push(io);
-                row.push(Cell::new(
+                row.push(super::cell(
                     r.map(|r| short_state(&r.io_state)).unwrap_or_default(),
                 ));
                 row.push(sq);
-                row.push(Cell::new(
+                row.push(super::cell(
                     r.map(|r| short_state(&r.sql_state)).unwrap_or_default(),
                 ));
                 let lag = r.and_then(|r| r.seconds_behind_master);
-                let mut lc = Cell::new(match (r, lag) {
+                let mut lc = super::cell(match (r, lag) {
                     (None, _) => "-".to_string(),
                     (Some(_), None) => "NULL".to_string(),
                     (Some(_), Some(l)) => format!("{l}s"),
@@ -163,7 +163,7 @@ pub fn table(topo: &Topology, facts: &HashMap<String, Facts>, max_lag: u64, colo
                     lc = lc.fg(Color::Yellow);
                 }
                 row.push(lc);
-                row.push(Cell::new(
+                row.push(super::cell(
                     r.map(|r| coords(&r.master_log_file, r.read_master_log_pos))
                         .unwrap_or_else(|| {
                             s.master_status
@@ -172,13 +172,13 @@ pub fn table(topo: &Topology, facts: &HashMap<String, Facts>, max_lag: u64, colo
                                 .unwrap_or_else(|| "-".into())
                         }),
                 ));
-                row.push(Cell::new(
+                row.push(super::cell(
                     r.map(|r| coords(&r.relay_master_log_file, r.exec_master_log_pos))
                         .unwrap_or_else(|| "-".into()),
                 ));
-                row.push(Cell::new(if s.read_only { "ON" } else { "OFF" }));
-                row.push(Cell::new(s.server_id));
-                row.push(Cell::new(s.flavor.describe()));
+                row.push(super::cell(if s.read_only { "ON" } else { "OFF" }));
+                row.push(super::cell(s.server_id));
+                row.push(super::cell(s.flavor.describe()));
                 let err = r
                     .map(|r| {
                         if !r.last_io_error.is_empty() {
@@ -190,7 +190,7 @@ pub fn table(topo: &Topology, facts: &HashMap<String, Facts>, max_lag: u64, colo
                         }
                     })
                     .unwrap_or_default();
-                let mut ec = Cell::new(shorten(&err, 60));
+                let mut ec = super::cell(shorten(&err, 60));
                 if color && !err.is_empty() {
                     ec = ec.fg(Color::Red);
                 }
@@ -331,7 +331,8 @@ pub fn tree(topo: &Topology, facts: &HashMap<String, Facts>) -> String {
             walk(n, "", true, true, &edges, &label, &mut out, &mut shown);
         }
     }
-    out
+    // Master hosts come from the servers.
+    super::clean(&out).into_owned()
 }
 
 /// The JSON of the contract (topology.md), plus `problems`.
@@ -396,4 +397,84 @@ pub fn json(topo: &Topology, facts: &HashMap<String, Facts>, problems: &[Problem
         "hosts": hosts,
         "problems": problems.iter().map(|p| json!({"host": p.host, "problem": p.what, "next": p.next})).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::{ReplicaStatus, SqlFacts};
+
+    #[test]
+    fn server_text_reaches_the_table_tree_and_problems_escaped() {
+        let topo = crate::topology::load_str(
+            "defaults: { transport: local, mysql: { password: \"\" } }\nreplication: { password: x }\nhosts:\n  db1: { address: 127.0.0.1 }\n  db2: { address: 127.0.0.2, master: db1 }\n",
+            std::path::Path::new("t.yaml"),
+            &|_| None,
+        )
+        .unwrap();
+        let evil = "Could not execute Write_rows: Duplicate entry '\x1b[2J\x1b]0;owned\x07' \
+                    for key 'PRIMARY'";
+        let base = crate::testing::fresh(&topo)["db2"]
+            .sql
+            .clone()
+            .expect("facts");
+        let sql = |replica: Option<ReplicaStatus>| SqlFacts {
+            version: "10.11.6-MariaDB\x1b[31m".into(),
+            server_id: 2,
+            log_bin: true,
+            binlog_format: "ROW".into(),
+            read_only: true,
+            replica,
+            ..base.clone()
+        };
+        let r = ReplicaStatus {
+            master_host: "127.0.0.1".into(),
+            master_port: 3306,
+            io_running: Some(IoThread::Yes),
+            sql_running: false,
+            sql_state: "\x1b[1Astate".into(),
+            last_sql_errno: 1062,
+            last_sql_error: evil.into(),
+            ..ReplicaStatus::default()
+        };
+        let mut facts = HashMap::new();
+        facts.insert(
+            "db1".to_string(),
+            Facts {
+                host: "db1".into(),
+                sql: Some(sql(None)),
+                sql_error: None,
+                config: None,
+            },
+        );
+        facts.insert(
+            "db2".to_string(),
+            Facts {
+                host: "db2".into(),
+                sql: Some(sql(Some(r))),
+                sql_error: None,
+                config: None,
+            },
+        );
+        let shown = format!(
+            "{}\n{}",
+            table(&topo, &facts, 60, false),
+            tree(&topo, &facts)
+        );
+        assert!(
+            !shown.contains('\x1b') && !shown.contains('\x07'),
+            "{shown:?}"
+        );
+        assert!(shown.contains("\\u{1b}"), "{shown}");
+        let problems = problems(&topo, &facts, 60);
+        assert!(problems.iter().any(|p| p.next.contains("Duplicate entry")));
+        for p in &problems {
+            let line = format!(
+                "{} {}",
+                crate::report::clean(&p.what),
+                crate::report::clean(&p.next)
+            );
+            assert!(!line.contains('\x1b'), "{line:?}");
+        }
+    }
 }

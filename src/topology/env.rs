@@ -13,6 +13,45 @@ pub struct Expanded {
     pub vars: Vec<String>,
 }
 
+/// Variables every run treats as secret, named in a topology file or not: the README's names
+/// for the two passwords.
+const ALWAYS_SECRET: &[&str] = &["MYSQL_ADMIN_PASSWORD", "REPL_PASSWORD"];
+
+/// Variables a child process needs and that hold no secret, even when a file names them
+/// (`${HOME}/.ssh/id`): removing them would break the tools repltool starts.
+const NEVER_SECRET: &[&str] = &[
+    "HOME", "USER", "LOGNAME", "PATH", "SHELL", "PWD", "TMPDIR", "LANG", "LC_ALL", "TERM", "TZ",
+];
+
+/// Names of the variables loaded topology files used, for the whole process.
+static NAMED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Remember variables a topology file named (`${VAR}`), so the processes repltool starts on
+/// this machine do not inherit them.
+pub fn remember_named(names: impl IntoIterator<Item = String>) {
+    let mut set = NAMED.lock().unwrap_or_else(|p| p.into_inner());
+    set.extend(
+        names
+            .into_iter()
+            .filter(|n| !NEVER_SECRET.contains(&n.as_str())),
+    );
+}
+
+/// The environment variables to remove from every child process on this machine: the secret
+/// ones by name, and every variable a loaded topology file named.
+pub fn child_env_removals() -> Vec<String> {
+    let set = NAMED.lock().unwrap_or_else(|p| p.into_inner());
+    let mut out: Vec<String> = ALWAYS_SECRET.iter().map(|s| s.to_string()).collect();
+    out.extend(
+        set.iter()
+            .filter(|n| !out.contains(n))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    out
+}
+
 /// Expand `${VAR}`; `$$` is a literal `$`; any other `$` is kept as it is (passwords contain
 /// them). Every problem is returned, each a message that names the variable, never a value.
 pub fn expand(s: &str, env: Env) -> Result<Expanded, Vec<String>> {

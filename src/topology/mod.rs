@@ -11,6 +11,7 @@ pub mod rewrite;
 mod tree;
 mod validate;
 
+pub use env::child_env_removals;
 pub use model::*;
 
 use std::path::Path;
@@ -53,8 +54,11 @@ pub fn load_str(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<Topology> {
     let file = path.display().to_string();
+    // Editors on Windows save UTF-8 with a byte order mark; it means nothing here.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut ctx = raw::Ctx {
         problems: problems::Problems::default(),
+        vars: Default::default(),
         env,
         base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
     };
@@ -70,6 +74,7 @@ pub fn load_str(
     let Some(raw) = raw::read_file(doc.as_ref(), &mut ctx) else {
         return Err(input(ctx.problems.render(&file)));
     };
+    env::remember_named(std::mem::take(&mut ctx.vars));
     match validate::build(raw, path, &mut ctx) {
         Some(topo) if ctx.problems.is_empty() => Ok(topo),
         _ => Err(input(ctx.problems.render(&file))),

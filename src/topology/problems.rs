@@ -33,6 +33,8 @@ impl Problems {
     }
 
     /// One line per problem, `FILE:LINE:COL: key: message`, in file order, without repeats.
+    /// A control character that slipped into a key or a message is shown escaped: it would act
+    /// on the terminal or forge a line.
     pub fn render(&self, file: &str) -> String {
         let mut list = self.list.clone();
         // Stable: problems on the same spot keep the order they were found in.
@@ -41,6 +43,11 @@ impl Problems {
         list.iter()
             .map(|p| {
                 let Pos { line, col } = p.pos;
+                let p = Problem {
+                    pos: p.pos,
+                    key: escape_controls(&p.key),
+                    msg: escape_controls(&p.msg),
+                };
                 if p.key.is_empty() {
                     format!("{file}:{line}:{col}: {}", p.msg)
                 } else {
@@ -50,6 +57,21 @@ impl Problems {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+fn escape_controls(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// The closest candidate to a mistyped word, if it is close enough to be a likely typo.
@@ -83,6 +105,16 @@ mod tests {
         assert_eq!(
             p.render("t.yaml"),
             "t.yaml:2:1: first\nt.yaml:9:3: hosts.b.master: second"
+        );
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        let mut p = Problems::default();
+        p.add(Pos { line: 1, col: 1 }, "na\x1bme", "bad \x1b[2J\nvalue");
+        assert_eq!(
+            p.render("t.yaml"),
+            "t.yaml:1:1: na\\u{1b}me: bad \\u{1b}[2J\\nvalue"
         );
     }
 

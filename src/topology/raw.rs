@@ -2,7 +2,6 @@
 //! it is written (so a bad default is reported once, not once per host), with its position.
 //! Walking the positioned tree instead of deriving serde lets one pass collect every problem.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::env::{expand, expand_home, Env, Expanded};
@@ -256,7 +255,24 @@ fn misplaced(level: Level, key: &str) -> Option<String> {
     None
 }
 
+/// Characters that do not show in an editor.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200b}'..='\u{200f}' | '\u{2060}' | '\u{feff}' | '\u{00ad}'
+    )
+}
+
 fn unknown_key_message(level: Level, key: &str) -> String {
+    if let Some(c) = key.chars().find(|&c| is_invisible(c)) {
+        let what = if c == '\u{feff}' {
+            "a byte order mark (U+FEFF)".to_string()
+        } else {
+            format!("an invisible character (U+{:04X})", u32::from(c))
+        };
+        let clean: String = key.chars().filter(|&c| !is_invisible(c)).collect();
+        return format!("unknown key: `{clean}` with {what} in it; remove that character");
+    }
     // A key that exists one level off is more likely misplaced than mistyped (`ssl` under a
     // host is not a typo of `ssh`).
     if let Some(hint) = misplaced(level, key) {
@@ -271,15 +287,163 @@ fn unknown_key_message(level: Level, key: &str) -> String {
 /// Shown in messages instead of the value: short, and only ever the text as written.
 fn shown(text: &str) -> String {
     let t: String = text.chars().take(40).collect();
-    if t.len() < text.len() {
+    let more = t.len() < text.len();
+    // A control character in a message would act on the terminal; show it escaped.
+    let t: String = t
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
+    if more {
         format!("`{t}…`")
     } else {
         format!("`{t}`")
     }
 }
 
+/// A character in words, for "contains ..." messages.
+fn char_name(c: char) -> String {
+    match c {
+        '\n' => "a newline".to_string(),
+        '\r' => "a carriage return".to_string(),
+        '\t' => "a tab".to_string(),
+        '\u{feff}' => "a byte order mark (U+FEFF)".to_string(),
+        c if c.is_control() => format!("a control character (U+{:04X})", u32::from(c)),
+        ' ' => "a space".to_string(),
+        '\'' => "a quote (`'`)".to_string(),
+        '"' => "a double quote (`\"`)".to_string(),
+        '`' => "a backtick".to_string(),
+        c => format!("`{c}`"),
+    }
+}
+
+/// Characters that are special to a POSIX shell somewhere in a word.
+const SHELL_SPECIAL: &str = "`$;&|<>()'\"\\*?[]{}!#^~";
+
+/// Why a user name (SSH or MySQL) is refused: it is written into client option files and
+/// command arguments, where a newline or a quote would end the value and start another option.
+fn bad_user_name(u: &str, ssh: bool) -> Option<String> {
+    if u.starts_with('-') {
+        return Some(format!(
+            "{} starts with `-`: it would be read as an option",
+            shown(u)
+        ));
+    }
+    let bad = u.chars().find(|&c| {
+        c.is_control()
+            || matches!(c, '\'' | '"' | '`' | '\\' | '\u{feff}')
+            || (ssh && (c.is_whitespace() || c == '@'))
+    })?;
+    Some(format!(
+        "{} contains {}: not allowed in a user name",
+        shown(u),
+        char_name(bad)
+    ))
+}
+
+/// Why an address is refused, if it is. An address reaches SSH, the replicas' CHANGE MASTER
+/// and command lines on hosts: only an IP address or a DNS name may pass.
+fn bad_address(v: &str) -> Option<String> {
+    let not_an_address = || {
+        Some(format!(
+            "{} is not an IP address or DNS name (no user@, URL or path)",
+            shown(v)
+        ))
+    };
+    let with_port = || {
+        Some(format!(
+            "{} includes a port: write the port as `mysql.port` or `ssh.port`",
+            shown(v)
+        ))
+    };
+    if v.chars().any(char::is_whitespace) {
+        return Some(format!("{} contains spaces", shown(v)));
+    }
+    if v.contains("://") || v.contains('/') || v.contains('@') {
+        return not_an_address();
+    }
+    if let Some(rest) = v.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((inner, "")) if is_ipv6(inner) => None,
+            Some((inner, after)) if is_ipv6(inner) && after.starts_with(':') => with_port(),
+            _ => Some(format!("{} is not a valid IPv6 address", shown(v))),
+        };
+    }
+    if let Some(bad) = v.chars().find(|&c| {
+        c.is_control() || c == '\u{feff}' || "'\"`\\".contains(c) || SHELL_SPECIAL.contains(c)
+    }) {
+        return Some(format!(
+            "{} contains {}: not allowed in an IP address or DNS name",
+            shown(v),
+            char_name(bad)
+        ));
+    }
+    if v.starts_with('-') {
+        return Some(format!(
+            "{} starts with `-`: it would be read as an option, not an address",
+            shown(v)
+        ));
+    }
+    match v.matches(':').count() {
+        0 => {}
+        1 => return with_port(),
+        _ if is_ipv6(v) => return None,
+        _ => return Some(format!("{} is not a valid IPv6 address", shown(v))),
+    }
+    if let Some(bad) = v
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+    {
+        return Some(format!(
+            "{} contains {}: an address is letters, digits, `.` and `-` (IDN names in \
+             their xn-- form)",
+            shown(v),
+            char_name(bad)
+        ));
+    }
+    None
+}
+
+/// An IPv6 address, with an optional `%zone`.
+fn is_ipv6(s: &str) -> bool {
+    let (addr, zone) = match s.split_once('%') {
+        Some((a, z)) => (a, Some(z)),
+        None => (s, None),
+    };
+    addr.parse::<std::net::Ipv6Addr>().is_ok()
+        && zone.is_none_or(|z| {
+            !z.is_empty()
+                && z.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        })
+}
+
+/// Why a path is refused: a control character anywhere; on a host (`remote`), also a
+/// character the shell treats specially, since host paths end up in remote commands.
+fn bad_path(p: &str, remote: bool) -> Option<String> {
+    let bad = p.chars().find(|&c| {
+        c.is_control()
+            || c == '\u{feff}'
+            || (remote && (c.is_whitespace() || SHELL_SPECIAL.contains(c)))
+    })?;
+    let why = if remote {
+        "not allowed in a path on the host (write a plain path: letters, digits, `/`, `.`, `_`, \
+         `-`)"
+    } else {
+        "not allowed in a path"
+    };
+    Some(format!("{} contains {}: {why}", shown(p), char_name(bad)))
+}
+
 pub struct Ctx<'a> {
     pub problems: Problems,
+    /// Every `${VAR}` the file names (children on this machine must not inherit them).
+    pub vars: std::collections::BTreeSet<String>,
     pub env: Env<'a>,
     /// The topology file's directory: relative local paths start here.
     pub base_dir: PathBuf,
@@ -356,7 +520,8 @@ impl Ctx<'_> {
                 self.problem(k.pos, path, "a key must be a plain name");
                 continue;
             };
-            let key = join(path, name);
+            let visible: String = name.chars().filter(|&c| !is_invisible(c)).collect();
+            let key = join(path, &visible);
             // Extension keys, as in compose files: a place for anchors, ignored otherwise.
             if level == Level::Top && name.starts_with("x-") {
                 continue;
@@ -396,7 +561,11 @@ impl Ctx<'_> {
                 return None;
             }
         };
-        match expand(&s.text, self.env) {
+        let expanded = expand(&s.text, self.env);
+        if let Ok(exp) = &expanded {
+            self.vars.extend(exp.vars.iter().cloned());
+        }
+        match expanded {
             Ok(exp) => Some(Text {
                 written: s.text.clone(),
                 plain: s.plain,
@@ -506,6 +675,10 @@ impl Ctx<'_> {
     /// A path on this machine: `~` expanded, relative to the topology file's directory.
     fn local_path(&mut self, node: &Node, key: &str) -> Option<At<PathBuf>> {
         let s = self.nonempty_string(node, key, "a path")?;
+        if let Some(msg) = bad_path(&s.v, false) {
+            self.problem(node.pos, key, msg);
+            return None;
+        }
         match expand_home(&s.v, self.env) {
             Ok(p) => Some(s.map(|_| self.base_dir.join(p))),
             Err(e) => {
@@ -513,6 +686,29 @@ impl Ctx<'_> {
                 None
             }
         }
+    }
+
+    /// A user name: SSH (`ssh`: a login name) or MySQL.
+    fn user_name(&mut self, node: &Node, key: &str, ssh: bool) -> Option<At<String>> {
+        let u = self.nonempty_string(node, key, "a user name")?;
+        if let Some(msg) = bad_user_name(&u.v, ssh) {
+            self.problem(node.pos, key, msg);
+            return None;
+        }
+        Some(u)
+    }
+
+    /// A local file SSH reads (a key, known_hosts): when it exists it must be a regular file. A
+    /// FIFO or a device would hang the connect or read without end; the transport refuses them
+    /// too (the file may change after loading), this names the key and line up front.
+    fn small_local_file(&mut self, node: &Node, key: &str) -> Option<At<PathBuf>> {
+        let p = self.local_path(node, key)?;
+        if let Some(what) = crate::localfile::not_regular(&p.v) {
+            let msg = format!("{} is {what}, not a regular file", p.v.display());
+            self.problem(node.pos, key, msg);
+            return None;
+        }
+        Some(p)
     }
 
     /// A path on the database host: it must be absolute, there is no directory to be relative to.
@@ -524,6 +720,10 @@ impl Ctx<'_> {
                 key,
                 format!("{} is not an absolute path on the host", shown(&s.v)),
             );
+            return None;
+        }
+        if let Some(msg) = bad_path(&s.v, true) {
+            self.problem(node.pos, key, msg);
             return None;
         }
         Some(s.map(PathBuf::from))
@@ -620,18 +820,13 @@ fn join(path: &str, key: &str) -> String {
 /// Read at most 64 KiB of a regular file: a password file is a line, and /dev/zero or a FIFO
 /// must not hang the loader.
 fn read_small_file(path: &Path) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("not a regular file".to_string());
-    }
-    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    f.take(64 * 1024 + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| e.to_string())?;
-    if buf.len() > 64 * 1024 {
-        return Err("larger than 64 KiB: not a password file".to_string());
-    }
+    use crate::localfile::{read_regular, ReadError};
+    let buf = read_regular(path, 64 * 1024).map_err(|e| match e {
+        ReadError::NotFound => "No such file or directory".to_string(),
+        ReadError::NotRegular(what) => format!("it is {what}, not a regular file"),
+        ReadError::TooLarge(_) => "larger than 64 KiB: not a password file".to_string(),
+        ReadError::Io(e) => e.to_string(),
+    })?;
     String::from_utf8(buf).map_err(|_| "not UTF-8 text".to_string())
 }
 
@@ -662,6 +857,12 @@ pub fn parse_jump(s: &str) -> Result<JumpSpec, String> {
     };
     if host.is_empty() || host.chars().any(char::is_whitespace) {
         return Err(bad());
+    }
+    if let Some(m) = bad_address(host) {
+        return Err(format!("jump host: {m}"));
+    }
+    if let Some(m) = user.as_deref().and_then(|u| bad_user_name(u, true)) {
+        return Err(format!("jump user: {m}"));
     }
     let port = match port {
         None => 22,
@@ -724,7 +925,20 @@ pub fn read_file(doc: Option<&Node>, ctx: &mut Ctx) -> Option<RawFile> {
     let mut saw_hosts = false;
     for (name, k, v) in ctx.entries(doc, "", Level::Top) {
         match name {
-            "name" => raw.name = ctx.nonempty_string(v, "name", "a name for the cluster"),
+            "name" => {
+                raw.name = ctx
+                    .nonempty_string(v, "name", "a name for the cluster")
+                    .and_then(
+                        |n| match n.v.chars().find(|c| c.is_control() || *c == '\u{feff}') {
+                            Some(c) => {
+                                let msg = format!("{} contains {}", shown(&n.v), char_name(c));
+                                ctx.problem(n.pos, "name", msg);
+                                None
+                            }
+                            None => Some(n),
+                        },
+                    )
+            }
             "defaults" => {
                 let before = ctx.problems.len();
                 raw.defaults = read_common(v, k.pos, "defaults", Level::Defaults, ctx);
@@ -803,6 +1017,8 @@ fn read_hosts(node: &Node, key_pos: Pos, ctx: &mut Ctx) -> Vec<RawHost> {
         );
     }
     let mut hosts: Vec<RawHost> = Vec::new();
+    // Name -> index, so a file with many hosts is not checked in quadratic time.
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (k, v) in entries {
         let Some(name) = key_text(k) else {
             ctx.problem(k.pos, "hosts", "a host name must be a plain name");
@@ -813,7 +1029,7 @@ fn read_hosts(node: &Node, key_pos: Pos, ctx: &mut Ctx) -> Vec<RawHost> {
             ctx.problem(k.pos, &path, e);
             continue;
         }
-        if let Some(first) = hosts.iter().find(|h| h.name == name) {
+        if let Some(first) = seen.get(name).map(|&i| &hosts[i]) {
             let line = first.pos.line;
             ctx.problem(
                 k.pos,
@@ -822,6 +1038,7 @@ fn read_hosts(node: &Node, key_pos: Pos, ctx: &mut Ctx) -> Vec<RawHost> {
             );
             continue;
         }
+        seen.insert(name.to_string(), hosts.len());
         hosts.push(read_host(name, k.pos, v, &path, ctx));
     }
     hosts
@@ -911,22 +1128,7 @@ fn read_host(name: &str, pos: Pos, node: &Node, path: &str, ctx: &mut Ctx) -> Ra
 /// Refuse addresses that cannot be one: spaces, URLs, a port glued on.
 fn check_address(a: At<String>, ctx: &mut Ctx) -> Option<At<String>> {
     let v = a.v.trim();
-    let msg = if v.chars().any(char::is_whitespace) {
-        Some(format!("{} contains spaces", shown(v)))
-    } else if v.contains("://") || v.contains('/') || v.contains('@') {
-        Some(format!(
-            "{} is not an IP address or DNS name (no user@, URL or path)",
-            shown(v)
-        ))
-    } else if v.matches(':').count() == 1 {
-        Some(format!(
-            "{} includes a port: write the port as `mysql.port` or `ssh.port`",
-            shown(v)
-        ))
-    } else {
-        None
-    };
-    if let Some(m) = msg {
+    if let Some(m) = bad_address(v) {
         ctx.problem(a.pos, &a.key, m);
         return None;
     }
@@ -981,10 +1183,10 @@ fn read_ssh(node: &Node, path: &str, ctx: &mut Ctx) -> RawSsh {
     for (key, _, v) in ctx.entries(node, path, Level::Ssh) {
         let kp = join(path, key);
         match key {
-            "user" => s.user = ctx.nonempty_string(v, &kp, "a user name"),
+            "user" => s.user = ctx.user_name(v, &kp, true),
             "port" => s.port = ctx.port(v, &kp),
-            "identity_file" => s.identity_file = ctx.local_path(v, &kp),
-            "known_hosts" => s.known_hosts = ctx.local_path(v, &kp),
+            "identity_file" => s.identity_file = ctx.small_local_file(v, &kp),
+            "known_hosts" => s.known_hosts = ctx.small_local_file(v, &kp),
             "jump" => s.jump = ctx.jump(v, &kp),
             "sudo" => s.sudo = ctx.boolean(v, &kp),
             "connect_timeout" => {
@@ -1004,7 +1206,7 @@ fn read_mysql(node: &Node, path: &str, ctx: &mut Ctx) -> RawMysql {
     for &(key, _, v) in &entries {
         let kp = join(path, key);
         match key {
-            "user" => m.user = ctx.nonempty_string(v, &kp, "a user name"),
+            "user" => m.user = ctx.user_name(v, &kp, false),
             "port" => m.port = ctx.port(v, &kp),
             "connect" => {
                 m.route = ctx.choice(v, &kp, &["ssh", "direct"]).map(|a| {
@@ -1060,7 +1262,7 @@ fn read_replication(node: &Node, pos: Pos, ctx: &mut Ctx) -> RawReplication {
         let kp = join("replication", key);
         match key {
             "user" => {
-                r.user = ctx.nonempty_string(v, &kp, "a user name");
+                r.user = ctx.user_name(v, &kp, false);
                 if let Some(u) = &r.user {
                     // MySQL 5.7+ and MariaDB both accept 32 characters; older MySQL only 16.
                     if u.v.chars().count() > 32 {
@@ -1110,6 +1312,95 @@ mod tests {
         assert!(parse_jump("u@host:abc").is_err());
         assert!(parse_jump("@host").is_err());
         assert!(parse_jump("u@").is_err());
+    }
+
+    #[test]
+    fn addresses_are_ip_addresses_or_dns_names_only() {
+        for ok in [
+            "10.0.1.10",
+            "db1.example.com",
+            "db-1.internal_zone",
+            "::1",
+            "[::1]",
+            "fe80::1%eth0",
+            "2001:db8::10",
+            "xn--bcher-kva.example",
+        ] {
+            assert_eq!(bad_address(ok), None, "{ok}");
+        }
+        for (bad, why) in [
+            ("-oProxyCommand=id", "starts with `-`"),
+            ("--help", "starts with `-`"),
+            ("10.0.0.1'", "a quote"),
+            ("db\"1", "a double quote"),
+            ("db`id`", "a backtick"),
+            ("db$(id)", "contains `$`"),
+            ("db;reboot", "contains `;`"),
+            ("[::1]:3306", "includes a port"),
+            ("[::1", "not a valid IPv6"),
+            ("[db1]", "not a valid IPv6"),
+            ("10.0.0.1:3306", "includes a port"),
+            ("1:2:3:zz::1", "not a valid IPv6"),
+            ("db\n1", "contains spaces"),
+            ("db\u{7}1", "a control character (U+0007)"),
+            ("bücher.example", "contains `ü`"),
+            ("user@db1", "no user@"),
+        ] {
+            let msg = bad_address(bad).unwrap_or_else(|| panic!("{bad:?} accepted"));
+            assert!(msg.contains(why), "{bad:?}: {msg}");
+            assert!(!msg.chars().any(|c| c.is_control()), "{msg:?}");
+        }
+    }
+
+    #[test]
+    fn user_names_cannot_break_an_option_file() {
+        assert_eq!(bad_user_name("repl_user.2", false), None);
+        assert_eq!(bad_user_name("app user", false), None);
+        assert_eq!(bad_user_name("deploy", true), None);
+        assert!(bad_user_name("a\npassword=x", false)
+            .unwrap()
+            .contains("a newline"));
+        assert!(bad_user_name("o'brien", false).unwrap().contains("a quote"));
+        assert!(bad_user_name("a\"b", false)
+            .unwrap()
+            .contains("double quote"));
+        assert!(bad_user_name("a\\b", false).unwrap().contains("`\\`"));
+        assert!(bad_user_name("-oX", true)
+            .unwrap()
+            .contains("starts with `-`"));
+        assert!(bad_user_name("a b", true).unwrap().contains("a space"));
+        assert!(bad_user_name("a@b", true).unwrap().contains("`@`"));
+    }
+
+    #[test]
+    fn host_paths_are_plain() {
+        assert_eq!(bad_path("/etc/mysql/conf.d/60-repltool.cnf", true), None);
+        assert_eq!(bad_path("/var/lib/mysql/db1+err,2.log", true), None);
+        for (p, why) in [
+            ("/etc/x.cnf\nrm -rf /", "a newline"),
+            ("/var/log/e.log;reboot", "`;`"),
+            ("/tmp/$(id)", "`$`"),
+            ("/tmp/a b", "a space"),
+            ("/tmp/`id`", "a backtick"),
+            ("/tmp/*", "`*`"),
+        ] {
+            let msg = bad_path(p, true).unwrap_or_else(|| panic!("{p:?} accepted"));
+            assert!(msg.contains(why), "{p:?}: {msg}");
+        }
+        // Local paths may hold spaces, not control characters.
+        assert_eq!(bad_path("/home/me/my keys/id", false), None);
+        assert!(bad_path("/home/me/id\n", false).is_some());
+    }
+
+    #[test]
+    fn jump_hosts_are_checked_like_addresses() {
+        assert!(parse_jump("-oProxyCommand=x@bastion")
+            .unwrap_err()
+            .contains("starts with `-`"));
+        assert!(parse_jump("ops@-bastion")
+            .unwrap_err()
+            .contains("starts with `-`"));
+        assert!(parse_jump("ops@bast'ion").unwrap_err().contains("a quote"));
     }
 
     #[test]

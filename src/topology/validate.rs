@@ -314,11 +314,15 @@ fn derive_roles(raw: &[RawHost], hosts: &mut [Host], ctx: &mut Ctx) {
         }
     }
 
+    // Slaves of each host in file order, built in one pass (not one scan per host).
+    let mut slaves: Vec<Vec<String>> = vec![Vec::new(); raw.len()];
+    for (j, m) in master.iter().enumerate() {
+        if let Some(i) = *m {
+            slaves[i].push(names[j].to_string());
+        }
+    }
     for (i, h) in hosts.iter_mut().enumerate() {
-        h.slaves = (0..raw.len())
-            .filter(|&j| master[j] == Some(i))
-            .map(|j| names[j].to_string())
-            .collect();
+        h.slaves = std::mem::take(&mut slaves[i]);
         h.peer = peer[i].map(|p| names[p].to_string());
         h.role = if peer[i].is_some() {
             Role::MasterMaster

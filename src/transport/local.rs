@@ -29,9 +29,15 @@ impl LocalSession {
 }
 
 /// `sh -c SCRIPT` in its own process group, so a timeout can kill the whole tree it started.
+/// The secret variables (the passwords' usual names and any `${VAR}` a topology file named)
+/// are removed from its environment: the commands get credentials from option files, and
+/// whatever they start (a server, a hook) must not find the passwords in its environment.
 fn shell(script: &str) -> Command {
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg(script).process_group(0);
+    for name in crate::topology::child_env_removals() {
+        cmd.env_remove(name);
+    }
     cmd
 }
 
@@ -182,6 +188,10 @@ impl HostSession for LocalSession {
     fn sql_endpoint(&mut self, port: u16) -> Result<(String, u16)> {
         Ok((self.address.clone(), port))
     }
+
+    fn detached(&self) -> Option<Box<dyn HostSession>> {
+        Some(Box::new(LocalSession::new(&self.name, &self.address)))
+    }
 }
 
 /// A streaming `sh -c` on this machine. Dropped without [`RemoteProcess::wait`], it kills its
@@ -250,6 +260,34 @@ mod tests {
 
     fn s() -> LocalSession {
         LocalSession::new("here", "127.0.0.1")
+    }
+
+    #[test]
+    fn children_do_not_inherit_secret_variables() {
+        // Unique names: the test changes the process environment.
+        std::env::set_var("REPLTOOL_T_ADMIN_PW", "s3cret-admin");
+        std::env::set_var("REPLTOOL_T_HARMLESS", "visible");
+        let text = "defaults:\n  transport: local\n  mysql: { password: \"${REPLTOOL_T_ADMIN_PW}\" }\nreplication: { password: x }\nhosts:\n  db1: { address: 127.0.0.1 }\n";
+        crate::topology::load_str(text, Path::new("t.yaml"), &|n| std::env::var(n).ok()).unwrap();
+        assert!(crate::topology::child_env_removals()
+            .iter()
+            .any(|n| n == "MYSQL_ADMIN_PASSWORD"));
+        let out = s()
+            .run(
+                "echo \"${REPLTOOL_T_ADMIN_PW-unset} ${REPLTOOL_T_HARMLESS-unset} ${HOME:+home}\"",
+                None,
+                false,
+                Duration::from_secs(10),
+            )
+            .unwrap();
+        assert_eq!(out.stdout_str(), "unset visible home\n");
+        let mut p = s()
+            .spawn("echo ${REPLTOOL_T_ADMIN_PW-unset}", false)
+            .unwrap();
+        let mut got = String::new();
+        p.stdout().read_to_string(&mut got).unwrap();
+        assert_eq!(got, "unset\n");
+        p.wait().unwrap();
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! How repltool reaches a host: the [`HostSession`] trait, with `local` (this machine, the lab)
 //! and `ssh` (ssh2) implementations. Planners never see this; only observe and execute do.
 
+pub mod cleanup;
 #[cfg(test)]
 pub mod fake;
 pub mod local;
+pub mod optfile;
 pub mod sql;
 pub mod ssh;
 
@@ -79,6 +81,13 @@ pub trait HostSession: Send {
         None
     }
 
+    /// Another handle on the same host that works while this one is busy or locked (an SSH
+    /// session's clone shares its connection), for removing this run's files on a signal.
+    /// None: the transport cannot offer one.
+    fn detached(&self) -> Option<Box<dyn HostSession>> {
+        None
+    }
+
     /// An administrative SQL connection to the host's server (real sessions:
     /// [`sql::connect`] through [`HostSession::sql_endpoint`]), `connect_timeout` bounding the
     /// login and `io_timeout` every read and write.
@@ -134,8 +143,10 @@ pub trait HostSession: Send {
         };
         // The temporary name is unique per shell ($$) and removed on any failure, so a disk-full
         // write leaves the old file in place and no debris.
+        // The directory is made under the login umask (a server must read it); the temporary
+        // file under umask 077, so it is never more open than `mode` asks, even before chmod.
         let script = format!(
-            "set -e; mkdir -p {dir}; t={p}.repltool-tmp.$$; trap 'rm -f \"$t\"' EXIT; \
+            "set -e; mkdir -p {dir}; umask 077; t={p}.repltool-tmp.$$; trap 'rm -f \"$t\"' EXIT; \
              cat > \"$t\"; chmod {mode:o} \"$t\"; sync \"$t\" 2>/dev/null || true; {backup}mv -f \"$t\" {p}; trap - EXIT"
         );
         let out = self.run(&script, Some(contents), privileged, Duration::from_secs(30))?;
@@ -214,6 +225,15 @@ pub fn connect(host: &Host) -> Result<Box<dyn HostSession>> {
     }
 }
 
+/// `timeout` from now, saturating: an enormous timeout means "no deadline", never an overflow
+/// panic (`Instant + Duration` panics when the sum does not fit).
+pub fn deadline_in(timeout: Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 /// Quote a string for a POSIX shell: `'...'` with embedded quotes closed and escaped.
 pub fn shell_quote(s: &str) -> String {
     if !s.is_empty()
@@ -228,6 +248,14 @@ pub fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::shell_quote;
+    #[test]
+    fn deadlines_saturate() {
+        let far = super::deadline_in(std::time::Duration::MAX);
+        assert!(far > std::time::Instant::now() + std::time::Duration::from_secs(3600 * 24 * 365));
+        let near = super::deadline_in(std::time::Duration::from_secs(1));
+        assert!(near <= std::time::Instant::now() + std::time::Duration::from_secs(1));
+    }
+
     #[test]
     fn quoting() {
         assert_eq!(shell_quote("/etc/my.cnf"), "/etc/my.cnf");

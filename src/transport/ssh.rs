@@ -10,6 +10,7 @@
 //! silent network loss via TCP keepalive) fails every user of the session with a message
 //! naming the host.
 
+mod agent;
 mod conn;
 mod exec;
 mod forward;
@@ -120,6 +121,10 @@ impl HostSession for SshSession {
     }
     fn endpoint_error(&self, port: u16) -> Option<String> {
         self.forward_error(port).or_else(|| self.conn.lost_error())
+    }
+
+    fn detached(&self) -> Option<Box<dyn HostSession>> {
+        Some(Box::new(self.clone()))
     }
 
     fn run(
@@ -409,14 +414,15 @@ fn authenticate(
         );
     }
     let mut tried = Vec::new();
+    let timeout = cfg.connect_timeout.max(Duration::from_secs(1));
     match &cfg.identity_file {
         Some(path) => {
-            if try_key_file(label, sess, user, &expand_home(path), &mut tried)? {
+            if try_key_file(label, sess, user, &expand_home(path), true, &mut tried)? {
                 return Ok(());
             }
         }
         None => {
-            if try_agent(sess, user, &mut tried) {
+            if try_agent(sess, user, timeout, &mut tried) {
                 return Ok(());
             }
             let home = std::env::var_os("HOME").map(PathBuf::from);
@@ -427,7 +433,7 @@ fn authenticate(
                 };
                 if p.exists() {
                     any = true;
-                    if try_key_file(label, sess, user, &p, &mut tried)? {
+                    if try_key_file(label, sess, user, &p, false, &mut tried)? {
                         return Ok(());
                     }
                 }
@@ -443,19 +449,44 @@ fn authenticate(
     )
 }
 
+/// Private keys are a few KiB (16384-bit RSA: about 12 KiB).
+const MAX_KEY_BYTES: u64 = 64 * 1024;
+
+/// Authenticate with the private key at `path`, read here (bounded, regular files only) and
+/// handed to libssh2 from memory: libssh2 reading the file itself would block forever on a
+/// FIFO. `explicit`: the topology's `identity_file` (a bad one is an error, not a skipped key).
 fn try_key_file(
     label: &str,
     sess: &Session,
     user: &str,
     path: &Path,
+    explicit: bool,
     tried: &mut Vec<String>,
 ) -> Result<bool> {
     let shown = path.display();
-    if !path.exists() {
-        tried.push(format!("key file {shown} (does not exist)"));
-        return Ok(false);
-    }
-    match sess.userauth_pubkey_file(user, None, path, None) {
+    let mut key = match crate::localfile::read_regular(path, MAX_KEY_BYTES) {
+        Ok(k) => k,
+        Err(crate::localfile::ReadError::NotFound) => {
+            tried.push(format!("key file {shown} (does not exist)"));
+            return Ok(false);
+        }
+        Err(e) if explicit => bail!("{label}: ssh.identity_file {shown} {e}"),
+        Err(e) => {
+            tried.push(format!("key file {shown} ({e})"));
+            return Ok(false);
+        }
+    };
+    let res = match std::str::from_utf8(&key) {
+        Ok(text) => sess.userauth_pubkey_memory(user, None, text, None),
+        Err(_) => {
+            key.fill(0);
+            tried.push(format!("key file {shown} (not a private key: not text)"));
+            return Ok(false);
+        }
+    };
+    // The key's bytes are not kept around in freed memory longer than needed.
+    key.fill(0);
+    match res {
         Ok(()) if sess.authenticated() => Ok(true),
         Ok(()) => {
             tried.push(format!("key file {shown} (not accepted)"));
@@ -483,11 +514,24 @@ fn try_key_file(
     }
 }
 
-fn try_agent(sess: &Session, user: &str, tried: &mut Vec<String>) -> bool {
-    if std::env::var_os("SSH_AUTH_SOCK").is_none() {
+/// Keys from ssh-agent, every agent operation bounded by `timeout` (see `agent`).
+fn try_agent(sess: &Session, user: &str, timeout: Duration, tried: &mut Vec<String>) -> bool {
+    let Some(sock) = std::env::var_os("SSH_AUTH_SOCK") else {
         tried.push("ssh-agent (SSH_AUTH_SOCK is not set)".into());
         return false;
-    }
+    };
+    let silent = || format!("ssh-agent (no answer within {}s)", timeout.as_secs_f64());
+    let proxy = match agent::AgentProxy::start(Path::new(&sock), super::deadline_in(timeout)) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            tried.push(silent());
+            return false;
+        }
+        Err(e) => {
+            tried.push(format!("ssh-agent (cannot connect: {e})"));
+            return false;
+        }
+    };
     let mut agent = match sess.agent() {
         Ok(a) => a,
         Err(e) => {
@@ -495,6 +539,10 @@ fn try_agent(sess: &Session, user: &str, tried: &mut Vec<String>) -> bool {
             return false;
         }
     };
+    if let Err(e) = agent.set_identity_path(proxy.path()) {
+        tried.push(format!("ssh-agent ({})", e.message()));
+        return false;
+    }
     if let Err(e) = agent.connect() {
         tried.push(format!("ssh-agent (cannot connect: {})", e.message()));
         return false;
@@ -502,7 +550,11 @@ fn try_agent(sess: &Session, user: &str, tried: &mut Vec<String>) -> bool {
     let ids = match agent.list_identities().and_then(|()| agent.identities()) {
         Ok(ids) => ids,
         Err(e) => {
-            tried.push(format!("ssh-agent (cannot list keys: {})", e.message()));
+            tried.push(if proxy.timed_out() {
+                silent()
+            } else {
+                format!("ssh-agent (cannot list keys: {})", e.message())
+            });
             let _ = agent.disconnect();
             return false;
         }
@@ -513,10 +565,15 @@ fn try_agent(sess: &Session, user: &str, tried: &mut Vec<String>) -> bool {
             ok = true;
             break;
         }
+        if proxy.timed_out() {
+            break;
+        }
     }
     let _ = agent.disconnect();
     if !ok {
-        if ids.is_empty() {
+        if proxy.timed_out() {
+            tried.push(silent());
+        } else if ids.is_empty() {
             tried.push("ssh-agent (no keys loaded)".into());
         } else {
             tried.push(format!("ssh-agent ({} key(s), none accepted)", ids.len()));

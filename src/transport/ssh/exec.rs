@@ -394,7 +394,7 @@ pub(crate) fn run(
     timeout: Duration,
 ) -> Result<CmdOutput> {
     let label = label(script);
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::transport::deadline_in(timeout);
     let mut ex = Exec::start(
         conn,
         &remote_command(script, sudo),

@@ -1,9 +1,11 @@
 //! Byte pumps between a local socket and an SSH channel: the SQL port-forward (a local listener
-//! whose connections each get a direct-tcpip channel) and the jump-host tunnel (a socketpair
-//! whose other end carries the target's SSH session).
+//! whose connections each get a direct-tcpip channel, served only when the connecting socket
+//! belongs to the user running repltool) and the jump-host tunnel (a socketpair whose other end
+//! carries the target's SSH session).
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,7 +18,8 @@ use anyhow::{Context, Result};
 use super::conn::{Chan, ChannelError, Conn, Dirs, Step, Waiter};
 
 const CHUNK: usize = 32 * 1024;
-/// Forwarded connections open at once per port; more are closed on accept.
+/// Forwarded connections open at once per port; more wait for a free slot. Only the user
+/// running repltool gets this far (see [`SocketTables`]), so nobody else can take the slots.
 const MAX_ACTIVE: usize = 64;
 
 /// The local end of a pump.
@@ -179,6 +182,80 @@ fn poll_in(fd: RawFd, timeout: Duration) {
     }
 }
 
+/// Who owns the socket at the other end of a connection accepted on 127.0.0.1, from the
+/// kernel's socket tables (/proc/net/tcp and tcp6): the row whose local address is the peer and
+/// whose remote address is our end. TCP itself carries no credentials, and any local user can
+/// connect to a loopback port; the forward must serve only the user running repltool, whose
+/// SSH identity it spends.
+pub(crate) struct SocketTables {
+    text: String,
+}
+
+impl SocketTables {
+    pub fn read() -> std::io::Result<SocketTables> {
+        let mut text = std::fs::read_to_string("/proc/net/tcp")?;
+        // IPv6 sockets connecting to 127.0.0.1 (v4-mapped) are listed there; absent without
+        // IPv6, which is fine.
+        if let Ok(t6) = std::fs::read_to_string("/proc/net/tcp6") {
+            text.push_str(&t6);
+        }
+        Ok(SocketTables { text })
+    }
+
+    #[cfg(test)]
+    fn from_text(text: &str) -> SocketTables {
+        SocketTables {
+            text: text.to_string(),
+        }
+    }
+
+    /// The uid owning the live socket at `peer` connected to `ours`; None when there is no
+    /// such socket or it is orphaned (closed by its process: inode 0, no owner to trust).
+    pub fn owner(&self, ours: SocketAddr, peer: SocketAddr) -> Option<u32> {
+        let (want_local, want_remote) = match (peer, ours) {
+            (SocketAddr::V4(p), SocketAddr::V4(o)) => (
+                [hex_v4(p.ip(), p.port()), hex_v4_mapped(p.ip(), p.port())],
+                [hex_v4(o.ip(), o.port()), hex_v4_mapped(o.ip(), o.port())],
+            ),
+            _ => return None,
+        };
+        for line in self.text.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...
+            if f.len() < 10 {
+                continue;
+            }
+            let (local, remote) = (f[1], f[2]);
+            let matches =
+                |a: &str, set: &[String; 2]| set.iter().any(|s| s.eq_ignore_ascii_case(a));
+            if !matches(local, &want_local) || !matches(remote, &want_remote) {
+                continue;
+            }
+            let inode: u64 = f[9].parse().ok()?;
+            if inode == 0 {
+                return None;
+            }
+            return f[7].parse().ok();
+        }
+        None
+    }
+}
+
+/// `0100007F:1F90`: the kernel prints the address as the u32 in memory order, in hex.
+fn hex_v4(ip: &std::net::Ipv4Addr, port: u16) -> String {
+    format!("{:08X}:{port:04X}", u32::from_ne_bytes(ip.octets()))
+}
+
+/// The same address as an IPv4-mapped IPv6 one, as /proc/net/tcp6 prints it.
+fn hex_v4_mapped(ip: &std::net::Ipv4Addr, port: u16) -> String {
+    let o = ip.to_ipv6_mapped().octets();
+    let words: String = o
+        .chunks(4)
+        .map(|c| format!("{:08X}", u32::from_ne_bytes([c[0], c[1], c[2], c[3]])))
+        .collect();
+    format!("{words}:{port:04X}")
+}
+
 /// A local listener forwarding each connection to a port on the host.
 pub(crate) struct Forward {
     pub local_port: u16,
@@ -227,36 +304,76 @@ fn accept_loop(
     last_error: Arc<Mutex<Option<String>>>,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
+    let ours = match listener.local_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    // Connections of the owner waiting for a slot: never dropped, only delayed.
+    let mut waiting: VecDeque<TcpStream> = VecDeque::new();
     while !stop.load(Ordering::Relaxed) {
-        poll_in(listener.as_raw_fd(), Duration::from_millis(250));
-        let stream = match listener.accept() {
-            Ok((s, _)) => s,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(_) => {
-                thread::sleep(Duration::from_millis(100));
-                continue;
-            }
-        };
-        if active.load(Ordering::Relaxed) >= MAX_ACTIVE {
-            continue;
-        }
-        active.fetch_add(1, Ordering::Relaxed);
-        let (c, s, e, a) = (
-            Arc::clone(&conn),
-            Arc::clone(&stop),
-            Arc::clone(&last_error),
-            Arc::clone(&active),
+        poll_in(
+            listener.as_raw_fd(),
+            Duration::from_millis(if waiting.is_empty() { 250 } else { 20 }),
         );
-        let spawned = thread::Builder::new()
-            .name(format!("ssh-forward-{remote_port}-conn"))
-            .spawn(move || {
-                if let Err(err) = forward_one(&c, stream, remote_port, local_port, &s) {
-                    *e.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{err:#}"));
+        // Everything pending at once, then one read of the socket tables for all of it: a
+        // flood of strangers' connections costs one table read per batch, not one each.
+        let mut batch = Vec::new();
+        while batch.len() < 512 {
+            match listener.accept() {
+                Ok((s, peer)) => batch.push((s, peer)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    thread::sleep(Duration::from_millis(100));
+                    break;
                 }
-                a.fetch_sub(1, Ordering::Relaxed);
-            });
-        if spawned.is_err() {
-            active.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        if !batch.is_empty() {
+            match SocketTables::read() {
+                Ok(tables) => {
+                    for (s, peer) in batch {
+                        if tables.owner(ours, peer) == Some(me) {
+                            waiting.push_back(s);
+                        }
+                        // Anyone else, or a socket whose owner cannot be told: closed at once,
+                        // before any channel is opened or any slot taken.
+                    }
+                }
+                Err(e) => {
+                    *last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+                        "{}: cannot tell who connected to the local SQL forward (reading \
+                         /proc/net/tcp: {e}); refusing the connection",
+                        conn.host
+                    ));
+                }
+            }
+        }
+        while active.load(Ordering::Relaxed) < MAX_ACTIVE {
+            let Some(stream) = waiting.pop_front() else {
+                break;
+            };
+            active.fetch_add(1, Ordering::Relaxed);
+            let (c, s, e, a) = (
+                Arc::clone(&conn),
+                Arc::clone(&stop),
+                Arc::clone(&last_error),
+                Arc::clone(&active),
+            );
+            let spawned = thread::Builder::new()
+                .name(format!("ssh-forward-{remote_port}-conn"))
+                .spawn(move || {
+                    if let Err(err) = forward_one(&c, stream, remote_port, local_port, &s) {
+                        *e.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{err:#}"));
+                    }
+                    a.fetch_sub(1, Ordering::Relaxed);
+                });
+            if spawned.is_err() {
+                active.fetch_sub(1, Ordering::Relaxed);
+                break;
+            }
         }
     }
 }
@@ -314,4 +431,51 @@ pub(crate) fn start_tunnel(
         })
         .context("cannot start the jump host tunnel thread")?;
     Ok(Tunnel { stop })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A client socket 127.0.0.1:40000 (uid 1000, inode 555) connected to our listener on
+    // 127.0.0.1:8080, its accepted end (uid 0), an orphaned one on :40001 (inode 0), and a
+    // v4-mapped IPv6 client on :40002 (uid 65534).
+    const TABLES: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 100 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:9C40 0100007F:1F90 01 00000000:00000000 00:00000000 00000000  1000        0 555 1 0000000000000000 20 4 30 10 -1
+   2: 0100007F:1F90 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 556 1 0000000000000000 20 4 30 10 -1
+   3: 0100007F:9C41 0100007F:1F90 08 00000000:00000000 00:00000000 00000000  1000        0 0 1 0000000000000000 20 4 30 10 -1
+  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0000000000000000FFFF00000100007F:9C42 0000000000000000FFFF00000100007F:1F90 01 00000000:00000000 00:00000000 00000000 65534        0 777 1 0000000000000000 20 4 30 10 -1
+";
+
+    fn a(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn the_owner_of_the_connecting_socket_is_found() {
+        let t = SocketTables::from_text(TABLES);
+        assert_eq!(t.owner(a(8080), a(40000)), Some(1000));
+        // Orphaned (closed before we looked): no owner to trust.
+        assert_eq!(t.owner(a(8080), a(40001)), None);
+        assert_eq!(t.owner(a(8080), a(40002)), Some(65534));
+        assert_eq!(t.owner(a(8080), a(40003)), None);
+        // A socket connected elsewhere is not the peer.
+        assert_eq!(t.owner(a(8081), a(40000)), None);
+    }
+
+    #[test]
+    fn a_real_connection_is_owned_by_this_process_user() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (_s, peer) = l.accept().unwrap();
+        assert_eq!(peer, c.local_addr().unwrap());
+        let t = SocketTables::read().unwrap();
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(
+            t.owner(l.local_addr().unwrap(), peer),
+            Some(unsafe { libc::geteuid() })
+        );
+    }
 }

@@ -5,7 +5,13 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Result};
+
+use crate::localfile::{read_regular, ReadError};
+
+/// Far above any real known_hosts (hundreds of thousands of hashed entries): a bound on memory,
+/// not a limit anyone meets.
+const MAX_KNOWN_HOSTS_BYTES: u64 = 64 << 20;
 
 /// The entries of one known_hosts file.
 pub(crate) struct KnownHosts {
@@ -61,19 +67,21 @@ pub(crate) fn lookup_name(host: &str, port: u16) -> String {
 }
 
 impl KnownHosts {
+    /// Read the file, bounded: a FIFO or a device named as known_hosts is refused at once
+    /// (it would hang the connect or read until memory runs out), and so is a huge file.
     pub fn load(path: &Path) -> Result<KnownHosts> {
-        match std::fs::read(path) {
+        match read_regular(path, MAX_KNOWN_HOSTS_BYTES) {
             Ok(bytes) => Ok(KnownHosts {
                 path: path.to_path_buf(),
                 missing: false,
                 entries: parse(&String::from_utf8_lossy(&bytes)),
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(KnownHosts {
+            Err(ReadError::NotFound) => Ok(KnownHosts {
                 path: path.to_path_buf(),
                 missing: true,
                 entries: Vec::new(),
             }),
-            Err(e) => Err(e).with_context(|| format!("cannot read known_hosts {}", path.display())),
+            Err(e) => bail!("ssh.known_hosts {} {e}", path.display()),
         }
     }
 

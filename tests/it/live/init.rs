@@ -324,3 +324,171 @@ fn another_option_file_overriding_repltools_settings_is_named_after_the_restart(
     assert!(c.lab.ctl(2, "restart").status.success());
     c.init_ok();
 }
+
+/// The directories under /tmp holding option files of the repltool process `pid`
+/// (`repltool-cnf-<tag>-<pid>-<start>-XXXXXXXX`).
+fn option_dirs_of(pid: u32) -> Vec<String> {
+    std::fs::read_dir("/tmp")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.starts_with("repltool-cnf-") && n.split('-').nth(3) == Some(pid.to_string().as_str())
+        })
+        .collect()
+}
+
+#[test]
+fn a_run_killed_mid_seed_by_sigterm_or_sigint_leaves_no_option_file_on_the_host() {
+    use mysql::prelude::Queryable;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+    let c = Cluster::start(2, 25140, "master-slave");
+    c.exec(
+        1,
+        "CREATE DATABASE big; CREATE TABLE big.t (id INT PRIMARY KEY, pad CHAR(200)); \
+         INSERT INTO big.t SELECT seq, REPEAT('x', 200) FROM seq_1_to_20000",
+    );
+    // Converge first (configs written, servers restarted), then cut node2 loose so the next
+    // init seeds it again, with no restart that would drop the lock below.
+    c.init_ok();
+    c.exec(2, "STOP SLAVE; RESET SLAVE ALL");
+    // The copy stalls for as long as the test likes: node2 holds the table the copy replaces
+    // under a read lock, so the client loading it waits (and so does the dump behind it).
+    let mut lock = c.conn(2);
+    lock.query_drop("LOCK TABLES big.t READ").unwrap();
+    let log_dir = tempfile::tempdir().unwrap();
+    // node2 holds a database of its own (the first copy), so only --force seeds it.
+    for (sig, args) in [
+        (libc::SIGTERM, vec!["init", "--force"]),
+        (libc::SIGINT, vec!["init", "--force"]),
+    ] {
+        let log = log_dir.path().join(format!("stderr-{sig}"));
+        let child = Command::new(cluster::lab::bin())
+            .args(&args)
+            .args(["-f", &c.file_str()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // A failing assertion must not leave this run going (std does not signal a child it
+        // has already reaped, so no other process can be hit).
+        struct KillOnDrop(std::process::Child);
+        impl Drop for KillOnDrop {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let mut guard = KillOnDrop(child);
+        let child = &mut guard.0;
+        let show_log = || {
+            let ps = Command::new("ps")
+                .args(["-eo", "pid,ppid,etimes,wchan:24,args"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            let ours: Vec<&str> = ps
+                .lines()
+                .filter(|l| l.contains("repltool") || l.contains("mariadb"))
+                .collect();
+            format!(
+                "{}\n--- processes\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default(),
+                ours.join("\n")
+            )
+        };
+        // Mid-seed: the dump runs, reading an option file of this run.
+        let needle = "--defaults-extra-file=/tmp/repltool-cnf-";
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let dumping = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .map(|c| {
+                        let c = String::from_utf8_lossy(&c);
+                        c.contains("dump") && c.contains(needle) && c.contains(&format!("-{pid}-"))
+                    })
+                    .unwrap_or(false)
+            });
+            if dumping {
+                break;
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "repltool ended before the copy was seen:\n{}",
+                show_log()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "no copy started:\n{}",
+                show_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            option_dirs_of(pid).len() >= 2,
+            "the master's and the slave's option files exist: {:?}",
+            option_dirs_of(pid)
+        );
+        // SAFETY: kill(2) on our own child.
+        unsafe {
+            libc::kill(pid as i32, sig);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "repltool did not stop on signal {sig}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.signal(), Some(sig), "{status:?}\n{}", show_log());
+        assert_eq!(
+            option_dirs_of(pid),
+            Vec::<String>::new(),
+            "signal {sig} left option files:\n{}",
+            show_log()
+        );
+    }
+    lock.query_drop("UNLOCK TABLES").unwrap();
+}
+
+#[test]
+fn what_a_killed_run_left_is_swept_by_the_next_run_on_that_host() {
+    use std::process::{Command, Stdio};
+    let c = Cluster::start(2, 25150, "master-slave");
+    c.init_ok();
+    // `check` writes an option file on node2 (the replication login test); the failpoint ends
+    // the process right after, as a kill -9 would: nothing removes the file.
+    let child = Command::new(cluster::lab::bin())
+        .args(["check", "-f", &c.file_str()])
+        .env("REPLTOOL_FAILPOINT", "optfile-written")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(101), "{}", show(&out));
+    let left = option_dirs_of(pid);
+    assert_eq!(
+        left.len(),
+        1,
+        "the killed run's directory is left: {left:?}"
+    );
+    // The next run's first option file on that host removes it.
+    let out = c.run(&["check"]);
+    assert_eq!(
+        option_dirs_of(pid),
+        Vec::<String>::new(),
+        "still there after the next run:\n{}",
+        show(&out)
+    );
+}

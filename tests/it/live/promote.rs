@@ -355,3 +355,56 @@ fn force_promotes_a_slave_that_is_behind_after_saying_what_is_lost() {
     assert_eq!(c.one(3, "SELECT @@read_only"), "0");
     assert_eq!(c.one(3, "SELECT COUNT(*) FROM fo.t"), "1");
 }
+
+#[test]
+fn a_file_promote_cannot_rewrite_safely_stops_it_before_anything_changes_and_modes_are_kept() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Cluster::start(2, 25410, "master-slave");
+    c.init_ok();
+    let original = c.topology_text();
+    // node2's master comes from a merge key: removing it for node2 alone is impossible.
+    assert_eq!(
+        original.matches("    master: node1\n").count(),
+        1,
+        "{original}"
+    );
+    let merged = original
+        .replace("    master: node1\n", "    <<: *follow\n")
+        .replace(
+            "\nhosts:\n",
+            "\nx-follow: &follow\n  master: node1\nhosts:\n",
+        );
+    cluster::write(&c.file, &merged);
+    let node2_line = 1 + merged
+        .lines()
+        .position(|l| l == "  node2:")
+        .expect("node2's entry");
+    let out = c.run(&["promote", "node2", "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{}:{node2_line}: hosts.node2.master: ",
+            c.file.display()
+        )) && err.contains("merge key"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was changed"), "{err}");
+    // Nothing changed: the file, no backup, the servers.
+    assert_eq!(c.topology_text(), merged);
+    assert!(!c.file.with_extension("yaml.bak").exists());
+    assert_eq!(c.one(2, "SELECT @@read_only"), "1");
+    assert_eq!(c.one(1, "SELECT @@read_only"), "0");
+
+    // A private file: the rewritten file and its backup stay private.
+    cluster::write(&c.file, &original);
+    std::fs::set_permissions(&c.file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = c.run(&["promote", "node2", "--yes"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let bak = c.file.with_extension("yaml.bak");
+    assert_eq!(mode(&bak), 0o600, "backup mode");
+    assert_eq!(mode(&c.file), 0o600, "file mode");
+    assert_eq!(std::fs::read_to_string(&bak).unwrap(), original);
+    assert!(c.topology_text().contains("master: node2"));
+}

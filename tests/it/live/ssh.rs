@@ -5,7 +5,7 @@
 use crate::support::sshd;
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -280,6 +280,141 @@ fn wrong_identity_is_refused_with_a_clear_message() {
     assert!(msg.contains("does not exist"), "{msg}");
 }
 
+/// Run `f` on a thread; a hang past `limit` fails the test instead of hanging it.
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("still running after {limit:?}: a read that is not bounded"))
+}
+
+fn mkfifo(p: &Path) {
+    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+#[test]
+fn fifos_devices_and_huge_files_as_known_hosts_or_key_are_refused_at_once() {
+    let s = Sshd::start();
+    let fifo = s.dir().join("fifo");
+    mkfifo(&fifo);
+    let huge = s.dir().join("huge_known_hosts");
+    fs::File::create(&huge).unwrap().set_len(65 << 20).unwrap();
+    let cases: Vec<(&str, Ssh, &str)> = {
+        let mut v = Vec::new();
+        for (path, what) in [
+            (fifo.clone(), "is a FIFO (named pipe), not a regular file"),
+            (
+                Path::new("/dev/zero").to_path_buf(),
+                "is a character device, not a regular file",
+            ),
+            (huge.clone(), "is larger than 64 MiB"),
+        ] {
+            let mut cfg = s.ssh();
+            cfg.known_hosts = path;
+            v.push(("ssh.known_hosts", cfg, what));
+        }
+        let mut cfg = s.ssh();
+        cfg.identity_file = Some(fifo.clone());
+        v.push((
+            "ssh.identity_file",
+            cfg,
+            "is a FIFO (named pipe), not a regular file",
+        ));
+        let mut cfg = s.ssh();
+        cfg.identity_file = Some("/dev/zero".into());
+        v.push((
+            "ssh.identity_file",
+            cfg,
+            "is a character device, not a regular file",
+        ));
+        v
+    };
+    for (key, cfg, what) in cases {
+        let shown = match key {
+            "ssh.known_hosts" => cfg.known_hosts.display().to_string(),
+            _ => cfg.identity_file.as_ref().unwrap().display().to_string(),
+        };
+        let t = Instant::now();
+        let res = within(Duration::from_secs(20), move || {
+            connect("127.0.0.1", &cfg).map(|_| ())
+        });
+        let msg = err_text(res);
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{key}: {:?}",
+            t.elapsed()
+        );
+        assert!(msg.contains(&format!("{key} {shown} {what}")), "{msg}");
+    }
+
+    // A passphrase-protected key (read from memory now) is still explained.
+    let locked = s.dir().join("locked");
+    must(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "a passphrase", "-f"])
+            .arg(&locked),
+    );
+    let mut cfg = s.ssh();
+    cfg.identity_file = Some(locked);
+    let msg = err_text(connect("127.0.0.1", &cfg));
+    assert!(msg.contains("passphrase"), "{msg}");
+}
+
+#[test]
+fn option_files_are_private_as_created_under_a_022_umask_even_without_chmod() {
+    use repltool::secret::Secret;
+    use repltool::transport::optfile;
+    // A `chmod` that does nothing: whatever mode a file has, it has from its creation.
+    let fake = tempfile::tempdir().unwrap();
+    let chmod = fake.path().join("chmod");
+    fs::write(&chmod, "#!/bin/sh\nexit 0\n").unwrap();
+    fs::set_permissions(&chmod, fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:/usr/local/bin:/usr/bin:/bin", fake.path().display());
+    // sshd (and so the login) inherits this process's umask: make it the usual 022.
+    // SAFETY: umask has no preconditions; restored right after sshd started.
+    let old = unsafe { libc::umask(0o022) };
+    let s = Sshd::start_with_env(&["127.0.0.1"], &[("PATH", &path)]);
+    unsafe { libc::umask(old) };
+    let mut h = session(&s);
+    // The preconditions hold: login umask 022, chmod a no-op.
+    let probe = s.dir().join("probe");
+    let out = h
+        .run(
+            &format!(
+                "umask; touch {0}; chmod 600 {0}; stat -c %a {0}",
+                probe.display()
+            ),
+            None,
+            false,
+            T10,
+        )
+        .unwrap();
+    assert_eq!(out.stdout_str(), "0022\n644\n", "{out:?}");
+
+    let p = optfile::write(&mut h, "admin", &Secret::new("s3cret"), 3306).unwrap();
+    let dir = p.parent().unwrap().to_path_buf();
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&p), 0o600, "option file {}", p.display());
+    assert_eq!(mode(&dir), 0o700, "its directory {}", dir.display());
+    assert!(fs::read_to_string(&p)
+        .unwrap()
+        .contains("password=\"s3cret\""));
+    optfile::remove(&mut h, &p);
+    assert!(!dir.exists(), "removed with its directory");
+
+    // Any private file written through the transport is private before its chmod, too.
+    let f = s.dir().join("conf.d/secret.cnf");
+    h.write_file_atomic(&f, b"password=x\n", 0o600, false, false)
+        .unwrap();
+    assert_eq!(mode(&f), 0o600);
+    // The directory it creates keeps the login umask (a server must be able to read it).
+    assert_eq!(mode(f.parent().unwrap()), 0o755);
+}
+
 #[test]
 fn files_round_trip_atomically_with_backup() {
     let s = Sshd::start();
@@ -418,6 +553,85 @@ fn echo_server(max: usize) -> u16 {
 }
 
 /// Push `data` through an echo connection (writer thread + reader), check it, return the time.
+/// A stranger on this machine (uid `nobody`) opening `n` connections to `port`, each sending a
+/// line, and holding them open. Its first output line: `connected C echoed E`.
+fn stranger(port: u16, n: usize) -> Child {
+    let script = r#"
+        use IO::Socket::INET; use IO::Select;
+        my ($port, $n) = @ARGV; my @s;
+        for (1..$n) {
+            my $c = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => $port, Timeout => 5)
+                or next;
+            $c->autoflush(1); print $c "ping\n"; push @s, $c;
+        }
+        my $sel = IO::Select->new(@s); my $echoed = 0; my $until = time + 3;
+        while (time < $until && $sel->count) {
+            for my $r ($sel->can_read(0.5)) {
+                my $buf; my $k = sysread($r, $buf, 64);
+                $echoed++ if $k; $sel->remove($r);
+            }
+        }
+        $| = 1; print "connected ", scalar(@s), " echoed $echoed\n";
+        sleep 60;
+    "#;
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(["/usr/bin/perl", "-e", script])
+        .arg(port.to_string())
+        .arg(n.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("setpriv/perl (util-linux, perl-base) must be installed")
+}
+
+#[test]
+fn the_sql_forward_serves_only_its_owner_and_strangers_cannot_take_its_slots() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test runs as root to act as a second local user"
+    );
+    let s = Sshd::start();
+    let mut h = session(&s);
+    let echo = echo_server(10_000);
+    let (host, port) = h.sql_endpoint(echo).unwrap();
+    // The owner is served.
+    echo_through(&host, port, b"owner");
+
+    // Another local user reaches the listener (any user can connect to 127.0.0.1) but never
+    // the database port behind it: every connection is closed before a byte is forwarded.
+    let mut other = stranger(port, 200);
+    let mut first = String::new();
+    std::io::BufReader::new(other.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("connected 200 "), "{first}");
+    assert_eq!(
+        first.trim(),
+        "connected 200 echoed 0",
+        "a stranger was served"
+    );
+
+    // While the stranger holds what it could open, the owner still gets every connection:
+    // more opened at once than there are slots, the late ones wait for a slot, none is dropped.
+    let conns: Vec<TcpStream> = (0..80)
+        .map(|_| TcpStream::connect((host.as_str(), port)).unwrap())
+        .collect();
+    for (i, mut c) in conns.into_iter().enumerate() {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(b"mine").unwrap();
+        let mut buf = [0u8; 4];
+        c.read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("owner connection {i} was not served: {e}"));
+        assert_eq!(&buf, b"mine");
+    }
+    let _ = other.kill();
+    let _ = other.wait();
+}
+
 fn echo_through(host: &str, port: u16, data: &[u8]) -> Duration {
     let mut c = TcpStream::connect((host, port)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();

@@ -247,3 +247,54 @@ fn child_idle_and_half_closed_forwards() {
     drop(idle);
     drop(half);
 }
+
+/// Run `f` on a thread; a hang past `limit` fails the test instead of hanging it.
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("still running after {limit:?}: not bounded by the timeout"))
+}
+
+#[test]
+fn a_hung_ssh_agent_is_bounded_by_the_connect_timeout() {
+    in_own_process("child_a_hung_ssh_agent");
+}
+
+#[test]
+#[ignore = "run by a_hung_ssh_agent_is_bounded_by_the_connect_timeout in a process of its own"]
+fn child_a_hung_ssh_agent() {
+    child_only();
+    let s = Sshd::start();
+    let mut cfg = s.ssh();
+    cfg.identity_file = None;
+    cfg.connect_timeout = Duration::from_secs(2);
+    let home = s.dir().join("home-hung-agent");
+    fs::create_dir_all(home.join(".ssh")).unwrap();
+    std::env::set_var("HOME", &home);
+    // An agent that accepts connections and never answers a request.
+    let sock = s.dir().join("hung-agent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming() {
+            held.push(c);
+        }
+    });
+    std::env::set_var("SSH_AUTH_SOCK", &sock);
+    let t = Instant::now();
+    let res = within(Duration::from_secs(30), move || {
+        SshSession::connect("db1", "127.0.0.1", &cfg, SqlRoute::Forward).map(|_| ())
+    });
+    std::env::remove_var("SSH_AUTH_SOCK");
+    let msg = format!("{:#}", res.expect_err("no key can work"));
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(msg.contains("ssh-agent (no answer within 2s)"), "{msg}");
+    assert!(msg.contains("authentication failed"), "{msg}");
+}

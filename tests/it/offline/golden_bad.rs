@@ -84,6 +84,11 @@ fn cases(port: u16, dir: &Path) -> Vec<Case> {
         .map(|name| {
             let text = std::fs::read_to_string(src.join(format!("{name}.yaml"))).expect("read");
             for line in text.lines() {
+                // An address the loader must refuse is marked so; it never reaches a connect
+                // unless the loader is wrong, and then the test fails on the exit code anyway.
+                if line.trim_end().ends_with("# refused") {
+                    continue;
+                }
                 if let Some((_, addr)) = line.split_once("address:") {
                     let addr = addr.trim().trim_matches(['"', '[', ']']);
                     assert!(
