@@ -67,6 +67,7 @@ pub fn topo(spec: &[(&str, Option<&str>)]) -> Topology {
             ssl: false,
         },
         hosts,
+        watch: None,
     }
 }
 

@@ -11,6 +11,8 @@ use super::problems::{did_you_mean, Problems};
 use super::tree::{parse_int, Kind, Node, Pos, Resolved};
 use crate::secret::Secret;
 
+mod watch;
+
 /// A value and where it was written.
 #[derive(Debug, Clone)]
 pub struct At<T> {
@@ -136,9 +138,11 @@ pub struct RawFile {
     pub hosts: Vec<RawHost>,
     /// Position of `hosts:`, if written.
     pub hosts_pos: Option<Pos>,
+    /// `watch:`, read and checked (see `raw/watch.rs`).
+    pub watch: Option<super::model::Watch>,
 }
 
-pub const TOP_KEYS: &[&str] = &["name", "defaults", "replication", "hosts"];
+pub const TOP_KEYS: &[&str] = &["name", "defaults", "replication", "hosts", "watch"];
 pub const DEFAULTS_KEYS: &[&str] = &[
     "ssh",
     "mysql",
@@ -713,6 +717,7 @@ pub fn read_file(doc: Option<&Node>, ctx: &mut Ctx) -> Option<RawFile> {
                 raw.defaults_broken = ctx.problems.len() > before;
             }
             "replication" => raw.replication = read_replication(v, k.pos, ctx),
+            "watch" => raw.watch = watch::read_watch(v, k.pos, ctx),
             "hosts" => {
                 saw_hosts = true;
                 raw.hosts_pos = Some(k.pos);

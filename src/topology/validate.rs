@@ -142,6 +142,7 @@ pub fn build(raw: RawFile, path: &Path, ctx: &mut Ctx) -> Option<Topology> {
         file: path.to_path_buf(),
         replication,
         hosts,
+        watch: raw.watch.clone(),
     })
 }
 
