@@ -31,3 +31,4 @@ pub mod secret;
 pub(crate) mod testing;
 pub mod topology;
 pub mod transport;
+pub(crate) mod watch;

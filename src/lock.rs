@@ -31,6 +31,8 @@ pub struct ClusterLock {
     held: Vec<(String, Box<dyn SqlConn>, Flavor)>,
     name: String,
     _file: Option<File>,
+    /// With `watch:`: the cluster's etcd lock (watchers and people never act at once).
+    _etcd: Option<crate::watch::CommandLock>,
 }
 
 impl std::fmt::Debug for ClusterLock {
@@ -112,6 +114,25 @@ impl ClusterLock {
         hosts: &[String],
         timeout: Duration,
     ) -> Result<ClusterLock> {
+        Self::acquire_with(topo, file, sessions, hosts, timeout, false)
+    }
+
+    /// [`ClusterLock::acquire`]; with `watch:` in the file, the cluster's etcd lock first
+    /// (the one watchers take to recover), unless `etcd_held` (the caller is the watcher that
+    /// holds it).
+    pub fn acquire_with(
+        topo: &Topology,
+        file: Option<&Path>,
+        sessions: &Sessions,
+        hosts: &[String],
+        timeout: Duration,
+        etcd_held: bool,
+    ) -> Result<ClusterLock> {
+        let etcd = if etcd_held {
+            None
+        } else {
+            crate::watch::lock_for_command(topo)?
+        };
         let file_lock = match file {
             Some(p) => Some(lock_file(p)?),
             None => None,
@@ -157,6 +178,7 @@ impl ClusterLock {
                         held,
                         name: name.clone(),
                         _file: None,
+                        _etcd: None,
                     };
                     me.release();
                     return Err(problem(format!(
@@ -171,6 +193,7 @@ impl ClusterLock {
             held,
             name,
             _file: file_lock,
+            _etcd: etcd,
         })
     }
 

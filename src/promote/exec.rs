@@ -61,6 +61,11 @@ pub struct Exec<'a> {
     conns: Conns,
     state: Mutex<State>,
     lock: Mutex<Option<ClusterLock>>,
+    /// Called before every step; an error stops the run there (the watcher checks it still
+    /// holds its etcd lock).
+    before_step: Option<&'a (dyn Fn(&Step) -> Result<()> + Sync)>,
+    /// The caller (the watcher) already holds the cluster's etcd lock.
+    etcd_held: bool,
 }
 
 fn secs(d: Duration) -> u32 {
@@ -108,7 +113,28 @@ impl<'a> Exec<'a> {
             conns,
             state: Mutex::new(State::default()),
             lock: Mutex::new(None),
+            before_step: None,
+            etcd_held: false,
         }
+    }
+
+    /// `f` runs before every step; its error stops the run before that step (as a failed step
+    /// does: undo, then the error).
+    pub fn with_before_step(mut self, f: &'a (dyn Fn(&Step) -> Result<()> + Sync)) -> Self {
+        self.before_step = Some(f);
+        self
+    }
+
+    /// The caller holds the cluster's etcd lock already: the Lock step takes the servers' and
+    /// the file's only.
+    pub fn with_etcd_lock_held(mut self) -> Self {
+        self.etcd_held = true;
+        self
+    }
+
+    /// Transactions recovered from the old master's binary log on its disk.
+    pub fn salvaged(&self) -> u64 {
+        self.st().salvaged
     }
 
     fn st(&self) -> std::sync::MutexGuard<'_, State> {
@@ -149,7 +175,10 @@ impl<'a> Exec<'a> {
     /// Run every step; the summary line on success.
     pub fn run(&self, plan: &PromotePlan) -> Result<String> {
         for s in &self.steps_of(plan) {
-            let r = self.step(plan, s);
+            let r = match self.before_step {
+                Some(f) => f(s).and_then(|_| self.step(plan, s)),
+                None => self.step(plan, s),
+            };
             if let Err(e) = r {
                 let refused = matches!(
                     e.downcast_ref::<crate::error::Failure>(),
@@ -226,12 +255,13 @@ impl<'a> Exec<'a> {
         match &s.act {
             Act::Lock => {
                 let hosts: Vec<String> = self.topo.hosts.iter().map(|h| h.name.clone()).collect();
-                let l = ClusterLock::acquire(
+                let l = ClusterLock::acquire_with(
                     self.topo,
                     Some(self.file),
                     self.sessions,
                     &hosts,
                     self.timeout.min(Duration::from_secs(5)),
+                    self.etcd_held,
                 )?;
                 self.progress.step(
                     "lock",

@@ -1,0 +1,192 @@
+//! The etcd implementation of [`Store`]: the `etcd-client` crate (gRPC, async) on a small tokio
+//! runtime owned by this adapter, so the rest of repltool stays synchronous (threads, not
+//! async). One worker thread runs the lease keep-alives in the background; every call from the
+//! caller's thread is bounded by a timeout. Requests require an etcd leader, so a member cut
+//! off from its quorum answers with an error at once instead of stale data.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+
+use super::coord::{Entry, Store};
+
+pub struct EtcdStore {
+    rt: tokio::runtime::Runtime,
+    client: Client,
+    timeout: Duration,
+    endpoints: String,
+    keepers: HashMap<i64, tokio::task::JoinHandle<()>>,
+}
+
+impl EtcdStore {
+    /// Connect to `endpoints`; `timeout` bounds the connect and every later call.
+    pub fn connect(endpoints: &[String], timeout: Duration) -> Result<EtcdStore> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("repltool-etcd")
+            .enable_all()
+            .build()
+            .map_err(|e| anyhow!("cannot start the etcd client's runtime: {e}"))?;
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_timeout(timeout)
+            .with_require_leader(true)
+            .with_keep_alive(Duration::from_secs(2), timeout);
+        let shown = endpoints.join(", ");
+        let client = rt
+            .block_on(async {
+                tokio::time::timeout(timeout, Client::connect(endpoints, Some(opts))).await
+            })
+            .map_err(|_| anyhow!("etcd ({shown}): no answer within {timeout:?}"))?
+            .map_err(|e| anyhow!("etcd ({shown}): {e}"))?;
+        Ok(EtcdStore {
+            rt,
+            client,
+            timeout,
+            endpoints: shown,
+            keepers: HashMap::new(),
+        })
+    }
+
+    fn call<T>(
+        &self,
+        what: &str,
+        f: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    ) -> Result<T> {
+        let t = self.timeout;
+        self.rt
+            .block_on(async { tokio::time::timeout(t, f).await })
+            .map_err(|_| {
+                anyhow!(
+                    "etcd ({}): {what}: no answer within {t:?} (etcd down, or no quorum)",
+                    self.endpoints
+                )
+            })?
+            .map_err(|e| anyhow!("etcd ({}): {what}: {e}", self.endpoints))
+    }
+}
+
+fn entry(kv: &etcd_client::KeyValue) -> Entry {
+    Entry {
+        value: kv.value().to_vec(),
+        mod_rev: kv.mod_revision(),
+        create_rev: kv.create_revision(),
+        lease: kv.lease(),
+    }
+}
+
+impl Store for EtcdStore {
+    fn get(&mut self, key: &str) -> Result<Option<Entry>> {
+        let mut c = self.client.clone();
+        let r = self.call(&format!("get {key}"), async move { c.get(key, None).await })?;
+        Ok(r.kvs().first().map(entry))
+    }
+
+    fn range(&mut self, prefix: &str) -> Result<Vec<(String, Entry)>> {
+        let mut c = self.client.clone();
+        let r = self.call(&format!("get {prefix}*"), async move {
+            c.get(prefix, Some(GetOptions::new().with_prefix())).await
+        })?;
+        Ok(r.kvs()
+            .iter()
+            .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), entry(kv)))
+            .collect())
+    }
+
+    fn put_if(&mut self, key: &str, value: &[u8], expect: i64, lease: i64) -> Result<bool> {
+        let opts = (lease != 0).then(|| PutOptions::new().with_lease(lease));
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, expect)])
+            .and_then([TxnOp::put(key, value, opts)]);
+        let mut c = self.client.clone();
+        let r = self.call(&format!("compare-and-swap {key}"), async move {
+            c.txn(txn).await
+        })?;
+        Ok(r.succeeded())
+    }
+
+    fn put(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        let mut c = self.client.clone();
+        self.call(&format!("put {key}"), async move {
+            c.put(key, value, None).await
+        })
+        .map(|_| ())
+    }
+
+    fn delete_if(&mut self, key: &str, expect: i64) -> Result<bool> {
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, expect)])
+            .and_then([TxnOp::delete(key, None)]);
+        let mut c = self.client.clone();
+        let r = self.call(&format!("delete {key}"), async move { c.txn(txn).await })?;
+        Ok(r.succeeded())
+    }
+
+    fn grant(&mut self, ttl: Duration) -> Result<(i64, Arc<AtomicBool>)> {
+        let secs = ttl.as_secs().max(2) as i64;
+        let mut c = self.client.clone();
+        let r = self.call("lease grant", async move { c.lease_grant(secs, None).await })?;
+        let id = r.id();
+        let lost = Arc::new(AtomicBool::new(false));
+        let flag = lost.clone();
+        let mut client = self.client.clone();
+        let ttl = Duration::from_secs(r.ttl().max(1) as u64);
+        let period = (ttl / 3).max(Duration::from_millis(300));
+        // Keep the lease alive every third of its TTL; raise the flag when etcd says it is
+        // gone, or when no keep-alive succeeded for a whole TTL (the lease may have expired).
+        let h = self.rt.spawn(async move {
+            let mut last_ok = Instant::now();
+            let mut pair = None;
+            loop {
+                if pair.is_none() {
+                    if let Ok(Ok(p)) = tokio::time::timeout(period, client.lease_keep_alive(id)).await {
+                        pair = Some(p);
+                    }
+                }
+                if let Some((keeper, stream)) = pair.as_mut() {
+                    let got = tokio::time::timeout(period, async {
+                        keeper.keep_alive().await?;
+                        stream.message().await
+                    })
+                    .await;
+                    match got {
+                        Ok(Ok(Some(resp))) if resp.ttl() > 0 => last_ok = Instant::now(),
+                        Ok(Ok(Some(_))) => {
+                            flag.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        _ => pair = None,
+                    }
+                }
+                if last_ok.elapsed() >= ttl {
+                    flag.store(true, Ordering::SeqCst);
+                    return;
+                }
+                tokio::time::sleep(period).await;
+            }
+        });
+        self.keepers.insert(id, h);
+        Ok((id, lost))
+    }
+
+    fn revoke(&mut self, lease: i64) -> Result<()> {
+        if let Some(h) = self.keepers.remove(&lease) {
+            h.abort();
+        }
+        let mut c = self.client.clone();
+        self.call("lease revoke", async move { c.lease_revoke(lease).await })
+            .map(|_| ())
+    }
+}
+
+impl Drop for EtcdStore {
+    fn drop(&mut self) {
+        for (_, h) in self.keepers.drain() {
+            h.abort();
+        }
+    }
+}
