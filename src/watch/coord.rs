@@ -18,9 +18,12 @@
 //! Lease expiry is never the fencing step (etcd resets TTLs on a leader change): every step of
 //! a recovery re-checks the lock key, and the publish is a compare-and-swap.
 
+#[cfg(test)]
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+#[cfg(test)]
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Result};
