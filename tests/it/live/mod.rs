@@ -7,3 +7,4 @@ mod promote;
 mod ssh;
 mod ssh_isolated;
 mod status;
+mod watch;
