@@ -9,21 +9,34 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
 
 use super::coord::{Entry, Store};
 
 pub struct EtcdStore {
     rt: tokio::runtime::Runtime,
-    client: Client,
+    /// One client per endpoint: a request that cannot reach a member (refused, no leader
+    /// there) is sent to the next one; the one that answered is tried first next time.
+    clients: Vec<(String, Client)>,
+    current: usize,
     timeout: Duration,
-    endpoints: String,
     keepers: HashMap<i64, tokio::task::JoinHandle<()>>,
 }
 
+/// The request never reached a member that could serve it (nothing listens, no route, that
+/// member has no leader): safe to send to another member.
+fn unreached(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) => true,
+        // gRPC UNAVAILABLE (14): the connection failed, or that member has no leader.
+        etcd_client::Error::GRpcStatus(s) => i32::from(s.code()) == 14,
+        _ => false,
+    }
+}
+
 impl EtcdStore {
-    /// Connect to `endpoints`; `timeout` bounds the connect and every later call.
+    /// Clients for `endpoints`; `timeout` bounds every call to one member.
     pub fn connect(endpoints: &[String], timeout: Duration) -> Result<EtcdStore> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -36,37 +49,59 @@ impl EtcdStore {
             .with_timeout(timeout)
             .with_require_leader(true)
             .with_keep_alive(Duration::from_secs(2), timeout);
-        let shown = endpoints.join(", ");
-        let client = rt
-            .block_on(async {
-                tokio::time::timeout(timeout, Client::connect(endpoints, Some(opts))).await
-            })
-            .map_err(|_| anyhow!("etcd ({shown}): no answer within {timeout:?}"))?
-            .map_err(|e| anyhow!("etcd ({shown}): {e}"))?;
+        let mut clients = Vec::new();
+        for ep in endpoints {
+            // Lazy: nothing is contacted until the first request.
+            let c = rt
+                .block_on(async {
+                    tokio::time::timeout(timeout, Client::connect([ep], Some(opts.clone()))).await
+                })
+                .map_err(|_| anyhow!("etcd {ep}: no answer within {timeout:?}"))?
+                .map_err(|e| anyhow!("etcd {ep}: {e}"))?;
+            clients.push((ep.clone(), c));
+        }
+        if clients.is_empty() {
+            bail!("no etcd endpoints");
+        }
         Ok(EtcdStore {
             rt,
-            client,
+            clients,
+            current: 0,
             timeout,
-            endpoints: shown,
             keepers: HashMap::new(),
         })
     }
 
-    fn call<T>(
-        &self,
-        what: &str,
-        f: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
-    ) -> Result<T> {
+    /// `f` on the member that answered last, then on the others in turn while the request
+    /// cannot reach one (never after a timeout: the request may have been applied).
+    fn call<T, F, Fut>(&mut self, what: &str, f: F) -> Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
         let t = self.timeout;
-        self.rt
-            .block_on(async { tokio::time::timeout(t, f).await })
-            .map_err(|_| {
-                anyhow!(
-                    "etcd ({}): {what}: no answer within {t:?} (etcd down, or no quorum)",
-                    self.endpoints
-                )
-            })?
-            .map_err(|e| anyhow!("etcd ({}): {what}: {e}", self.endpoints))
+        let n = self.clients.len();
+        let mut errors = Vec::new();
+        for k in 0..n {
+            let i = (self.current + k) % n;
+            let (ep, c) = &self.clients[i];
+            let fut = f(c.clone());
+            match self.rt.block_on(async { tokio::time::timeout(t, fut).await }) {
+                Ok(Ok(v)) => {
+                    self.current = i;
+                    return Ok(v);
+                }
+                Ok(Err(e)) if unreached(&e) => errors.push(format!("{ep}: {e}")),
+                Ok(Err(e)) => bail!("etcd {ep}: {what}: {e}"),
+                Err(_) => bail!(
+                    "etcd {ep}: {what}: no answer within {t:?} (etcd down, or no quorum)"
+                ),
+            }
+        }
+        bail!(
+            "etcd: {what}: no member could serve it (etcd down, or no quorum): {}",
+            errors.join("; ")
+        )
     }
 }
 
@@ -81,14 +116,12 @@ fn entry(kv: &etcd_client::KeyValue) -> Entry {
 
 impl Store for EtcdStore {
     fn get(&mut self, key: &str) -> Result<Option<Entry>> {
-        let mut c = self.client.clone();
-        let r = self.call(&format!("get {key}"), async move { c.get(key, None).await })?;
+        let r = self.call(&format!("get {key}"), |mut c| async move { c.get(key, None).await })?;
         Ok(r.kvs().first().map(entry))
     }
 
     fn range(&mut self, prefix: &str) -> Result<Vec<(String, Entry)>> {
-        let mut c = self.client.clone();
-        let r = self.call(&format!("get {prefix}*"), async move {
+        let r = self.call(&format!("get {prefix}*"), |mut c| async move {
             c.get(prefix, Some(GetOptions::new().with_prefix())).await
         })?;
         Ok(r.kvs()
@@ -102,16 +135,15 @@ impl Store for EtcdStore {
         let txn = Txn::new()
             .when([Compare::mod_revision(key, CompareOp::Equal, expect)])
             .and_then([TxnOp::put(key, value, opts)]);
-        let mut c = self.client.clone();
-        let r = self.call(&format!("compare-and-swap {key}"), async move {
-            c.txn(txn).await
+        let r = self.call(&format!("compare-and-swap {key}"), |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
         })?;
         Ok(r.succeeded())
     }
 
     fn put(&mut self, key: &str, value: &[u8]) -> Result<()> {
-        let mut c = self.client.clone();
-        self.call(&format!("put {key}"), async move {
+        self.call(&format!("put {key}"), |mut c| async move {
             c.put(key, value, None).await
         })
         .map(|_| ())
@@ -121,19 +153,21 @@ impl Store for EtcdStore {
         let txn = Txn::new()
             .when([Compare::mod_revision(key, CompareOp::Equal, expect)])
             .and_then([TxnOp::delete(key, None)]);
-        let mut c = self.client.clone();
-        let r = self.call(&format!("delete {key}"), async move { c.txn(txn).await })?;
+        let r = self.call(&format!("delete {key}"), |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })?;
         Ok(r.succeeded())
     }
 
     fn grant(&mut self, ttl: Duration) -> Result<(i64, Arc<AtomicBool>)> {
         let secs = ttl.as_secs().max(2) as i64;
-        let mut c = self.client.clone();
-        let r = self.call("lease grant", async move { c.lease_grant(secs, None).await })?;
+        let r = self.call("lease grant", |mut c| async move { c.lease_grant(secs, None).await })?;
         let id = r.id();
         let lost = Arc::new(AtomicBool::new(false));
         let flag = lost.clone();
-        let mut client = self.client.clone();
+        let clients: Vec<Client> = self.clients.iter().map(|(_, c)| c.clone()).collect();
+        let first = self.current;
         let ttl = Duration::from_secs(r.ttl().max(1) as u64);
         let period = (ttl / 3).max(Duration::from_millis(300));
         // Keep the lease alive every third of its TTL; raise the flag when etcd says it is
@@ -141,8 +175,12 @@ impl Store for EtcdStore {
         let h = self.rt.spawn(async move {
             let mut last_ok = Instant::now();
             let mut pair = None;
+            let mut i = first;
             loop {
                 if pair.is_none() {
+                    // A member that cannot keep it alive: the next one.
+                    let mut client = clients[i % clients.len()].clone();
+                    i += 1;
                     if let Ok(Ok(p)) = tokio::time::timeout(period, client.lease_keep_alive(id)).await {
                         pair = Some(p);
                     }
@@ -177,8 +215,7 @@ impl Store for EtcdStore {
         if let Some(h) = self.keepers.remove(&lease) {
             h.abort();
         }
-        let mut c = self.client.clone();
-        self.call("lease revoke", async move { c.lease_revoke(lease).await })
+        self.call("lease revoke", |mut c| async move { c.lease_revoke(lease).await })
             .map(|_| ())
     }
 }
