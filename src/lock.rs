@@ -155,9 +155,37 @@ impl ClusterLock {
             };
             let Ok(mut conn) = conn else { continue };
             let f = conn.flavor()?;
-            match conn.one(&f.get_lock(&name))?.as_deref() {
-                Some("1") => held.push((h.name.clone(), conn, f)),
-                _ => {
+            let mut got = conn.one(&f.get_lock(&name))?.as_deref() == Some("1");
+            if !got && etcd_held {
+                // The caller holds the cluster's etcd lock, so whoever holds this server's lock
+                // is a watcher that lost the etcd lock while paused: end its session (which also
+                // fences what it would still send there) and take the lock.
+                let id = conn
+                    .query(&f.lock_holder_query(&name))
+                    .ok()
+                    .and_then(|rows| rows.into_iter().next())
+                    .and_then(|r| {
+                        column(&r, "ID")
+                            .ok()
+                            .flatten()
+                            .and_then(|v| v.parse::<u64>().ok())
+                    });
+                if let Some(id) = id {
+                    let _ = conn.exec(&f.kill_connection(id));
+                    crate::report::say(format!(
+                        "{}: ended session {id}, a stale holder of the cluster lock (the etcd lock is ours)",
+                        h.name
+                    ));
+                }
+                let end = std::time::Instant::now() + Duration::from_secs(3);
+                while !got && std::time::Instant::now() < end {
+                    std::thread::sleep(Duration::from_millis(100));
+                    got = conn.one(&f.get_lock(&name))?.as_deref() == Some("1");
+                }
+            }
+            match got {
+                true => held.push((h.name.clone(), conn, f)),
+                false => {
                     let who = conn
                         .query(&f.lock_holder_query(&name))
                         .ok()

@@ -283,7 +283,11 @@ impl Flavor {
     /// How fast a replica notices a dead master: the seconds without data after which its IO
     /// thread reconnects (slave_net_timeout / replica_net_timeout).
     pub fn set_net_timeout(&self, secs: u32) -> Sql {
-        Sql::plain(format!("SET GLOBAL {} = {}", self.net_timeout_var(), secs.max(1)))
+        Sql::plain(format!(
+            "SET GLOBAL {} = {}",
+            self.net_timeout_var(),
+            secs.max(1)
+        ))
     }
     /// slave_net_timeout / replica_net_timeout (MySQL 8.0.26+).
     pub fn net_timeout_var(&self) -> &'static str {
@@ -296,7 +300,11 @@ impl Flavor {
     /// Only the reconnect delay and the heartbeat of an existing replication link (its
     /// coordinates kept); the replica threads must be stopped around it.
     pub fn change_master_timing(&self, connect_retry: u32, heartbeat: f64) -> Sql {
-        let p = if self.source_syntax() { "SOURCE" } else { "MASTER" };
+        let p = if self.source_syntax() {
+            "SOURCE"
+        } else {
+            "MASTER"
+        };
         let head = if self.source_syntax() {
             "CHANGE REPLICATION SOURCE TO"
         } else {

@@ -846,9 +846,13 @@ mod tests {
             })
             .flatten()
             .collect();
-        assert!(sql.iter().any(|x| x == "SET GLOBAL slave_net_timeout = 4"), "{sql:?}");
         assert!(
-            sql.iter().any(|x| x.contains("MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1.000")),
+            sql.iter().any(|x| x == "SET GLOBAL slave_net_timeout = 4"),
+            "{sql:?}"
+        );
+        assert!(
+            sql.iter()
+                .any(|x| x.contains("MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1.000")),
             "{sql:?}"
         );
         assert!(links(&p).is_empty(), "no re-seed");

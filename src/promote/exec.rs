@@ -27,6 +27,9 @@ use crate::transport::{shell_quote, Sessions};
 /// connection), each usable from one thread at a time.
 type Conns = HashMap<String, Mutex<(Box<dyn SqlConn>, Flavor)>>;
 
+/// A check run before every step (the watcher: do I still hold the etcd lock?).
+pub type BeforeStep<'a> = &'a (dyn Fn(&Step) -> Result<()> + Sync);
+
 /// What earlier steps learned, for later ones.
 #[derive(Default)]
 struct State {
@@ -63,7 +66,7 @@ pub struct Exec<'a> {
     lock: Mutex<Option<ClusterLock>>,
     /// Called before every step; an error stops the run there (the watcher checks it still
     /// holds its etcd lock).
-    before_step: Option<&'a (dyn Fn(&Step) -> Result<()> + Sync)>,
+    before_step: Option<BeforeStep<'a>>,
     /// The caller (the watcher) already holds the cluster's etcd lock.
     etcd_held: bool,
 }
@@ -120,7 +123,7 @@ impl<'a> Exec<'a> {
 
     /// `f` runs before every step; its error stops the run before that step (as a failed step
     /// does: undo, then the error).
-    pub fn with_before_step(mut self, f: &'a (dyn Fn(&Step) -> Result<()> + Sync)) -> Self {
+    pub fn with_before_step(mut self, f: BeforeStep<'a>) -> Self {
         self.before_step = Some(f);
         self
     }

@@ -872,8 +872,13 @@ fn watch_block_with_defaults_and_every_key() {
     assert_eq!(w.lock_ttl, Duration::from_secs(4));
     assert_eq!(w.net_timeout, 5);
     assert_eq!(w.prefix, "/x");
-    assert_eq!(w.hooks.pre_failover.as_deref(), Some("/usr/local/bin/vip down"));
-    assert!(ok(&with_hosts("  db1: { address: 10.0.0.1 }\n")).watch.is_none());
+    assert_eq!(
+        w.hooks.pre_failover.as_deref(),
+        Some("/usr/local/bin/vip down")
+    );
+    assert!(ok(&with_hosts("  db1: { address: 10.0.0.1 }\n"))
+        .watch
+        .is_none());
 }
 
 #[test]
@@ -881,11 +886,25 @@ fn watch_block_problems_name_line_and_key() {
     let msg = err(&format!(
         "{HEAD}watch:\n  etcd: [https://e1:2379, nope]\n  intervall: 1s\n  anti_flap: forever\n  lock_ttl: 1s\nhosts:\n  db1: {{ address: 10.0.0.1 }}\n"
     ));
-    assert!(msg.contains("watch.etcd[0]") && msg.contains("https"), "{msg}");
+    assert!(
+        msg.contains("watch.etcd[0]") && msg.contains("https"),
+        "{msg}"
+    );
     assert!(msg.contains("watch.etcd[1]"), "{msg}");
-    assert!(msg.contains("watch.intervall: unknown key; did you mean `interval`?"), "{msg}");
-    assert!(msg.contains("watch.anti_flap") && msg.contains("forever"), "{msg}");
-    assert!(msg.contains("watch.lock_ttl") && msg.contains("out of range"), "{msg}");
-    let msg = err(&format!("{HEAD}watch:\n  interval: 1s\nhosts:\n  db1: {{ address: 10.0.0.1 }}\n"));
+    assert!(
+        msg.contains("watch.intervall: unknown key; did you mean `interval`?"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("watch.anti_flap") && msg.contains("forever"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("watch.lock_ttl") && msg.contains("out of range"),
+        "{msg}"
+    );
+    let msg = err(&format!(
+        "{HEAD}watch:\n  interval: 1s\nhosts:\n  db1: {{ address: 10.0.0.1 }}\n"
+    ));
     assert!(msg.contains("watch.etcd: missing"), "{msg}");
 }

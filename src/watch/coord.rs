@@ -161,8 +161,9 @@ impl Coordinator {
         match self.store.get(&key)? {
             None => Ok(None),
             Some(e) => {
-                let v = serde_json::from_slice(&e.value)
-                    .map_err(|err| anyhow!("etcd key {key} does not hold what repltool wrote: {err}"))?;
+                let v = serde_json::from_slice(&e.value).map_err(|err| {
+                    anyhow!("etcd key {key} does not hold what repltool wrote: {err}")
+                })?;
                 Ok(Some((v, e.mod_rev)))
             }
         }
@@ -464,7 +465,12 @@ mod tests {
     }
 
     fn coord(f: &Fake) -> Coordinator {
-        Coordinator::new(Box::new(f.clone()), "/repltool/v1", "shop", Duration::from_secs(3))
+        Coordinator::new(
+            Box::new(f.clone()),
+            "/repltool/v1",
+            "shop",
+            Duration::from_secs(3),
+        )
     }
 
     #[test]
@@ -555,15 +561,28 @@ mod tests {
     #[test]
     fn only_a_completed_recovery_blocks_and_an_ack_lifts_it() {
         let hour = Duration::from_secs(3600);
-        let h = vec![rec(1_000, "done"), rec(2_000, "interrupted"), rec(3_000, "refused")];
-        assert_eq!(blocking(&h, None, 10_000, hour).map(|r| r.at_ms), Some(1_000));
+        let h = vec![
+            rec(1_000, "done"),
+            rec(2_000, "interrupted"),
+            rec(3_000, "refused"),
+        ];
+        assert_eq!(
+            blocking(&h, None, 10_000, hour).map(|r| r.at_ms),
+            Some(1_000)
+        );
         // After the period.
         assert!(blocking(&h, None, 1_000 + 3_600_000, hour).is_none());
         // Acknowledged after it.
-        let ack = Ack { at_ms: 5_000, by: "ops".into() };
+        let ack = Ack {
+            at_ms: 5_000,
+            by: "ops".into(),
+        };
         assert!(blocking(&h, Some(&ack), 10_000, hour).is_none());
         // An ack older than the recovery does not count.
-        let old = Ack { at_ms: 500, by: "ops".into() };
+        let old = Ack {
+            at_ms: 500,
+            by: "ops".into(),
+        };
         assert!(blocking(&h, Some(&old), 10_000, hour).is_some());
         // Half-done recoveries alone never block.
         let h = vec![rec(1_000, "interrupted"), rec(2_000, "failed")];
@@ -578,11 +597,20 @@ mod tests {
         a.record(&rec(1, "refused")).unwrap();
         let h = a.history().unwrap();
         assert_eq!(h.iter().map(|r| r.at_ms).collect::<Vec<_>>(), vec![1, 2]);
-        assert!(a.blocking(now_ms(), Duration::from_secs(3600)).unwrap().is_none());
+        assert!(a
+            .blocking(now_ms(), Duration::from_secs(3600))
+            .unwrap()
+            .is_none());
         a.record(&rec(now_ms(), "done")).unwrap();
-        assert!(a.blocking(now_ms(), Duration::from_secs(3600)).unwrap().is_some());
+        assert!(a
+            .blocking(now_ms(), Duration::from_secs(3600))
+            .unwrap()
+            .is_some());
         std::thread::sleep(Duration::from_millis(2));
         a.ack("ops").unwrap();
-        assert!(a.blocking(now_ms(), Duration::from_secs(3600)).unwrap().is_none());
+        assert!(a
+            .blocking(now_ms(), Duration::from_secs(3600))
+            .unwrap()
+            .is_none());
     }
 }

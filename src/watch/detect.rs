@@ -211,13 +211,22 @@ mod tests {
     #[test]
     fn a_master_that_answers_is_healthy_even_read_only() {
         let r = round(0, MasterProbe::Answered { read_only: true }, vec![]);
-        assert_eq!(judge(&[], &r, CONFIRM), Verdict::Healthy { read_only: true });
+        assert_eq!(
+            judge(&[], &r, CONFIRM),
+            Verdict::Healthy { read_only: true }
+        );
     }
 
     #[test]
     fn a_killed_master_is_suspect_then_dead_after_the_window() {
         let r1 = killed(1_000);
-        assert!(matches!(judge(&[], &r1, CONFIRM), Verdict::Suspect { since_ms: 1_000, .. }));
+        assert!(matches!(
+            judge(&[], &r1, CONFIRM),
+            Verdict::Suspect {
+                since_ms: 1_000,
+                ..
+            }
+        ));
         // A second round too soon: still suspect.
         let r2 = killed(1_200);
         assert!(matches!(

@@ -86,16 +86,19 @@ impl EtcdStore {
             let i = (self.current + k) % n;
             let (ep, c) = &self.clients[i];
             let fut = f(c.clone());
-            match self.rt.block_on(async { tokio::time::timeout(t, fut).await }) {
+            match self
+                .rt
+                .block_on(async { tokio::time::timeout(t, fut).await })
+            {
                 Ok(Ok(v)) => {
                     self.current = i;
                     return Ok(v);
                 }
                 Ok(Err(e)) if unreached(&e) => errors.push(format!("{ep}: {e}")),
                 Ok(Err(e)) => bail!("etcd {ep}: {what}: {e}"),
-                Err(_) => bail!(
-                    "etcd {ep}: {what}: no answer within {t:?} (etcd down, or no quorum)"
-                ),
+                Err(_) => {
+                    bail!("etcd {ep}: {what}: no answer within {t:?} (etcd down, or no quorum)")
+                }
             }
         }
         bail!(
@@ -116,7 +119,9 @@ fn entry(kv: &etcd_client::KeyValue) -> Entry {
 
 impl Store for EtcdStore {
     fn get(&mut self, key: &str) -> Result<Option<Entry>> {
-        let r = self.call(&format!("get {key}"), |mut c| async move { c.get(key, None).await })?;
+        let r = self.call(&format!("get {key}"), |mut c| async move {
+            c.get(key, None).await
+        })?;
         Ok(r.kvs().first().map(entry))
     }
 
@@ -162,7 +167,9 @@ impl Store for EtcdStore {
 
     fn grant(&mut self, ttl: Duration) -> Result<(i64, Arc<AtomicBool>)> {
         let secs = ttl.as_secs().max(2) as i64;
-        let r = self.call("lease grant", |mut c| async move { c.lease_grant(secs, None).await })?;
+        let r = self.call("lease grant", |mut c| async move {
+            c.lease_grant(secs, None).await
+        })?;
         let id = r.id();
         let lost = Arc::new(AtomicBool::new(false));
         let flag = lost.clone();
@@ -181,7 +188,9 @@ impl Store for EtcdStore {
                     // A member that cannot keep it alive: the next one.
                     let mut client = clients[i % clients.len()].clone();
                     i += 1;
-                    if let Ok(Ok(p)) = tokio::time::timeout(period, client.lease_keep_alive(id)).await {
+                    if let Ok(Ok(p)) =
+                        tokio::time::timeout(period, client.lease_keep_alive(id)).await
+                    {
                         pair = Some(p);
                     }
                 }
@@ -215,8 +224,10 @@ impl Store for EtcdStore {
         if let Some(h) = self.keepers.remove(&lease) {
             h.abort();
         }
-        self.call("lease revoke", |mut c| async move { c.lease_revoke(lease).await })
-            .map(|_| ())
+        self.call("lease revoke", |mut c| async move {
+            c.lease_revoke(lease).await
+        })
+        .map(|_| ())
     }
 }
 

@@ -357,9 +357,9 @@ fn serve_metrics(addr: &str, m: Arc<Metrics>) -> Result<()> {
 /// The file's topology with `new_master` made the master the way promote rewrites the file;
 /// the text and the topology.
 fn retarget(text: &str, topo: &Topology, new_master: &str) -> Result<(String, Topology)> {
-    let t = topo
-        .host(new_master)
-        .ok_or_else(|| anyhow!("etcd names {new_master} the writer, but the file has no such host"))?;
+    let t = topo.host(new_master).ok_or_else(|| {
+        anyhow!("etcd names {new_master} the writer, but the file has no such host")
+    })?;
     let Some(old_name) = t.master.clone() else {
         return Ok((text.to_string(), topo.clone()));
     };
@@ -396,7 +396,10 @@ fn master_of(topo: &Topology) -> Result<String> {
         _ => Err(problem(format!(
             "{}: watch needs one master per file; this one has {}",
             topo.file.display(),
-            ms.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(", ")
+            ms.iter()
+                .map(|h| h.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
     }
 }
@@ -631,7 +634,8 @@ impl Watcher {
             if let Ok(m) = std::fs::metadata(&self.path) {
                 let _ = tmp.as_file().set_permissions(m.permissions());
             }
-            tmp.persist(&self.path).map_err(|e| anyhow!("{}", e.error))?;
+            tmp.persist(&self.path)
+                .map_err(|e| anyhow!("{}", e.error))?;
             Ok(())
         })();
         if let Err(e) = r {
@@ -693,12 +697,8 @@ impl Watcher {
         };
         let key = format!("{}:{}", v.name(), master);
         if key != self.last {
-            self.events.emit(
-                v.name(),
-                Some(master),
-                &line,
-                json!({"verdict": v.name()}),
-            );
+            self.events
+                .emit(v.name(), Some(master), &line, json!({"verdict": v.name()}));
             self.last = key;
         }
     }
@@ -1024,7 +1024,10 @@ impl Watcher {
                 return Ok(());
             }
         };
-        if !matches!(plan.mode, Mode::Failover | Mode::PairFailover | Mode::Resume) {
+        if !matches!(
+            plan.mode,
+            Mode::Failover | Mode::PairFailover | Mode::Resume
+        ) {
             self.events.emit(
                 "recovered-by-itself",
                 Some(dead),
@@ -1042,7 +1045,8 @@ impl Watcher {
         let lost_known = !matches!(plan.fence, Some(Fence::Unreachable));
         if let Some(cmd) = self.cfg.hooks.pre_failover.clone() {
             if let Err(e) = run_hook(&cmd, &self.topo.name, dead, &target, None, "pre") {
-                let msg = format!("pre_failover hook failed: {e:#}; recovery of {dead} not started");
+                let msg =
+                    format!("pre_failover hook failed: {e:#}; recovery of {dead} not started");
                 self.record(coord, dead, &target, "failed", None, 0, t0, since_ms, &msg)?;
                 self.count("failed");
                 self.alert(&msg);
@@ -1053,11 +1057,7 @@ impl Watcher {
         self.events.emit(
             "failover",
             Some(&target),
-            &format!(
-                "{} {dead} -> {target}: {}",
-                plan.mode.as_str(),
-                plan.reason
-            ),
+            &format!("{} {dead} -> {target}: {}", plan.mode.as_str(), plan.reason),
             json!({"from": dead, "to": target}),
         );
         let progress = crate::report::Progress::new(true);
@@ -1159,8 +1159,13 @@ impl Watcher {
                         format!("; already changed: {}", changes.join("; "))
                     }
                 );
-                self.record(coord, dead, &target, outcome, None, salvaged, t0, since_ms, &msg)?;
-                self.count(outcome);
+                // The same failure round after round is one record and one alert.
+                if self.alerted.as_deref() != Some(msg.as_str()) {
+                    self.record(
+                        coord, dead, &target, outcome, None, salvaged, t0, since_ms, &msg,
+                    )?;
+                    self.count(outcome);
+                }
                 self.alert(&msg);
             }
         }
@@ -1229,7 +1234,9 @@ fn probe_host(p: &mut Probe, h: &Host, timeout: Duration) -> Seen {
             }
         }
     }
-    let query = |c: &mut dyn SqlConn, f: &Flavor| -> Result<(bool, Option<crate::observe::ReplicaStatus>)> {
+    let query = |c: &mut dyn SqlConn,
+                 f: &Flavor|
+     -> Result<(bool, Option<crate::observe::ReplicaStatus>)> {
         let ro = c.one(&f.global_var("read_only")?)?.as_deref() == Some("1");
         let rs = c
             .query(&f.show_replica_status())?
@@ -1250,12 +1257,10 @@ fn probe_host(p: &mut Probe, h: &Host, timeout: Duration) -> Seen {
         let Some(s) = p.session.as_mut() else {
             return seen;
         };
-        let opened = s
-            .sql_connect(h, timeout, timeout)
-            .and_then(|mut c| {
-                let f = c.flavor()?;
-                Ok((c, f))
-            });
+        let opened = s.sql_connect(h, timeout, timeout).and_then(|mut c| {
+            let f = c.flavor()?;
+            Ok((c, f))
+        });
         match opened {
             Ok((mut c, f)) => match query(c.as_mut(), &f) {
                 Ok(v) => {
@@ -1315,7 +1320,8 @@ fn run_hook(
         .env("REPLTOOL_NEW_MASTER", new_master)
         .env(
             "REPLTOOL_LOST_EVENTS",
-            lost.map(|n| n.to_string()).unwrap_or_else(|| "unknown".into()),
+            lost.map(|n| n.to_string())
+                .unwrap_or_else(|| "unknown".into()),
         )
         .env("REPLTOOL_PHASE", phase)
         .stdin(std::process::Stdio::null())
@@ -1364,7 +1370,10 @@ mod tests {
             out.display()
         );
         run_hook(&cmd, "shop", "db1", "db2", Some(0), "post").unwrap();
-        assert_eq!(std::fs::read_to_string(&out).unwrap().trim(), "db1 db2 0 post");
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap().trim(),
+            "db1 db2 0 post"
+        );
         run_hook(&cmd, "shop", "db1", "db2", None, "pre").unwrap();
         assert_eq!(
             std::fs::read_to_string(&out).unwrap().trim(),

@@ -71,7 +71,10 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         Some(i) => (&t[..i], t[i..].trim()),
         None => (t, "s"),
     };
-    let n: f64 = num.parse().ok().filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
+    let n: f64 = num
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
@@ -82,13 +85,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     (secs <= 30.0 * 24.0 * 3600.0).then(|| Duration::from_secs_f64(secs))
 }
 
-fn duration(
-    v: &Node,
-    key: &str,
-    lo: Duration,
-    hi: Duration,
-    ctx: &mut Ctx,
-) -> Option<Duration> {
+fn duration(v: &Node, key: &str, lo: Duration, hi: Duration, ctx: &mut Ctx) -> Option<Duration> {
     let s = ctx.nonempty_string(v, key, "a duration such as 500ms, 1s, 2m or 1h")?;
     match parse_duration(&s.v) {
         Some(d) if d >= lo && d <= hi => Some(d),
@@ -121,11 +118,11 @@ fn duration(
 
 fn shown(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 3_600_000 == 0 {
+    if ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 && ms >= 60_000 {
+    } else if ms.is_multiple_of(60_000) && ms >= 60_000 {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -200,7 +197,8 @@ pub fn read_watch(node: &Node, pos: Pos, ctx: &mut Ctx) -> Option<Watch> {
                 }
             }
             "prefix" => {
-                if let Some(p) = ctx.nonempty_string(v, &kp, "an etcd key prefix such as /repltool/v1")
+                if let Some(p) =
+                    ctx.nonempty_string(v, &kp, "an etcd key prefix such as /repltool/v1")
                 {
                     if !p.v.starts_with('/') || p.v.chars().any(char::is_whitespace) {
                         ctx.problem(
@@ -248,13 +246,9 @@ pub fn read_watch(node: &Node, pos: Pos, ctx: &mut Ctx) -> Option<Watch> {
             }
             "lock_ttl" => {
                 // etcd grants at least 2 s whatever is asked.
-                if let Some(d) = duration(
-                    v,
-                    &kp,
-                    Duration::from_secs(2),
-                    Duration::from_secs(60),
-                    ctx,
-                ) {
+                if let Some(d) =
+                    duration(v, &kp, Duration::from_secs(2), Duration::from_secs(60), ctx)
+                {
                     w.lock_ttl = Duration::from_secs(d.as_secs().max(2));
                 }
             }
@@ -266,7 +260,9 @@ pub fn read_watch(node: &Node, pos: Pos, ctx: &mut Ctx) -> Option<Watch> {
             "hooks" => {
                 for (hk, hv) in entries(v, "watch.hooks", HOOK_KEYS, ctx) {
                     let hkp = format!("watch.hooks.{hk}");
-                    let cmd = ctx.nonempty_string(hv, &hkp, "a shell command").map(|s| s.v);
+                    let cmd = ctx
+                        .nonempty_string(hv, &hkp, "a shell command")
+                        .map(|s| s.v);
                     match hk {
                         "pre_failover" => w.hooks.pre_failover = cmd,
                         "post_failover" => w.hooks.post_failover = cmd,

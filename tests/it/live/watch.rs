@@ -172,7 +172,11 @@ fn read_only(h: &NsHost) -> String {
 }
 
 fn master_host_of(h: &NsHost) -> String {
-    let out = h.sh_with("mariadb -e 'SHOW SLAVE STATUS\\G'", None, Duration::from_secs(30));
+    let out = h.sh_with(
+        "mariadb -e 'SHOW SLAVE STATUS\\G'",
+        None,
+        Duration::from_secs(30),
+    );
     assert!(out.status.success(), "{}", show(&out));
     text(&out.stdout)
         .lines()
@@ -188,7 +192,8 @@ fn metrics(addr: &str) -> String {
     )
     .expect("metrics endpoint");
     s.set_read_timeout(Some(Duration::from_secs(3))).ok();
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("request");
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .expect("request");
     let mut body = String::new();
     let _ = s.read_to_string(&mut body);
     body
@@ -307,14 +312,20 @@ fn watch_never_fails_over_for_a_partitioned_watcher_and_needs_an_etcd_quorum() {
         assert!(out.status.success(), "{}", show(&out));
     };
     route("add");
-    lab.w("w1")
-        .wait_for(&["cut-off-from-master", "partition on the watcher's side"], T);
+    lab.w("w1").wait_for(
+        &["cut-off-from-master", "partition on the watcher's side"],
+        T,
+    );
     std::thread::sleep(Duration::from_secs(6));
     route("del");
     assert_eq!(lab.writer(), "h1");
     assert!(lab.history().is_empty(), "{:#?}", lab.history());
     assert_eq!(read_only(lab.net.h(1)), "0");
-    assert!(!lab.w("w2").text().contains("cut-off"), "{}", lab.w("w2").text());
+    assert!(
+        !lab.w("w2").text().contains("cut-off"),
+        "{}",
+        lab.w("w2").text()
+    );
 
     // One etcd member down: a killed master is still recovered.
     lab.etcd.kill(2);
@@ -326,13 +337,17 @@ fn watch_never_fails_over_for_a_partitioned_watcher_and_needs_an_etcd_quorum() {
     // etcd loses its majority: monitoring goes on, no failover, and the healthy master is not
     // demoted.
     lab.etcd.kill(1);
-    lab.w("w1").wait_for(&["etcd-down", "NO automatic failover"], T);
-    lab.w("w2").wait_for(&["etcd-down", "NO automatic failover"], T);
+    lab.w("w1")
+        .wait_for(&["etcd-down", "NO automatic failover"], T);
+    lab.w("w2")
+        .wait_for(&["etcd-down", "NO automatic failover"], T);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(read_only(lab.host(&new)), "0", "demoted for want of etcd");
     lab.host(&new).crash_server();
-    lab.w("w1")
-        .wait_for(&["alert", "etcd is unavailable", "no automatic failover"], T);
+    lab.w("w1").wait_for(
+        &["alert", "etcd is unavailable", "no automatic failover"],
+        T,
+    );
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(read_only(lab.host(other)), "1", "failed over without etcd");
     // etcd back: the recovery happens (the 2 s anti-flap period is over).
@@ -373,7 +388,8 @@ fn a_watcher_killed_or_paused_mid_recovery_is_taken_over_and_never_promotes_twic
     let out = repltool(&lab.net.file, &["promote", "h3", "--yes"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(
-        text(&out.stderr).contains("etcd lock is held by w") && text(&out.stderr).contains("recovery of h1"),
+        text(&out.stderr).contains("etcd lock is held by w")
+            && text(&out.stderr).contains("recovery of h1"),
         "{}",
         show(&out)
     );
@@ -398,7 +414,9 @@ fn a_watcher_killed_or_paused_mid_recovery_is_taken_over_and_never_promotes_twic
     assert_eq!(lab.done().len(), 1, "{:#?}", lab.history());
 
     // Again with a paused (SIGSTOP) watcher: a fresh w3 replaces the killed one.
-    let w3 = Watcher::start(lab.net.h(6), &lab.files[0], "w3", &[], &fp);
+    let f3 = lab.net.dir.join("w3.yaml");
+    std::fs::copy(&lab.files[0], &f3).expect("copy");
+    let w3 = Watcher::start(lab.net.h(6), &f3, "w3", &[], &fp);
     lab.watchers.push(w3);
     lab.w("w3").wait_for(&[&format!("healthy {new}")], T);
     std::thread::sleep(Duration::from_secs(2));
@@ -409,12 +427,20 @@ fn a_watcher_killed_or_paused_mid_recovery_is_taken_over_and_never_promotes_twic
             .watchers
             .iter()
             .filter(|w| w.id != a)
-            .find(|w| w.text().matches("failpoint promote-after-target: pausing").count() >= if w.id == b { 2 } else { 1 })
+            .find(|w| {
+                w.text()
+                    .matches("failpoint promote-after-target: pausing")
+                    .count()
+                    >= if w.id == b { 2 } else { 1 }
+            })
             .map(|w| w.id.clone());
         if let Some(c) = hit {
             break c;
         }
-        assert!(Instant::now() < end, "no watcher paused in the second recovery");
+        assert!(
+            Instant::now() < end,
+            "no watcher paused in the second recovery"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     lab.w(&c).signal(libc::SIGSTOP);
@@ -438,6 +464,17 @@ fn a_manual_switchover_during_a_watch_is_followed_not_fought() {
     lab.watch(2, &[], &[]);
     lab.w("w1").wait_for(&["healthy h1"], T);
     lab.w("w2").wait_for(&["healthy h1"], T);
+    // One round for cron: healthy, exit 0, JSON events.
+    let once = repltool(
+        &lab.net.file,
+        &["watch", "--once", "--format", "json", "--id", "cron"],
+    );
+    assert_eq!(once.status.code(), Some(0), "{}", show(&once));
+    assert!(
+        text(&once.stdout).contains("\"event\":\"healthy\""),
+        "{}",
+        show(&once)
+    );
     let out = lab.net.run(&["promote", "h2", "--yes"]);
     assert!(out.status.success(), "{}", show(&out));
     assert!(
