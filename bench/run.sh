@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # repltool benchmarks: one command, a markdown table on stdout (progress on stderr).
 #
-#   bash bench/run.sh [section...]      sections: lab init status promote seed (default: all)
+#   bash bench/run.sh [section...]      sections: lab init status promote seed watch (default: all)
 #   SEED_MB=1024 bash bench/run.sh seed size of the seeding data set in MiB (default 1024)
 #   BENCH_LOGS=DIR bash bench/run.sh    keep the promote outputs (with their timings) in DIR
 #   RUNS=7 bash bench/run.sh lab        more runs per row (default 5; the median is reported)
@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-5}
-ALL_SECTIONS=(lab init status promote seed)
+ALL_SECTIONS=(lab init status promote seed watch)
 BIN="$PWD/target/release/repltool"
 
 log() { printf '%s\n' "$*" >&2; }
@@ -32,6 +32,7 @@ WORK=$(mktemp -d /tmp/repltool-bench.XXXXXX)
 chmod 755 "$WORK"
 export XDG_CACHE_HOME="$WORK/cache"
 cleanup() {
+  declare -F stop_etcd >/dev/null && stop_etcd
   declare -F stop_sshd >/dev/null && stop_sshd
   for d in "$WORK"/lab-*; do
     [ -e "$d/lab.json" ] && "$BIN" lab down --dir "$d" >/dev/null 2>&1 || true
@@ -116,6 +117,8 @@ section_lab() {
 # init, status, promote and seed: over a real sshd (bench/sections.sh).
 # shellcheck source=bench/sections.sh
 . "$(dirname "$0")/sections.sh"
+# shellcheck source=bench/watch.sh
+. "$(dirname "$0")/watch.sh"
 
 sections=("$@")
 [ ${#sections[@]} -gt 0 ] || sections=("${ALL_SECTIONS[@]}")
