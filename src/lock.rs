@@ -114,12 +114,14 @@ impl ClusterLock {
         hosts: &[String],
         timeout: Duration,
     ) -> Result<ClusterLock> {
-        Self::acquire_with(topo, file, sessions, hosts, timeout, false)
+        Self::acquire_with(topo, file, sessions, hosts, timeout, false, false)
     }
 
     /// [`ClusterLock::acquire`]; with `watch:` in the file, the cluster's etcd lock first
     /// (the one watchers take to recover), unless `etcd_held` (the caller is the watcher that
-    /// holds it).
+    /// holds it). `steal`: the caller holds the etcd lock and finishes the recovery of a
+    /// watcher that lost it, so a session holding a server's lock is that watcher's, paused:
+    /// it is ended.
     pub fn acquire_with(
         topo: &Topology,
         file: Option<&Path>,
@@ -127,6 +129,7 @@ impl ClusterLock {
         hosts: &[String],
         timeout: Duration,
         etcd_held: bool,
+        steal: bool,
     ) -> Result<ClusterLock> {
         let etcd = if etcd_held {
             None
@@ -156,10 +159,11 @@ impl ClusterLock {
             let Ok(mut conn) = conn else { continue };
             let f = conn.flavor()?;
             let mut got = conn.one(&f.get_lock(&name))?.as_deref() == Some("1");
-            if !got && etcd_held {
-                // The caller holds the cluster's etcd lock, so whoever holds this server's lock
-                // is a watcher that lost the etcd lock while paused: end its session (which also
-                // fences what it would still send there) and take the lock.
+            if !got && etcd_held && steal {
+                // The caller holds the cluster's etcd lock and finishes another watcher's
+                // recovery, so whoever holds this server's lock is that watcher, paused after
+                // it lost the etcd lock: end its session (which also fences what it would still
+                // send there) and take the lock.
                 let id = conn
                     .query(&f.lock_holder_query(&name))
                     .ok()

@@ -69,6 +69,8 @@ pub struct Exec<'a> {
     before_step: Option<BeforeStep<'a>>,
     /// The caller (the watcher) already holds the cluster's etcd lock.
     etcd_held: bool,
+    /// ... and finishes another watcher's recovery: a stale server-side lock is taken over.
+    steal_stale: bool,
 }
 
 fn secs(d: Duration) -> u32 {
@@ -118,6 +120,7 @@ impl<'a> Exec<'a> {
             lock: Mutex::new(None),
             before_step: None,
             etcd_held: false,
+            steal_stale: false,
         }
     }
 
@@ -132,6 +135,13 @@ impl<'a> Exec<'a> {
     /// the file's only.
     pub fn with_etcd_lock_held(mut self) -> Self {
         self.etcd_held = true;
+        self
+    }
+
+    /// With the etcd lock held, finishing the recovery another watcher started: a session that
+    /// still holds a server's lock is that watcher's (paused) and is ended.
+    pub fn with_stale_lock_takeover(mut self) -> Self {
+        self.steal_stale = true;
         self
     }
 
@@ -265,6 +275,7 @@ impl<'a> Exec<'a> {
                     &hosts,
                     self.timeout.min(Duration::from_secs(5)),
                     self.etcd_held,
+                    self.steal_stale,
                 )?;
                 self.progress.step(
                     "lock",

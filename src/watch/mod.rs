@@ -1081,7 +1081,7 @@ impl Watcher {
             crate::failpoint::hit("watch-before-step");
             Ok(())
         };
-        let ex = crate::promote::exec::Exec::new(
+        let mut ex = crate::promote::exec::Exec::new(
             &self.topo,
             &sessions,
             self.opts_timeout,
@@ -1091,6 +1091,9 @@ impl Watcher {
         )
         .with_before_step(&check)
         .with_etcd_lock_held();
+        if intent.as_ref().is_some_and(|(i, _)| i.by != self.id) {
+            ex = ex.with_stale_lock_takeover();
+        }
         let result = ex.run(&plan);
         let salvaged = ex.salvaged();
         drop(ex);
