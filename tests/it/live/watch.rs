@@ -464,6 +464,25 @@ fn a_manual_switchover_during_a_watch_is_followed_not_fought() {
     lab.watch(2, &[], &[]);
     lab.w("w1").wait_for(&["healthy h1"], T);
     lab.w("w2").wait_for(&["healthy h1"], T);
+    // init gave every replica the watcher's timing: a 4 s net timeout, 1 s heartbeat and retry.
+    for k in [2, 3] {
+        let h = lab.net.h(k);
+        assert_eq!(h.sql("SELECT @@GLOBAL.slave_net_timeout"), "4");
+        assert_eq!(
+            h.sql("SHOW GLOBAL STATUS LIKE 'Slave_heartbeat_period'"),
+            "Slave_heartbeat_period\t1.000"
+        );
+        let out = h.sh_with(
+            "mariadb -e 'SHOW SLAVE STATUS\\G'",
+            None,
+            Duration::from_secs(30),
+        );
+        assert!(
+            text(&out.stdout).contains("Connect_Retry: 1\n"),
+            "{}",
+            show(&out)
+        );
+    }
     // One round for cron: healthy, exit 0, JSON events.
     let once = repltool(
         &lab.net.file,
