@@ -201,9 +201,14 @@ PERL
     sql "$d" 1 "CREATE DATABASE app; CREATE TABLE app.seq (id BIGINT PRIMARY KEY)"
     "$BIN" init -f "$d/topology.yaml" >/dev/null 2>"$WORK/init.err" || { cat "$WORK/init.err" >&2; die "init for MHA failed"; }
     app_user "$d"
-    # MHA's account: the lab's admin over TCP from 127.0.0.1 (it exists); its replication user.
+    # MHA's account: the lab's admin over TCP from 127.0.0.1 (it exists). MHA wants the
+    # replication account on every candidate too (repltool creates it on a new master only, at
+    # promote time).
     pw=$(cat "$d/admin.password")
     rpw=$(cat "$d/repl.password")
+    for n in 2 3; do
+      sql "$d" "$n" "SET SESSION sql_log_bin = 0; CREATE USER IF NOT EXISTS 'repl'@'127.0.0.1' IDENTIFIED BY '$rpw'; GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1'"
+    done
     rm -rf "$WORK/mha" && mkdir -p "$WORK/mha/remote"
     cnf="$WORK/mha/app.cnf"
     {
