@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # repltool benchmarks: one command, a markdown table on stdout (progress on stderr).
 #
-#   bash bench/run.sh [section...]      sections: lab init status promote seed watch (default: all)
+#   bash bench/run.sh [section...]      sections: lab init status promote seed mysql97 watch
+#                                       (default: all; also mariadb118)
 #   SEED_MB=1024 bash bench/run.sh seed size of the seeding data set in MiB (default 1024)
 #   BENCH_LOGS=DIR bash bench/run.sh    keep the promote outputs (with their timings) in DIR
 #   RUNS=7 bash bench/run.sh lab        more runs per row (default 5; the median is reported)
@@ -14,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-5}
-ALL_SECTIONS=(lab init status promote seed watch)
+ALL_SECTIONS=(lab init status promote seed mysql97 watch)
 BIN="$PWD/target/release/repltool"
 
 log() { printf '%s\n' "$*" >&2; }
@@ -112,6 +113,26 @@ section_lab() {
     m=$(median <"$WORK/times.txt")
     row "\`lab up\`, $n node(s)" "$m" "$RUNS" "$FLOOR_START" "$(ratio "$m" "$FLOOR_START")"
   done
+}
+
+# MySQL 9.7 (and MariaDB 11.8) on network-namespace hosts from debootstrapped roots: the
+# harness of the live tests, driven by bench/netns.rs. RUNS defaults to 3 there (each run
+# starts 4 fresh hosts).
+section_mysql97() {
+  bash tests/roots.sh mysql-9.7 >&2 || die "building the MySQL 9.7 root failed"
+  local out
+  out=$(RUNS="${NETNS_RUNS:-3}" cargo bench --quiet --bench netns -- mysql97) || die "the MySQL 9.7 bench failed"
+  while IFS= read -r l; do
+    case "$l" in "| "*) ROWS+=("$l") ;; esac
+  done <<<"$out"
+}
+section_mariadb118() {
+  bash tests/roots.sh mariadb-11.8 >&2 || die "building the MariaDB 11.8 root failed"
+  local out
+  out=$(RUNS="${NETNS_RUNS:-3}" cargo bench --quiet --bench netns -- mariadb118) || die "the MariaDB 11.8 bench failed"
+  while IFS= read -r l; do
+    case "$l" in "| "*) ROWS+=("$l") ;; esac
+  done <<<"$out"
 }
 
 # init, status, promote and seed: over a real sshd (bench/sections.sh).

@@ -65,6 +65,23 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
     let timeout = Duration::from_secs(a.timeout.max(1));
     let started = Instant::now();
     let sessions = open_sessions(&topo, &progress)?;
+    // Two runs never interleave (two seeds into one replica): the cluster lock before anything
+    // is observed, for the whole run, released when this process ends. A dry run only checks it.
+    let names: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
+    let lock = crate::lock::ClusterLock::acquire(
+        &topo,
+        Some(path),
+        &sessions,
+        &names,
+        timeout.min(Duration::from_secs(10)),
+    )
+    .inspect_err(|_| progress.finish())?;
+    let _lock = if a.dry_run {
+        drop(lock);
+        None
+    } else {
+        Some(lock)
+    };
     let facts = observe_all(&topo, &sessions, timeout.min(Duration::from_secs(10)), true);
     let plan = crate::plan::init::plan_init(&topo, &facts, &InitOptions { force: a.force })?;
     for w in &plan.warnings {
@@ -90,24 +107,13 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
     if plan.is_empty() {
         progress.finish();
         crate::report::outln(format!(
-            "nothing to do: the cluster already matches {} ({} hosts checked in {:.2}s; no restart, no CHANGE MASTER, no copy)",
+            "nothing to do: the cluster already matches {} ({} hosts checked in {:.2}s; no restart, no re-pointing, no copy)",
             path.display(),
             topo.hosts.len(),
             started.elapsed().as_secs_f64()
         ));
         return Ok(0);
     }
-    // Two runs never interleave (two seeds into one replica): the cluster lock for the whole
-    // run, released when this process ends.
-    let names: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
-    let _lock = crate::lock::ClusterLock::acquire(
-        &topo,
-        Some(path),
-        &sessions,
-        &names,
-        timeout.min(Duration::from_secs(10)),
-    )
-    .inspect_err(|_| progress.finish())?;
     let ctx = Ctx::new(&topo, &sessions, &progress, timeout);
     let res = execute(&ctx, &plan);
     progress.finish();

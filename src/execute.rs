@@ -542,7 +542,11 @@ fn link_inner(ctx: &Ctx, master: &str, slaves: &[LinkSlave], seed: Option<&Seed>
     let secs = ctx.timeout.as_secs().max(1);
     ctx.progress.step(
         master,
-        &format!("FLUSH TABLES WITH READ LOCK for {}", names.join(", ")),
+        &format!(
+            "{} for {}",
+            mflavor.flush_tables_with_read_lock().shown(),
+            names.join(", ")
+        ),
     );
     // A read lock that waits behind a long query would block every writer too: bound it.
     mconn.run(&[
@@ -937,4 +941,52 @@ fn verify(ctx: &Ctx, slaves: &[String], canary_from: &[String]) -> Result<()> {
         bail!(errors.join("\n"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::fake::{FakeConn, FakeServer, Reply};
+
+    fn run_window(version: &str, super_ro: &str, body_fails: bool) -> (Result<()>, Vec<String>) {
+        let server = FakeServer::shared();
+        server
+            .lock()
+            .unwrap()
+            .on("@@GLOBAL.super_read_only", Reply::value(super_ro))
+            .on("SET GLOBAL super_read_only", Reply::Ok)
+            .on(
+                "CREATE USER",
+                if body_fails {
+                    Reply::Err(1290, "read only".into())
+                } else {
+                    Reply::Ok
+                },
+            );
+        let f = Flavor::detect(version, "").unwrap();
+        let mut conn = FakeConn(server.clone());
+        let sql = f.create_repl_user("repl", "10.0.0.2", &crate::secret::Secret::new("pw"));
+        let r = with_write_window(&mut conn, &f, |c| c.exec(&sql[1]));
+        let log = server.lock().unwrap().log.clone();
+        (r, log)
+    }
+
+    #[test]
+    fn a_fenced_mysql_server_gets_a_window_that_is_closed_even_on_failure() {
+        let (r, log) = run_window("9.7.4", "1", false);
+        assert!(r.is_ok());
+        assert_eq!(log.len(), 4, "{log:?}");
+        assert_eq!(log[1], "SET GLOBAL super_read_only = OFF");
+        assert!(log[2].starts_with("CREATE USER"));
+        assert_eq!(log[3], "SET GLOBAL super_read_only = ON");
+        let (r, log) = run_window("9.7.4", "1", true);
+        assert!(format!("{:#}", r.unwrap_err()).contains("1290"));
+        assert_eq!(log.last().unwrap(), "SET GLOBAL super_read_only = ON");
+        // A writable MySQL master is left alone: no window, nothing turned ON behind its back.
+        let (_, log) = run_window("9.7.4", "0", false);
+        assert!(!log.iter().any(|l| l.starts_with("SET GLOBAL")), "{log:?}");
+        // MariaDB: repltool's account has READ_ONLY ADMIN; no window at all.
+        let (_, log) = run_window("10.11.6-MariaDB", "1", false);
+        assert_eq!(log.len(), 1, "{log:?}");
+    }
 }

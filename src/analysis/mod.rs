@@ -80,9 +80,9 @@ pub fn diagnose_sql(r: &ReplicaStatus, w: Words) -> String {
     let text = &r.last_sql_error;
     let data = "the slave's data differs from the master's (a write on the slave, or a bad copy)";
     let skip = format!(
-        "Skipping the event (SET GLOBAL {} = 1; {}) loses it and hides the difference; \
-         re-seeding the slave (`repltool init --force`) is the safe fix",
-        w.skip_counter,
+        "Skipping the event ({}; {}) loses it and hides the difference; re-seeding the slave \
+         (`repltool init --force`) is the safe fix",
+        w.skip_one(),
         w.start()
     );
     match r.last_sql_errno {
@@ -152,7 +152,7 @@ pub fn findings(topo: &Topology, facts: &HashMap<String, Facts>, max_lag: u64) -
                       format!("run `repltool init` to rejoin it under {m} (it refuses if it holds transactions {m} lacks)"));
                 } else if !s.read_only {
                     p(&h.name, format!("writable and not replicating, but the file says it is a slave of {m}: a former master that came back writable (split-brain risk)"),
-                      format!("SET GLOBAL read_only = ON on it now; `repltool init` rejoins it under {m} when it has no transactions {m} lacks"));
+                      format!("{} on it now; `repltool init` rejoins it under {m} when it has no transactions {m} lacks", w.read_only_on));
                 } else {
                     p(
                         &h.name,
@@ -211,7 +211,7 @@ pub fn findings(topo: &Topology, facts: &HashMap<String, Facts>, max_lag: u64) -
                     p(
                         &h.name,
                         "a slave is writable: writes there make it diverge from its master".into(),
-                        "SET GLOBAL read_only = ON (or run `repltool init`)".into(),
+                        format!("{} (or run `repltool init`)", w.read_only_on),
                     );
                 }
             }

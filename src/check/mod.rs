@@ -178,55 +178,6 @@ pub fn observe_checks(topo: &Topology, timeout: Duration) -> CheckFacts {
     CheckFacts { facts, hosts, now }
 }
 
-/// The global privileges a SHOW GRANTS listing gives (upper case), and whether they come WITH
-/// GRANT OPTION. `ALL PRIVILEGES` is returned as itself.
-pub fn global_privileges(grants: &[String]) -> (Vec<String>, bool) {
-    let mut privs = Vec::new();
-    let mut grant_option = false;
-    for g in grants {
-        let u = g.to_uppercase();
-        let Some(rest) = u.strip_prefix("GRANT ") else {
-            continue;
-        };
-        let Some(on) = rest.find(" ON *.* TO ") else {
-            continue;
-        };
-        if u.contains("WITH GRANT OPTION") {
-            grant_option = true;
-        }
-        for p in rest[..on].split(',') {
-            let p = p.trim();
-            if !p.is_empty() {
-                privs.push(p.to_string());
-            }
-        }
-    }
-    (privs, grant_option)
-}
-
-/// The privileges the account lacks on this flavor, in words (empty: enough).
-pub fn missing_privileges(f: &crate::flavor::Flavor, grants: &[String]) -> Vec<String> {
-    let (have, grant_option) = global_privileges(grants);
-    let all = have.iter().any(|p| p == "ALL PRIVILEGES" || p == "ALL");
-    let mut missing = Vec::new();
-    if !all {
-        for (alternatives, why) in f.admin_privileges() {
-            let met = alternatives
-                .iter()
-                .any(|alt| alt.iter().all(|p| have.iter().any(|h| h == p)));
-            if !met {
-                let names: Vec<String> = alternatives.iter().map(|a| a.join(" + ")).collect();
-                missing.push(format!("{} ({why})", names.join(" or ")));
-            }
-        }
-    }
-    if !grant_option {
-        missing
-            .push("WITH GRANT OPTION (to grant REPLICATION SLAVE to the replication user)".into());
-    }
-    missing
-}
-
 /// Judge what was observed: one row per check and host. Pure.
 pub fn verdicts(topo: &Topology, cf: &CheckFacts) -> Vec<CheckRow> {
     let mut rows: Vec<CheckRow> = Vec::new();
@@ -273,7 +224,7 @@ pub fn verdicts(topo: &Topology, cf: &CheckFacts) -> Vec<CheckRow> {
                 s.flavor.describe()
             ),
         );
-        let missing = missing_privileges(&s.flavor, &hc.grants);
+        let missing = s.flavor.missing_privileges(&hc.grants);
         row(
             "admin privileges",
             &h.name,
@@ -286,8 +237,9 @@ pub fn verdicts(topo: &Topology, cf: &CheckFacts) -> Vec<CheckRow> {
                 "enough for init and promote".into()
             } else {
                 format!(
-                    "missing {}: GRANT ALL PRIVILEGES ON *.* TO the account WITH GRANT OPTION is simplest",
-                    missing.join("; ")
+                    "missing {}: {} is simplest",
+                    missing.join("; "),
+                    s.flavor.grant_all_advice(&h.mysql.user)
                 )
             },
         );

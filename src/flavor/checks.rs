@@ -55,9 +55,102 @@ impl Flavor {
     }
 }
 
+/// The global privileges a SHOW GRANTS listing gives (upper case), and whether they come WITH
+/// GRANT OPTION. `ALL PRIVILEGES` is returned as itself.
+fn global_privileges(grants: &[String]) -> (Vec<String>, bool) {
+    let mut privs = Vec::new();
+    let mut grant_option = false;
+    for g in grants {
+        let u = g.to_uppercase();
+        let Some(rest) = u.strip_prefix("GRANT ") else {
+            continue;
+        };
+        let Some(on) = rest.find(" ON *.* TO ") else {
+            continue;
+        };
+        if u.contains("WITH GRANT OPTION") {
+            grant_option = true;
+        }
+        for p in rest[..on].split(',') {
+            let p = p.trim();
+            if !p.is_empty() {
+                privs.push(p.to_string());
+            }
+        }
+    }
+    (privs, grant_option)
+}
+
+impl Flavor {
+    /// The privileges the account lacks on this flavor, in words (empty: enough), from its SHOW
+    /// GRANTS rows.
+    pub fn missing_privileges(&self, grants: &[String]) -> Vec<String> {
+        let f = self;
+        let (have, grant_option) = global_privileges(grants);
+        let all = have.iter().any(|p| p == "ALL PRIVILEGES" || p == "ALL");
+        let mut missing = Vec::new();
+        if !all {
+            for (alternatives, why) in f.admin_privileges() {
+                let met = alternatives
+                    .iter()
+                    .any(|alt| alt.iter().all(|p| have.iter().any(|h| h == p)));
+                if !met {
+                    let names: Vec<String> = alternatives.iter().map(|a| a.join(" + ")).collect();
+                    missing.push(format!("{} ({why})", names.join(" or ")));
+                }
+            }
+        }
+        if !grant_option {
+            missing.push(
+                "WITH GRANT OPTION (to grant REPLICATION SLAVE to the replication user)".into(),
+            );
+        }
+        missing
+    }
+
+    /// The simplest grant that gives the administrative account everything it needs.
+    pub fn grant_all_advice(&self, user: &str) -> String {
+        format!(
+            "GRANT ALL PRIVILEGES ON *.* TO {}@... WITH GRANT OPTION",
+            quote(user)
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn privileges_are_matched_exactly_per_flavor() {
+        let maria = Flavor::detect("10.11.6-MariaDB", "").unwrap();
+        let all = vec!["GRANT ALL PRIVILEGES ON *.* TO `admin`@`127.0.0.1` IDENTIFIED BY PASSWORD '*X' WITH GRANT OPTION".to_string()];
+        assert!(maria.missing_privileges(&all).is_empty());
+        // Everything but READ_ONLY ADMIN: named (10.11's read_only binds every other account).
+        let some = vec!["GRANT SELECT, RELOAD, PROCESS, CREATE USER, SUPER, REPLICATION SLAVE, BINLOG MONITOR, REPLICATION SLAVE ADMIN ON *.* TO `a`@`h` WITH GRANT OPTION".to_string()];
+        let m = maria.missing_privileges(&some);
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(m[0].starts_with("READ_ONLY ADMIN"), "{m:?}");
+        // No grant option: named too.
+        let no_go = vec![all[0].replace(" WITH GRANT OPTION", "")];
+        assert!(maria.missing_privileges(&no_go)[0].starts_with("WITH GRANT OPTION"));
+        // MySQL: dynamic privileges on their own line stand in for SUPER.
+        let my = Flavor::detect("9.7.4", "").unwrap();
+        let dynamic = vec![
+            "GRANT SELECT, RELOAD, PROCESS, REPLICATION SLAVE, REPLICATION CLIENT, CREATE USER ON *.* TO `a`@`%` WITH GRANT OPTION".to_string(),
+            "GRANT REPLICATION_SLAVE_ADMIN,SYSTEM_VARIABLES_ADMIN ON *.* TO `a`@`%` WITH GRANT OPTION".to_string(),
+        ];
+        assert!(
+            my.missing_privileges(&dynamic).is_empty(),
+            "{:?}",
+            my.missing_privileges(&dynamic)
+        );
+        assert_eq!(my.missing_privileges(&dynamic[..1]).len(), 1);
+        // Grants on one schema are not global.
+        let schema =
+            vec!["GRANT ALL PRIVILEGES ON `app`.* TO `a`@`%` WITH GRANT OPTION".to_string()];
+        assert!(!my.missing_privileges(&schema).is_empty());
+    }
 
     #[test]
     fn native_hash_is_the_servers() {

@@ -57,7 +57,11 @@ impl Flavor {
             line(format!("log_bin = {}", s.log_bin));
         }
         // MariaDB defaults to MIXED; ROW everywhere makes replicas apply exactly what ran.
-        line("binlog_format = ROW".to_string());
+        // MySQL 8.0.34+ deprecates the variable (ROW is its default and only future) and warns
+        // at every start when it is set.
+        if !(self.is_mysql() && self.at_least(8, 0, 34)) {
+            line("binlog_format = ROW".to_string());
+        }
         if !s.relay_log.is_empty() {
             line(format!("relay_log = {}", s.relay_log));
         }

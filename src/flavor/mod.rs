@@ -137,7 +137,7 @@ impl Flavor {
     /// older than its master may not understand the newer log format (the manual: a replica
     /// must be the same release series or newer). MariaDB replicates from MySQL.
     pub fn can_replicate_from(&self, master: &Flavor) -> Result<(), String> {
-        if self.kind == Kind::MySQL && master.kind == Kind::MariaDB {
+        if self.cannot_read(master) {
             return Err(format!(
                 "a {} replica cannot replicate from a {} master: MySQL cannot read MariaDB's \
                  binary log (its relay log fails to parse)",
@@ -154,6 +154,18 @@ impl Flavor {
             ));
         }
         Ok(())
+    }
+
+    /// A replica of this flavor can never read `master`'s binary log (no `--force` helps):
+    /// MySQL cannot parse MariaDB's.
+    pub fn cannot_read(&self, master: &Flavor) -> bool {
+        self.kind == Kind::MySQL && master.kind == Kind::MariaDB
+    }
+
+    /// How a fresh datadir is made: `mariadb-install-db` (MariaDB, which also needs `FLUSH
+    /// PRIVILEGES` first in its bootstrap SQL) or `mysqld --initialize-insecure` (MySQL).
+    pub fn datadir_by_install_db(&self) -> bool {
+        self.kind == Kind::MariaDB
     }
 
     fn is_mysql(&self) -> bool {
@@ -217,6 +229,17 @@ impl Flavor {
             } else {
                 "sql_slave_skip_counter"
             },
+            read_lock: "FLUSH TABLES WITH READ LOCK",
+            read_only_on: if self.is_mysql() {
+                "SET GLOBAL read_only = ON; SET GLOBAL super_read_only = ON"
+            } else {
+                "SET GLOBAL read_only = ON"
+            },
+            read_only_off: if self.is_mysql() {
+                "SET GLOBAL super_read_only = OFF; SET GLOBAL read_only = OFF"
+            } else {
+                "SET GLOBAL read_only = OFF"
+            },
         }
     }
 }
@@ -237,6 +260,11 @@ pub struct Words {
     pub pos_wait: &'static str,
     /// "sql_slave_skip_counter" or "sql_replica_skip_counter".
     pub skip_counter: &'static str,
+    /// The global read lock of a snapshot.
+    pub read_lock: &'static str,
+    /// Fencing a server, and lifting it (MySQL: both read-only flags).
+    pub read_only_on: &'static str,
+    pub read_only_off: &'static str,
 }
 
 impl Words {
@@ -259,6 +287,10 @@ impl Words {
     }
     pub fn reset_all(&self) -> String {
         format!("RESET {} ALL", self.replica)
+    }
+    /// Skipping one replicated event (what the manual suggests, and what loses it).
+    pub fn skip_one(&self) -> String {
+        format!("SET GLOBAL {} = 1", self.skip_counter)
     }
 }
 

@@ -69,7 +69,9 @@ pub fn find_server() -> Result<Server> {
         );
     };
     let version = server_version(&path)?;
-    let mariadb = version.contains("MariaDB");
+    let mariadb = crate::flavor::Flavor::detect(&version, "")
+        .map(|f| f.datadir_by_install_db())
+        .unwrap_or(false);
     let Some(admin_tool) = which(&["mariadb-admin", "mysqladmin"], &["/usr/bin"]) else {
         bail!(
             "mariadb-admin (or mysqladmin) not found; install it: apt-get install mariadb-client"

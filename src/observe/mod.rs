@@ -274,6 +274,11 @@ fn promotion_from_row(r: &Columns) -> Result<PromotionRecord> {
 pub const CONFIG_PROBE: &str = r#"for f in /etc/mysql/my.cnf /etc/my.cnf; do
   if [ -r "$f" ]; then echo "@@FILE $f"; cat "$f"; echo; fi
 done
+for d in $(cat /etc/mysql/my.cnf /etc/my.cnf 2>/dev/null | sed -n 's/^[[:space:]]*!includedir[[:space:]]*//p'); do
+  for f in "$d"/*.cnf; do
+    if [ -r "$f" ]; then echo "@@INC $f"; head -c 65536 "$f"; echo; fi
+  done
+done
 echo "@@PID1 $(cat /proc/1/comm 2>/dev/null)"
 for s in mariadb mysql mysqld; do
   if [ -e "/etc/init.d/$s" ]; then echo "@@INITD $s"; fi
@@ -287,6 +292,8 @@ if command -v service >/dev/null 2>&1; then echo "@@SERVICE"; fi
 pub struct ConfigProbe {
     /// Main config files and their text, in the order read.
     pub files: Vec<(PathBuf, String)>,
+    /// The `.cnf` files of the include directories and their text.
+    pub included: Vec<(PathBuf, String)>,
     pub pid1: String,
     pub init_scripts: Vec<String>,
     pub units: Vec<String>,
@@ -295,35 +302,110 @@ pub struct ConfigProbe {
 
 pub fn parse_config_probe(out: &str) -> ConfigProbe {
     let mut p = ConfigProbe::default();
-    let mut current: Option<(PathBuf, String)> = None;
+    // (path, text, is an included file)
+    let mut current: Option<(PathBuf, String, bool)> = None;
+    let done = |p: &mut ConfigProbe, f: Option<(PathBuf, String, bool)>| {
+        if let Some((path, text, inc)) = f {
+            if inc {
+                p.included.push((path, text));
+            } else {
+                p.files.push((path, text));
+            }
+        }
+    };
     for line in out.lines() {
         if let Some(rest) = line.strip_prefix("@@") {
-            if let Some(f) = current.take() {
-                p.files.push(f);
-            }
+            done(&mut p, current.take());
             let (tag, val) = rest.split_once(' ').unwrap_or((rest, ""));
             match tag {
-                "FILE" => current = Some((PathBuf::from(val), String::new())),
+                "FILE" => current = Some((PathBuf::from(val), String::new(), false)),
+                // `"$d"/*.cnf` with a trailing slash in $d: one path, one spelling.
+                "INC" => {
+                    current = Some((PathBuf::from(val.replace("//", "/")), String::new(), true))
+                }
                 "PID1" => p.pid1 = val.trim().to_string(),
                 "INITD" => p.init_scripts.push(val.trim().to_string()),
                 "UNIT" => p.units.push(val.trim().to_string()),
                 "SERVICE" => p.has_service = true,
                 _ => {}
             }
-        } else if let Some((_, text)) = current.as_mut() {
+        } else if let Some((_, text, _)) = current.as_mut() {
             text.push_str(line);
             text.push('\n');
         }
     }
-    if let Some(f) = current.take() {
-        p.files.push(f);
-    }
+    done(&mut p, current.take());
     p
+}
+
+/// The settings repltool's fragment owns, as option names with `_` (the server reads `-` and
+/// `_` alike).
+const MANAGED_KEYS: &[&str] = &[
+    "server_id",
+    "log_bin",
+    "binlog_format",
+    "relay_log",
+    "report_host",
+    "bind_address",
+    "read_only",
+    "super_read_only",
+    "log_slave_updates",
+    "log_replica_updates",
+    "auto_increment_increment",
+    "auto_increment_offset",
+    "gtid_mode",
+    "enforce_gtid_consistency",
+    "gtid_strict_mode",
+    "gtid_domain_id",
+];
+
+/// Whether an option file's text sets one of the settings repltool's fragment owns.
+fn sets_managed_key(text: &str) -> bool {
+    text.lines().any(|l| {
+        let l = l.trim();
+        if l.starts_with('#') || l.starts_with(';') || l.starts_with('[') {
+            return false;
+        }
+        let key = l.split('=').next().unwrap_or("").trim().replace('-', "_");
+        MANAGED_KEYS.contains(&key.as_str())
+    })
+}
+
+/// The fragment's file name in `dir`: the one repltool wrote before (any name), else
+/// [`FRAGMENT_NAME`], unless a file read after that name sets one of repltool's settings (MySQL's
+/// Debian package ships `mysql.conf.d/mysqld.cnf` with `bind-address = 127.0.0.1`, which sorts
+/// after `60-repltool.cnf`): then a name read after it.
+fn fragment_in(dir: &std::path::Path, probe: &ConfigProbe) -> PathBuf {
+    let here: Vec<&(PathBuf, String)> = probe
+        .included
+        .iter()
+        .filter(|(p, _)| p.parent() == Some(dir))
+        .collect();
+    if let Some((p, _)) = here
+        .iter()
+        .find(|(_, t)| t.contains(crate::plan::init::MANAGED_MARKER))
+    {
+        return p.clone();
+    }
+    let later = here.iter().any(|(p, t)| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n > FRAGMENT_NAME)
+            && sets_managed_key(t)
+    });
+    dir.join(if later {
+        FRAGMENT_NAME_LAST
+    } else {
+        FRAGMENT_NAME
+    })
 }
 
 /// The file name of repltool's fragment in an include directory: after Debian's 50-server.cnf so
 /// it wins, and before anything a DBA numbered 90+ on purpose.
 pub const FRAGMENT_NAME: &str = "60-repltool.cnf";
+
+/// The fragment's name when a package file read after [`FRAGMENT_NAME`] sets the same options.
+pub const FRAGMENT_NAME_LAST: &str = "zz-repltool.cnf";
 
 /// Where the managed configuration goes: the last `!includedir` of the first main file (read
 /// last, so it overrides earlier ones), else a managed block inside the main file.
@@ -336,7 +418,10 @@ pub fn config_target(probe: &ConfigProbe) -> Option<ConfigTarget> {
         .filter(|d| !d.is_empty())
         .collect();
     match dirs.last() {
-        Some(d) => Some(ConfigTarget::Fragment(PathBuf::from(d).join(FRAGMENT_NAME))),
+        Some(d) => Some(ConfigTarget::Fragment(fragment_in(
+            &PathBuf::from(d.trim_end_matches('/')),
+            probe,
+        ))),
         None => Some(ConfigTarget::Block(main.clone())),
     }
 }
@@ -553,7 +638,158 @@ mod tests {
     }
 
     #[test]
+    fn mysql_debian_layout_reads_the_fragment_after_mysqld_cnf() {
+        let probe = "@@FILE /etc/mysql/my.cnf\n!includedir /etc/mysql/conf.d/\n!includedir /etc/mysql/mysql.conf.d/\n\
+                     @@INC /etc/mysql/conf.d/mysql.cnf\n[mysql]\n\
+                     @@INC /etc/mysql/mysql.conf.d/mysql.cnf\n[mysql]\n\
+                     @@INC /etc/mysql/mysql.conf.d/mysqld.cnf\n[mysqld]\nbind-address\t= 127.0.0.1\nlog_error = /var/log/mysql/error.log\n\
+                     @@PID1 bash\n@@SERVICE\n";
+        let p = parse_config_probe(probe);
+        assert_eq!(p.included.len(), 3);
+        assert_eq!(
+            config_target(&p),
+            Some(ConfigTarget::Fragment(PathBuf::from(
+                "/etc/mysql/mysql.conf.d/zz-repltool.cnf"
+            )))
+        );
+        // A fragment repltool wrote earlier keeps its name.
+        let again = format!(
+            "{probe}@@INC /etc/mysql/mysql.conf.d/60-repltool.cnf\n# Managed by repltool: do not edit\n[mysqld]\n"
+        );
+        assert_eq!(
+            config_target(&parse_config_probe(&again)),
+            Some(ConfigTarget::Fragment(PathBuf::from(
+                "/etc/mysql/mysql.conf.d/60-repltool.cnf"
+            )))
+        );
+        // A later file that sets nothing of ours does not move it.
+        let harmless = probe.replace("bind-address\t= 127.0.0.1\n", "");
+        assert_eq!(
+            config_target(&parse_config_probe(&harmless)),
+            Some(ConfigTarget::Fragment(PathBuf::from(
+                "/etc/mysql/mysql.conf.d/60-repltool.cnf"
+            )))
+        );
+    }
+
+    #[test]
     fn no_config_file_at_all() {
         assert_eq!(config_target(&parse_config_probe("@@PID1 bash\n")), None);
+    }
+}
+
+#[cfg(test)]
+mod fake_tests {
+    //! observe against a scripted server (no server needed).
+    use super::*;
+    use crate::transport::fake::{FakeConn, FakeServer, Reply};
+
+    fn mysql97(server: &mut FakeServer, server_id: &str) {
+        server
+            .on(
+                "SELECT @@version, @@version_comment",
+                Reply::row(&[
+                    ("v", Some("9.7.4")),
+                    ("c", Some("MySQL Community Server - GPL")),
+                ]),
+            )
+            .on(
+                "AS version",
+                Reply::row(&[
+                    ("version", Some("9.7.4")),
+                    ("version_comment", Some("MySQL Community Server - GPL")),
+                    ("server_id", Some(server_id)),
+                    ("server_uuid", Some("17995cd3-ecc4-11f1-ace9-e3954288e3db")),
+                    ("log_bin", Some("1")),
+                    ("binlog_format", Some("ROW")),
+                    ("read_only", Some("1")),
+                    ("super_read_only", Some("1")),
+                    ("log_slave_updates", Some("1")),
+                    ("auto_increment_increment", Some("1")),
+                    ("auto_increment_offset", Some("1")),
+                    (
+                        "gtid_executed",
+                        Some("17995cd3-ecc4-11f1-ace9-e3954288e3db:1-5"),
+                    ),
+                    ("gtid_slave_pos", Some("")),
+                    ("datadir", Some("/var/lib/mysql/")),
+                    ("log_error", Some("/var/log/mysql/error.log")),
+                    ("bind_address", Some("0.0.0.0")),
+                    ("clock", Some("1764500000")),
+                ]),
+            )
+            .on("SHOW REPLICA STATUS", Reply::empty())
+            .on(
+                "SHOW BINARY LOG STATUS",
+                Reply::row(&[
+                    ("File", Some("mysql-bin.000003")),
+                    ("Position", Some("1234")),
+                ]),
+            )
+            .on(
+                "SHOW BINARY LOGS",
+                Reply::Rows(vec![
+                    vec![
+                        ("Log_name".into(), Some("mysql-bin.000002".into())),
+                        ("File_size".into(), Some("900".into())),
+                    ],
+                    vec![
+                        ("Log_name".into(), Some("mysql-bin.000003".into())),
+                        ("File_size".into(), Some("1234".into())),
+                    ],
+                ]),
+            )
+            .on(
+                "FROM mysql.user",
+                Reply::row(&[
+                    ("Host", Some("10.0.0.2")),
+                    ("plugin", Some("caching_sha2_password")),
+                    ("authentication_string", Some("$A$005$salted")),
+                ]),
+            )
+            .on(
+                "information_schema.SCHEMATA",
+                Reply::Rows(vec![vec![("SCHEMA_NAME".into(), Some("shop".into()))]]),
+            );
+    }
+
+    #[test]
+    fn a_mysql_9_7_server_is_asked_in_its_own_dialect_and_parsed() {
+        let server = FakeServer::shared();
+        mysql97(&mut server.lock().unwrap(), "7");
+        let topo = crate::testing::topo(&[("db1", None)]);
+        let mut conn = FakeConn(server.clone());
+        let f = sql_facts(&mut conn, &topo).unwrap();
+        assert_eq!(f.flavor.describe(), "MySQL 9.7.4");
+        assert_eq!(f.server_id, 7);
+        assert!(f.read_only && f.super_read_only && f.log_slave_updates);
+        assert_eq!(f.master_status.as_ref().unwrap().position, 1234);
+        assert!(f.has_binlog_position("mysql-bin.000002", 900));
+        assert!(!f.has_binlog_position("mysql-bin.000002", 901));
+        // MySQL's salted hashes cannot be compared: never reported as a mismatch.
+        assert_eq!(f.repl_user_hosts, vec!["10.0.0.2".to_string()]);
+        assert!(f.repl_password_mismatch.is_empty());
+        assert!(f.has_user_data);
+        let log = server.lock().unwrap().log.join("\n");
+        assert!(log.contains("@@GLOBAL.log_replica_updates"), "{log}");
+        assert!(log.contains("@@GLOBAL.super_read_only"), "{log}");
+        for gone in [
+            "SHOW SLAVE STATUS",
+            "SHOW MASTER STATUS",
+            "log_slave_updates AS",
+            "PASSWORD(",
+        ] {
+            assert!(!log.contains(gone), "{gone}: {log}");
+        }
+    }
+
+    #[test]
+    fn a_value_that_does_not_parse_is_an_error_naming_it_never_a_zero() {
+        let server = FakeServer::shared();
+        mysql97(&mut server.lock().unwrap(), "seven");
+        let topo = crate::testing::topo(&[("db1", None)]);
+        let mut conn = FakeConn(server);
+        let e = sql_facts(&mut conn, &topo).unwrap_err();
+        assert_eq!(format!("{e:#}"), "server_id is \"seven\", not a number");
     }
 }

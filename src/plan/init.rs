@@ -482,8 +482,7 @@ pub fn plan_init(
         // A server that cannot read its master's binary log (MySQL from MariaDB, a replica
         // older than its master) is refused before anything changes.
         if let Err(why) = ssql.flavor.can_replicate_from(&msql.flavor) {
-            let mariadb_master = ssql.flavor.kind == crate::flavor::Kind::MySQL
-                && msql.flavor.kind == crate::flavor::Kind::MariaDB;
+            let mariadb_master = ssql.flavor.cannot_read(&msql.flavor);
             if mariadb_master || !opts.force {
                 refusals.push(format!(
                     "{}: {why}{}",
@@ -584,15 +583,16 @@ pub fn plan_init(
         });
     }
 
-    // Masters writable once restarted and given their users; a pair member that is linked or
-    // seeded now only at the end, so it never takes writes before it holds its peer's data.
+    // Masters writable once restarted and given their users; a pair member that is seeded
+    // now only at the end, so it never takes writes before it holds its peer's data.
     let linked: BTreeSet<String> = plan
         .steps
         .iter()
         .flat_map(|st| match &st.action {
-            Action::Link { slaves, .. } => slaves.iter().map(|l| l.host.clone()).collect(),
-            Action::Rejoin { slave, .. } => vec![slave.clone()],
-            Action::StartReplica { .. } => vec![st.host.clone()],
+            Action::Link {
+                slaves,
+                seed: Some(_),
+            } => slaves.iter().map(|l| l.host.clone()).collect(),
             _ => Vec::new(),
         })
         .collect();
@@ -966,10 +966,17 @@ mod tests {
         assert!(frag("m1").contains("auto_increment_offset"));
         assert!(frag("m1").contains("auto_increment_increment"));
         assert_ne!(frag("m1"), frag("m2"));
-        // Both members are writable.
+        // Both members are writable: m2 (the one with the data) at once, m1 once seeded.
+        let mut writable: Vec<(u32, &str)> = p
+            .steps
+            .iter()
+            .filter(|s| matches!(s.action, Action::MakeWritable { .. }))
+            .map(|s| (s.wave, s.host.as_str()))
+            .collect();
+        writable.sort();
         assert_eq!(
-            p.steps.iter().filter(|s| s.wave == WAVE_WRITABLE).count(),
-            2
+            writable,
+            vec![(WAVE_EARLY_WRITABLE, "m2"), (WAVE_WRITABLE, "m1")]
         );
         f.get_mut("m1").unwrap().sql.as_mut().unwrap().has_user_data = true;
         let err = plan(&t, &f, false).unwrap_err().to_string();

@@ -164,8 +164,9 @@ impl Plan {
                     let names: Vec<&str> = slaves.iter().map(|l| l.host.as_str()).collect();
                     let _ = writeln!(
                         out,
-                        "snapshot for {}: FLUSH TABLES WITH READ LOCK; {}",
+                        "snapshot for {}: {}; {}",
                         names.join(", "),
+                        self.w(&s.host).read_lock,
                         self.w(&s.host).show_master
                     );
                     match seed {

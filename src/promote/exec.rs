@@ -150,6 +150,11 @@ impl<'a> Exec<'a> {
         self.st().salvaged
     }
 
+    /// The cluster lock, when the caller took it already (before observing).
+    pub fn hold(&self, lock: Option<ClusterLock>) {
+        *self.lock.lock().unwrap_or_else(|e| e.into_inner()) = lock;
+    }
+
     fn st(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -267,6 +272,17 @@ impl<'a> Exec<'a> {
         let (t, o) = (plan.target.as_str(), plan.old.as_str());
         match &s.act {
             Act::Lock => {
+                let held = self
+                    .lock
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .map(|l| l.hosts());
+                if let Some(h) = held {
+                    self.progress
+                        .step("lock", &format!("cluster lock held on {}", h.join(", ")));
+                    return Ok(());
+                }
                 let hosts: Vec<String> = self.topo.hosts.iter().map(|h| h.name.clone()).collect();
                 let l = ClusterLock::acquire_with(
                     self.topo,
@@ -322,17 +338,21 @@ impl<'a> Exec<'a> {
                 let secs = self.timeout.as_secs().max(1);
                 self.st().blocked_since = Some(Instant::now());
                 self.st().frozen_by_us = true;
-                let (coord, gtid) = self.with(o, |c, f| {
-                    c.exec(&f.lock_wait_timeout(secs))?;
-                    c.run(&f.set_read_only(true))?;
-                    c.exec(&f.flush_tables_with_read_lock())?;
-                    let m = master_status(c, f)?;
-                    let gtid = match f.binlog_gtid_pos(&m.file, m.position) {
-                        Some(q) => c.one(&q)?.unwrap_or_default(),
-                        None => String::new(),
-                    };
-                    Ok(((m.file, m.position), gtid))
-                })?;
+                // A lock that cannot be had within the timeout (a long write, a table lock)
+                // aborts the switchover: a refusal (exit 1), undone by the caller.
+                let (coord, gtid) = self
+                    .with(o, |c, f| {
+                        c.exec(&f.lock_wait_timeout(secs))?;
+                        c.run(&f.set_read_only(true))?;
+                        c.exec(&f.flush_tables_with_read_lock())?;
+                        let m = master_status(c, f)?;
+                        let gtid = match f.binlog_gtid_pos(&m.file, m.position) {
+                            Some(q) => c.one(&q)?.unwrap_or_default(),
+                            None => String::new(),
+                        };
+                        Ok(((m.file, m.position), gtid))
+                    })
+                    .map_err(|e| problem(format!("{e:#}")))?;
                 self.progress.note(
                     o,
                     &format!(
@@ -931,9 +951,11 @@ impl<'a> Exec<'a> {
         if !out.ok() {
             bail!("{tool} failed: {}", out.stderr_str().trim());
         }
+        // Every transaction of a row-based log ends in one `COMMIT/*!*/;` line in both tools'
+        // output (the Xid event's comment line is not counted: its spacing differs).
         let txns = String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter(|l| l.starts_with("COMMIT") || l.contains(" Xid = "))
+            .filter(|l| l.starts_with("COMMIT"))
             .count() as u64;
         Ok((out.stdout, txns, (last, end_pos)))
     }
@@ -1167,5 +1189,171 @@ mod tests {
             distance("db1", &("b.1".into(), 100), &("b.1".into(), 350)),
             "250 bytes of db1's binary log (b.1:100 .. 350)"
         );
+    }
+}
+
+#[cfg(test)]
+mod fake_tests {
+    //! The executor against scripted servers: what runs, in which order, and what an abort
+    //! undoes (no server needed).
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::plan::promote::{plan_promote, HostState, PlanOptions, PromoteFacts, Shell};
+    use crate::transport::fake::{FakeServer, FakeSession, Reply, Shared};
+    use crate::transport::HostSession;
+
+    fn replica_row(master_port: u16) -> Reply {
+        let port = master_port.to_string();
+        Reply::row(&[
+            ("Master_Host", Some("127.0.0.1")),
+            ("Master_Port", Some(port.as_str())),
+            ("Master_User", Some("repl")),
+            ("Slave_IO_Running", Some("Yes")),
+            ("Slave_SQL_Running", Some("Yes")),
+            ("Master_Log_File", Some("mysql-bin.000003")),
+            ("Read_Master_Log_Pos", Some("1000")),
+            ("Relay_Master_Log_File", Some("mysql-bin.000003")),
+            ("Exec_Master_Log_Pos", Some("1000")),
+        ])
+    }
+
+    fn server(slave_of: Option<u16>) -> Shared {
+        let s = FakeServer::shared();
+        {
+            let mut g = s.lock().unwrap();
+            g.on(
+                "SELECT @@version, @@version_comment",
+                Reply::row(&[("v", Some("10.11.6-MariaDB")), ("c", Some("Debian 12"))]),
+            )
+            .on("GET_LOCK", Reply::value("1"))
+            .on("RELEASE_LOCK", Reply::value("1"))
+            .on(
+                "SELECT Host FROM mysql.user",
+                Reply::Rows(vec![vec![("Host".into(), Some("127.0.0.1".into()))]]),
+            )
+            .on(
+                "SHOW MASTER STATUS",
+                Reply::row(&[
+                    ("File", Some("mysql-bin.000003")),
+                    ("Position", Some("1000")),
+                ]),
+            )
+            .on(
+                "SHOW SLAVE STATUS",
+                match slave_of {
+                    Some(p) => replica_row(p),
+                    None => Reply::empty(),
+                },
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn a_switchover_whose_slave_cannot_catch_up_is_undone_and_read_back() {
+        let topo =
+            crate::testing::topo(&[("db1", None), ("db2", Some("db1")), ("db3", Some("db1"))]);
+        let p1 = topo.host("db1").unwrap().mysql.port;
+        let (s1, s2, s3) = (server(None), server(Some(p1)), server(Some(p1)));
+        s1.lock()
+            .unwrap()
+            .on("lock_wait_timeout", Reply::Ok)
+            .on("SET GLOBAL read_only", Reply::Ok)
+            .on("FLUSH TABLES WITH READ LOCK", Reply::Ok)
+            .on("BINLOG_GTID_POS", Reply::value("0-1-5"))
+            .on("UNLOCK TABLES", Reply::Ok)
+            .on("@@GLOBAL.read_only", Reply::value("0"));
+        // db2 catches up before the lock, then cannot reach the frozen position in time.
+        s2.lock()
+            .unwrap()
+            .on_times("MASTER_POS_WAIT", 1, Reply::value("0"))
+            .on("MASTER_POS_WAIT", Reply::value("-1"));
+        s3.lock().unwrap().on("MASTER_POS_WAIT", Reply::value("0"));
+        let mut sessions: crate::transport::Sessions = HashMap::new();
+        for (n, s) in [("db1", &s1), ("db2", &s2), ("db3", &s3)] {
+            let b: Box<dyn HostSession> = Box::new(FakeSession::new(n, s.clone()));
+            sessions.insert(n.to_string(), Mutex::new(b));
+        }
+        let mut facts = crate::testing::converged(&topo);
+        for (n, f) in facts.iter_mut() {
+            let s = f.sql.as_mut().unwrap();
+            if n != "db1" {
+                s.replica.as_mut().unwrap().master_log_file = "mysql-bin.000003".into();
+            }
+        }
+        let states: HashMap<String, HostState> = topo
+            .hosts
+            .iter()
+            .map(|h| {
+                (
+                    h.name.clone(),
+                    HostState {
+                        sql_reach: None,
+                        sql_error: None,
+                        shell: Shell::Up,
+                        listening: None,
+                    },
+                )
+            })
+            .collect();
+        let plan = plan_promote(
+            &topo,
+            &PromoteFacts {
+                facts: &facts,
+                hosts: &states,
+            },
+            "db2",
+            PlanOptions {
+                force: false,
+                timeout_secs: 5,
+            },
+        )
+        .unwrap()
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.yaml");
+        std::fs::write(&file, "x").unwrap();
+        let progress = Progress::new(true);
+        let names: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
+        let ex = Exec::new(
+            &topo,
+            &sessions,
+            Duration::from_secs(5),
+            &progress,
+            &file,
+            &names,
+        );
+        let e = ex.run(&plan).unwrap_err();
+        let msg = format!("{e:#}");
+        assert_eq!(crate::error::exit_code(&e), 1, "{msg}");
+        assert!(msg.contains("did not reach mysql-bin.000003:1000"), "{msg}");
+        assert!(
+            msg.contains("aborted: db1 is writable again (read back: read_only = OFF)"),
+            "{msg}"
+        );
+        let l1 = s1.lock().unwrap().log.clone();
+        let at = |needle: &str| {
+            l1.iter()
+                .position(|l| l.contains(needle))
+                .unwrap_or(usize::MAX)
+        };
+        assert!(at("SET GLOBAL read_only = ON") < at("FLUSH TABLES WITH READ LOCK"));
+        assert!(at("FLUSH TABLES WITH READ LOCK") < at("UNLOCK TABLES"));
+        assert!(at("UNLOCK TABLES") < at("SET GLOBAL read_only = OFF"));
+        assert!(at("SET GLOBAL read_only = OFF") < at("SELECT @@GLOBAL.read_only"));
+        // Nothing was done to the target or the other slave beyond waiting.
+        for s in [&s2, &s3] {
+            let log = s.lock().unwrap().log.join("\n");
+            for never in [
+                "STOP SLAVE",
+                "RESET SLAVE",
+                "CHANGE MASTER",
+                "read_only = OFF",
+            ] {
+                assert!(!log.contains(never), "{never}: {log}");
+            }
+        }
     }
 }

@@ -41,22 +41,58 @@ fn shell_state(e: &anyhow::Error) -> Shell {
     }
 }
 
-/// Observe what promote decides from: SQL facts of every host, how each failed login failed,
+/// Observe what promote decides from (the watcher's entry point; the command itself takes the
+/// cluster lock between connecting and observing, see [`run`]): SQL facts of every host, how each failed login failed,
 /// each host's SSH, and for hosts whose server does not answer but whose shell does, whether
 /// a server still listens on the SQL port.
+#[allow(dead_code)]
 pub fn observe(
     topo: &Topology,
     timeout: Duration,
 ) -> (Sessions, HashMap<String, Facts>, HashMap<String, HostState>) {
     let (sessions, failed) = crate::transport::connect_all(topo, Some(timeout));
-    let facts = observe::observe_all(topo, &sessions, &[], timeout, false);
+    let (facts, states) = observe_sessions(topo, &sessions, &failed, timeout);
+    (sessions, facts, states)
+}
+
+/// [`observe`] over sessions already open (`failed`: the hosts whose SSH did not connect).
+pub fn observe_sessions(
+    topo: &Topology,
+    sessions: &Sessions,
+    failed: &[(String, anyhow::Error)],
+    timeout: Duration,
+) -> (HashMap<String, Facts>, HashMap<String, HostState>) {
+    let facts = observe::observe_all(topo, sessions, &[], timeout, false);
     let mut states: HashMap<String, HostState> = HashMap::new();
-    for (name, e) in &failed {
+    // Hosts whose SSH did not connect: their SQL is reached through that same SSH (a forward),
+    // so it is as down as the SSH is; with `connect: direct` it is tried on its own.
+    let direct = crate::par::each(failed, |(name, e)| {
+        let h = topo.host(name).ok_or_else(|| anyhow!("{name}?"))?;
+        Ok(match h.mysql.route {
+            crate::topology::SqlRoute::Direct => {
+                match crate::transport::sql::connect_tcp(
+                    &h.address,
+                    h.mysql.port,
+                    &h.mysql.user,
+                    h.mysql.password.expose(),
+                    timeout,
+                ) {
+                    Ok(_) => (None, None),
+                    Err(ce) => (reach_of(&ce), Some(format!("{ce:#}"))),
+                }
+            }
+            crate::topology::SqlRoute::Forward => {
+                (reach_of(e).filter(|r| r.is_down()), Some(format!("{e:#}")))
+            }
+        })
+    });
+    for ((name, e), d) in failed.iter().zip(direct) {
+        let (reach, err) = d.unwrap_or((None, None));
         states.insert(
             name.clone(),
             HostState {
-                sql_reach: None,
-                sql_error: Some(format!("{e:#}")),
+                sql_reach: reach,
+                sql_error: err.or_else(|| Some(format!("{e:#}"))),
                 shell: shell_state(e),
                 listening: None,
             },
@@ -112,14 +148,26 @@ pub fn observe(
             listening: None,
         });
     }
-    (sessions, facts, states)
+    (facts, states)
 }
 
 /// `repltool promote`.
 pub fn run(path: &Path, topo: &Topology, target: &str, opts: &PromoteOptions) -> Result<i32> {
     let progress = Progress::new(false);
     let conn_timeout = opts.timeout.min(Duration::from_secs(5));
-    let (sessions, facts, states) = observe(topo, conn_timeout);
+    let (sessions, failed) = crate::transport::connect_all(topo, Some(conn_timeout));
+    // The cluster lock before anything is observed: a plan made while another run is changing
+    // the servers would be made from facts that are about to change. A dry run only checks it.
+    let names: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
+    let lock =
+        crate::lock::ClusterLock::acquire(topo, Some(path), &sessions, &names, conn_timeout)?;
+    let lock = if opts.dry_run {
+        drop(lock);
+        None
+    } else {
+        Some(lock)
+    };
+    let (facts, states) = observe_sessions(topo, &sessions, &failed, conn_timeout);
     progress.step(target, &format!("observed {} hosts", topo.hosts.len()));
     let pf = PromoteFacts {
         facts: &facts,
@@ -170,6 +218,7 @@ pub fn run(path: &Path, topo: &Topology, target: &str, opts: &PromoteOptions) ->
         .map(|h| h.name.clone())
         .collect();
     let ex = exec::Exec::new(topo, &sessions, opts.timeout, &progress, path, &hosts);
+    ex.hold(lock);
     match ex.run(&plan) {
         Ok(summary) => {
             // With `watch:`: the watchers follow the new master (still under the lock).

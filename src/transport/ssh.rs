@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::transport::sql::{ConnectError, Reach};
 use anyhow::{anyhow, bail, Context, Result};
 use ssh2::{ErrorCode, HashType, MethodType, Session};
 
@@ -215,8 +216,24 @@ fn tcp_connect(label: &str, host: &str, port: u16, timeout: Duration) -> Result<
             Err(e) => last = Some(e),
         }
     }
+    // Nothing answered (refused, timed out, no route): typed, so promote can tell a machine
+    // that is down from one that answers and refuses us.
+    let reach = match last.as_ref().map(|e| e.kind()) {
+        Some(std::io::ErrorKind::ConnectionRefused) => Reach::Refused,
+        Some(
+            std::io::ErrorKind::TimedOut
+            | std::io::ErrorKind::WouldBlock
+            | std::io::ErrorKind::HostUnreachable
+            | std::io::ErrorKind::NetworkUnreachable,
+        ) => Reach::TimedOut,
+        _ => Reach::Other,
+    };
     let why = last.map(|e| e.to_string()).unwrap_or_default();
-    bail!("{label}: cannot connect to {host}:{port}: {why} (timeout {timeout:?})")
+    Err(ConnectError {
+        reach,
+        text: format!("{label}: cannot connect to {host}:{port}: {why} (timeout {timeout:?})"),
+    }
+    .into())
 }
 
 /// A link that dies silently (a host gone, a firewall dropping state) must turn into an error:

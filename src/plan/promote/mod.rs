@@ -561,6 +561,30 @@ pub fn plan_promote(
         return Ok(Some(plan));
     }
 
+    // Every server that will replicate from the target must be able to read its binary log
+    // (a MySQL replica of a MariaDB master, or a replica older than its master, cannot).
+    let mut incompatible = Vec::new();
+    for n in plan.others.iter().chain(std::iter::once(&old_name)) {
+        if let Some(s) = pf.sql(n) {
+            if let Err(why) = s.flavor.can_replicate_from(&tsql.flavor) {
+                incompatible.push(format!("{n}: {why}"));
+            }
+        }
+    }
+    if !incompatible.is_empty() {
+        if !opts.force {
+            return Err(problem(format!(
+                "promoting {target} would leave servers replicating from a master they may not \
+                 read: {}. Promote a server of the oldest version, upgrade these first, or pass \
+                 --force",
+                incompatible.join("; ")
+            )));
+        }
+        plan.warnings.push(format!(
+            "--force: {} (replication may stop on the first event they cannot read)",
+            incompatible.join("; ")
+        ));
+    }
     let mut future = vec![old_name.clone()];
     future.extend(plan.others.iter().cloned());
     let slaves: Vec<String> = std::iter::once(target.to_string())
@@ -881,7 +905,7 @@ impl PromotePlan {
                     st.push(f.show_master_status());
                     format!("{o}: {}  (writes blocked from here)", shown(&st))
                 }
-                None => format!("{o}: read_only = ON; FLUSH TABLES WITH READ LOCK"),
+                None => format!("{o}: {}; {}", wo.read_only_on, wo.read_lock),
             }],
             Act::WaitFrozen => vec![format!(
                 "{list}: {}(file, pos, timeout) at those coordinates; if any cannot: UNLOCK TABLES and read_only = OFF on {o} (read back), nothing else changed",
@@ -922,7 +946,7 @@ impl PromotePlan {
                 let off = self
                     .flavor(t)
                     .map(|f| shown(&f.set_read_only(false)))
-                    .unwrap_or_else(|| "SET GLOBAL read_only = OFF".into());
+                    .unwrap_or_else(|| wt.read_only_off.to_string());
                 vec![match self.mode {
                     Mode::PairSwitch | Mode::PairFailover => format!(
                         "{t}: {off}  ({t} takes the writes; auto_increment untouched)"

@@ -270,6 +270,19 @@ fn golden_plans() {
         "relay-refused",
         Case::new(&[("db1", None), ("db2", Some("db1")), ("db3", Some("db2"))]).plan("db3", false),
     ));
+    // The upgrade path: db2 runs MariaDB 11.8, db1 and db3 10.11: promoting db2 would leave
+    // db1 and db3 replicating from a newer server.
+    let mut upgrade = Case::new(MS);
+    upgrade
+        .facts
+        .get_mut("db2")
+        .unwrap()
+        .sql
+        .as_mut()
+        .unwrap()
+        .flavor = Flavor::detect("11.8.3-MariaDB", "").unwrap();
+    cases.push(("newer-target-refused", upgrade.plan("db2", false)));
+    cases.push(("newer-target-forced", upgrade.plan("db2", true)));
     // An earlier promote to db2 stopped after db2 was promoted.
     let mut resume = Case::new(MS);
     {

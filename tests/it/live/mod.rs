@@ -1,9 +1,11 @@
 //! Live tests of the built binary against real servers.
 
+mod flavors;
 mod init;
 mod lab;
 mod netns;
 mod promote;
+mod safety;
 mod ssh;
 mod ssh_isolated;
 mod status;

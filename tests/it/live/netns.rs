@@ -454,3 +454,54 @@ fn init_builds_replication_between_mariadb_11_8_hosts() {
         "{v:#}"
     );
 }
+
+#[test]
+fn a_former_master_rebuilt_under_the_same_name_is_seeded_not_rejoined() {
+    let net = NetnsHosts::start(3);
+    net.h(1)
+        .sql("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY)");
+    init_ok(&net);
+    net.h(1).sql("INSERT INTO app.t VALUES (1),(2),(3)");
+    for k in [2, 3] {
+        net.h(k).wait_sql("SELECT COUNT(*) FROM app.t", "3", T);
+    }
+    net.h(1).crash_server();
+    let out = net.run(&["promote", "h2", "--yes"]);
+    assert!(out.status.success(), "{}", show(&out));
+    net.h(2).sql("INSERT INTO app.t VALUES (4)");
+    // The machine is rebuilt: a fresh datadir (a new binary log that starts at
+    // mysql-bin.000001), the same name, address and config; the admin account made again.
+    let pw = std::fs::read_to_string(net.dir.join("admin.pw")).expect("admin password");
+    let out = net.h(1).sh_with(
+        "set -e; rm -rf /var/lib/mysql/*; \
+         mariadb-install-db --user=mysql --datadir=/var/lib/mysql \
+           --auth-root-authentication-method=socket --skip-test-db >/dev/null; \
+         service mariadb start >/dev/null",
+        None,
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    net.h(1).sql(&format!(
+        "CREATE USER 'admin'@'127.0.0.1' IDENTIFIED BY '{pw}'; \
+         GRANT ALL PRIVILEGES ON *.* TO 'admin'@'127.0.0.1' WITH GRANT OPTION; \
+         CREATE USER 'admin'@'localhost' IDENTIFIED BY '{pw}'; \
+         GRANT ALL PRIVILEGES ON *.* TO 'admin'@'localhost' WITH GRANT OPTION"
+    ));
+    assert_eq!(net.h(1).sql("SHOW DATABASES LIKE 'app'"), "");
+    // init must not "rejoin" it at the recorded position (it would get none of the data):
+    // it says why and seeds it like any new slave.
+    let out = net.run(&["init"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("h1: a promotion to h2 is recorded for it, but it is not the server"),
+        "{}",
+        show(&out)
+    );
+    assert!(stdout(&out).contains("seeded from h2"), "{}", show(&out));
+    net.h(1).wait_sql("SELECT COUNT(*) FROM app.t", "4", T);
+    net.h(2).sql("INSERT INTO app.t VALUES (5)");
+    net.h(1).wait_sql("SELECT COUNT(*) FROM app.t", "5", T);
+    let (code, v, _) = status(&net, 3);
+    assert_eq!(code, 0, "{v:#}");
+}

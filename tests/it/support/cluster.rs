@@ -220,13 +220,26 @@ pub struct WriterReport {
 
 impl Writer {
     pub fn start(ports: Vec<u16>, max: u64, max_time: Duration) -> Writer {
+        Writer::start_at(
+            ports
+                .into_iter()
+                .map(|p| ("127.0.0.1".to_string(), p))
+                .collect(),
+            max,
+            max_time,
+        )
+    }
+
+    /// The writer against servers at (address, port), e.g. network-namespace hosts.
+    pub fn start_at(targets: Vec<(String, u16)>, max: u64, max_time: Duration) -> Writer {
         let (user, password) = ("app".to_string(), "app-pw".to_string());
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
         let handle = std::thread::spawn(move || {
-            let connect = |port: u16| -> Option<mysql::Conn> {
+            let ports = targets;
+            let connect = |(addr, port): (String, u16)| -> Option<mysql::Conn> {
                 let opts = mysql::OptsBuilder::new()
-                    .ip_or_hostname(Some("127.0.0.1"))
+                    .ip_or_hostname(Some(addr))
                     .tcp_port(port)
                     .user(Some(user.clone()))
                     .pass(Some(password.clone()))
@@ -246,7 +259,7 @@ impl Writer {
             let mut next: u64 = 1;
             while next <= max && started.elapsed() < max_time && !s2.load(Ordering::Relaxed) {
                 if conn.is_none() {
-                    conn = connect(ports[cur]);
+                    conn = connect(ports[cur].clone());
                 }
                 // A plain application account: read_only refuses it (error 1290), which is
                 // what makes it move to the server that became writable.
