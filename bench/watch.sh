@@ -180,7 +180,7 @@ section_watch_mha() {
     row "MHA masterha_manager: not installed (apt-get install mha4mysql-manager mha4mysql-node)" "-" 0 "-" "-"
     return
   fi
-  # Debian's MHA 0.58 dies on MariaDB's version string (`10.11.19-MariaDB-0+deb12u1` has six
+  # Debian's MHA 0.58 does not run against Debian's MariaDB as packaged. It dies on MariaDB's version string (`10.11.19-MariaDB-0+deb12u1` has six
   # numbers for a three-number sprintf, fatal under its `use warnings FATAL`): run it with the
   # upstream fix of that one function, from a private PERL5LIB (the manager here, the node
   # scripts through the bench's sshd), the package itself untouched.
@@ -192,6 +192,13 @@ PERL
   perl -p "$WORK/perl5/fix.pl" /usr/share/perl5/MHA/NodeUtil.pm >"$WORK/perl5/MHA/NodeUtil.pm"
   [ "$(PERL5LIB="$WORK/perl5" perl -MMHA::NodeUtil -e 'print MHA::NodeUtil::parse_mysql_version("10.11.19-MariaDB-0+deb12u1")' 2>&1)" = 010011019 ] ||
     die "could not patch MHA::NodeUtil::parse_mysql_version"
+  # And its node scripts read @@global.super_read_only unconditionally, which MariaDB does not
+  # have ("Unknown system variable"): treat that as "not set".
+  cat >"$WORK/perl5/fix2.pl" <<'PERL'
+s{(\$dbh->prepare\("SELECT \\\@\\\@global\.super_read_only as Value"\);\n\s*)\$sth->execute\(\);}{$1return ( 0, 0 ) unless eval { \$sth->execute(); 1 };};
+PERL
+  perl -0p "$WORK/perl5/fix2.pl" /usr/share/perl5/MHA/SlaveUtil.pm >"$WORK/perl5/MHA/SlaveUtil.pm"
+  grep -q 'return ( 0, 0 ) unless eval' "$WORK/perl5/MHA/SlaveUtil.pm" || die "could not patch MHA::SlaveUtil::check_if_super_read_only"
   export PERL5LIB="$WORK/perl5"
   : >"$WORK/mha.txt"
   for i in $(seq "$WATCH_MHA_RUNS"); do
