@@ -73,8 +73,25 @@ impl EtcdStore {
     }
 
     /// `f` on the member that answered last, then on the others in turn while the request
-    /// cannot reach one (never after a timeout: the request may have been applied).
+    /// cannot reach one; after a timeout too when `f` is safe to repeat (a read, a plain put),
+    /// never for a compare-and-swap (it may have been applied).
     fn call<T, F, Fut>(&mut self, what: &str, f: F) -> Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        self.call_with(what, true, f)
+    }
+
+    fn call_once<T, F, Fut>(&mut self, what: &str, f: F) -> Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        self.call_with(what, false, f)
+    }
+
+    fn call_with<T, F, Fut>(&mut self, what: &str, repeatable: bool, f: F) -> Result<T>
     where
         F: Fn(Client) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
@@ -96,6 +113,7 @@ impl EtcdStore {
                 }
                 Ok(Err(e)) if unreached(&e) => errors.push(format!("{ep}: {e}")),
                 Ok(Err(e)) => bail!("etcd {ep}: {what}: {e}"),
+                Err(_) if repeatable => errors.push(format!("{ep}: no answer within {t:?}")),
                 Err(_) => {
                     bail!("etcd {ep}: {what}: no answer within {t:?} (etcd down, or no quorum)")
                 }
@@ -140,7 +158,7 @@ impl Store for EtcdStore {
         let txn = Txn::new()
             .when([Compare::mod_revision(key, CompareOp::Equal, expect)])
             .and_then([TxnOp::put(key, value, opts)]);
-        let r = self.call(&format!("compare-and-swap {key}"), |mut c| {
+        let r = self.call_once(&format!("compare-and-swap {key}"), |mut c| {
             let txn = txn.clone();
             async move { c.txn(txn).await }
         })?;
@@ -158,7 +176,7 @@ impl Store for EtcdStore {
         let txn = Txn::new()
             .when([Compare::mod_revision(key, CompareOp::Equal, expect)])
             .and_then([TxnOp::delete(key, None)]);
-        let r = self.call(&format!("delete {key}"), |mut c| {
+        let r = self.call_once(&format!("delete {key}"), |mut c| {
             let txn = txn.clone();
             async move { c.txn(txn).await }
         })?;

@@ -19,6 +19,7 @@ pub struct Member {
     pub addr: String,
     dir: PathBuf,
     child: Option<Child>,
+    paused: bool,
 }
 
 pub struct Etcd {
@@ -72,6 +73,10 @@ impl Member {
     /// SIGKILL by pid, and wait for it.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // SAFETY: as in `pause`; a stopped process dies at once after SIGCONT.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGCONT);
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -79,6 +84,20 @@ impl Member {
 
     pub fn running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// SIGSTOP (hung: connections are accepted, nothing answers) or SIGCONT.
+    pub fn pause(&mut self, stop: bool) {
+        self.paused = stop;
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+            unsafe {
+                libc::kill(
+                    c.id() as i32,
+                    if stop { libc::SIGSTOP } else { libc::SIGCONT },
+                );
+            }
+        }
     }
 }
 
@@ -105,6 +124,7 @@ impl Etcd {
                     addr: h.addr.clone(),
                     dir: d,
                     child: None,
+                    paused: false,
                 }
             })
             .collect();
@@ -128,7 +148,7 @@ impl Etcd {
         let eps: Vec<String> = self
             .members
             .iter()
-            .filter(|m| m.running())
+            .filter(|m| m.running() && !m.paused)
             .map(|m| format!("http://{}:2379", m.addr))
             .collect();
         run_bounded(
