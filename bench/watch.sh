@@ -80,7 +80,7 @@ writer_line() { tr -d '\n' <"$1"; }
 after_kill() {
   local last k c
   last=$(grep -o '"last": [0-9]*' "$WORK/writer.json" | grep -o '[0-9]*$')
-  [ "${last:-0}" -gt $(($2 + 10)) ] || die "the writer did not write on the new master (last id ${last:-none}, $2 before the kill): $(cat "$WORK/writer.json")"
+  [ "${last:-0}" -gt $(($2 + 10)) ] || die "the writer did not write on the new master (last id ${last:-none}, $2 before the kill): $(cat "$WORK/writer.json"); watchers: $(cat "$WORK"/w[12].log 2>/dev/null); servers: $(for k in 2 3; do sql "$1" "$k" "SELECT @@read_only, (SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'app'), (SELECT GROUP_CONCAT(STATE, ':', LEFT(INFO, 60)) FROM information_schema.PROCESSLIST WHERE USER = 'app')" 2>&1; done)"
   for k in 2 3; do
     c=$(sql "$1" "$k" "SELECT COUNT(*) FROM app.seq WHERE id <= $last" 2>/dev/null || echo 0)
     [ "$c" = "$last" ] && return 0
