@@ -122,14 +122,14 @@ section_watch() {
     pre=$(sql "$d" 1 "SELECT COALESCE(MAX(id), 0) FROM app.seq")
     kill -9 "$(cat "$d/node1/run/mysqld.pid")"
     n=0
-    until grep -q " recovered " "$WORK/w1.log" "$WORK/w2.log"; do
+    until grep -q "^[^ ]* [^ ]* recovered " "$WORK/w1.log" "$WORK/w2.log"; do
       n=$((n + 1)); [ "$n" -lt 300 ] || die "no recovery within 15 s: $(cat "$WORK/w1.log" "$WORK/w2.log")"; sleep 0.05
     done
     # The writer ends by itself (8 s) and prints its gaps; meanwhile a second (wrong) recovery
     # would show up.
     wait "$wp" || die "the writer failed: $(cat "$WORK/writer.json")"
     kill "$p1" "$p2" 2>/dev/null || true; wait "$p1" "$p2" 2>/dev/null || true
-    k=$(cat "$WORK/w1.log" "$WORK/w2.log" | grep -c " recovered " || true)
+    k=$(cat "$WORK/w1.log" "$WORK/w2.log" | grep -c "^[^ ]* [^ ]* recovered " || true)
     [ "$k" = 1 ] || die "$k recoveries instead of 1: $(cat "$WORK/w1.log" "$WORK/w2.log")"
     gap=$(gap_ms "$WORK/writer.json" || true)
     [ -n "$gap" ] || die "the writer printed no gap: $(cat "$WORK/writer.json")"

@@ -892,6 +892,18 @@ impl Watcher {
     }
 
     fn recover_with(&mut self, coord: &mut Coordinator, dead: &str, since_ms: u64) -> Result<()> {
+        // Another watcher already replaced it: follow (next round), neither block nor act.
+        if let Some((w, _)) = coord.writer()? {
+            if w.host != dead {
+                self.events.emit(
+                    "already-recovered",
+                    Some(&w.host),
+                    &format!("{} already replaced {dead} (by {})", w.host, w.by),
+                    json!({}),
+                );
+                return Ok(());
+            }
+        }
         if let Some(b) = coord.blocking(now_ms(), self.cfg.anti_flap)? {
             self.alert(&format!(
                 "{dead} is dead, but automatic recovery is blocked: {} -> {} was recovered {} \
