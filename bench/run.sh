@@ -2,7 +2,7 @@
 # repltool benchmarks: one command, a markdown table on stdout (progress on stderr).
 #
 #   bash bench/run.sh [section...]      sections: lab init status promote seed mysql97 galera
-#                                       physical verify (default: all; also mariadb118)
+#                                       physical verify watch (default: all; also mariadb118)
 #   BIG_MB=1024 bash bench/run.sh physical verify   size of the big data set in MiB
 #   SEED_MB=1024 bash bench/run.sh seed size of the seeding data set in MiB (default 1024)
 #   BENCH_LOGS=DIR bash bench/run.sh    keep the promote outputs (with their timings) in DIR
@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-5}
-ALL_SECTIONS=(lab init status promote seed mysql97 galera physical verify)
+ALL_SECTIONS=(lab init status promote seed mysql97 galera physical verify watch)
 BIN="$PWD/target/release/repltool"
 
 log() { printf '%s\n' "$*" >&2; }
@@ -34,6 +34,7 @@ WORK=$(mktemp -d /tmp/repltool-bench.XXXXXX)
 chmod 755 "$WORK"
 export XDG_CACHE_HOME="$WORK/cache"
 cleanup() {
+  declare -F stop_etcd >/dev/null && stop_etcd
   declare -F stop_sshd >/dev/null && stop_sshd
   for d in "$WORK"/lab-*; do
     [ -e "$d/lab.json" ] && "$BIN" lab down --dir "$d" >/dev/null 2>&1 || true
@@ -144,6 +145,9 @@ section_mariadb118() {
 # physical and verify: big data (bench/bigdata.sh).
 # shellcheck source=bench/bigdata.sh
 . "$(dirname "$0")/bigdata.sh"
+# watch: automatic failover against MHA (bench/watch.sh).
+# shellcheck source=bench/watch.sh
+. "$(dirname "$0")/watch.sh"
 
 sections=("$@")
 [ ${#sections[@]} -gt 0 ] || sections=("${ALL_SECTIONS[@]}")

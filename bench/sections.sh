@@ -35,7 +35,10 @@ start_sshd() {
     echo "PidFile $d/sshd.pid"
     echo "MaxSessions 100"
     echo "MaxStartups 100"
-    echo "SetEnv SHLVL=1"
+    # PERL5LIB: the watch section's patched MHA module for the node scripts (bench/watch.sh).
+    echo "SetEnv SHLVL=1 PERL5LIB=$WORK/perl5"
+    # scp (OpenSSH 9 copies over SFTP) needs it: MHA fetches the dead master's binary log so.
+    echo "Subsystem sftp /usr/lib/openssh/sftp-server"
   } >"$d/sshd_config"
   "$(command -v sshd || echo /usr/sbin/sshd)" -f "$d/sshd_config" -E "$d/sshd.log" || die "sshd did not start: $(cat "$d/sshd.log")"
   printf '[127.0.0.1]:%s %s\n' "$SSHD_PORT" "$(cut -d' ' -f1,2 "$d/host_key.pub")" >"$d/known_hosts"

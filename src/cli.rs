@@ -67,6 +67,12 @@ pub enum Command {
         after_help = "Examples:\n  repltool verify\n  repltool verify -f shop.yaml --format json\n  repltool verify --chunk-time 0.2"
     )]
     Verify(VerifyArgs),
+    /// Automatic failover: observe every host, detect a dead master holistically, recover it
+    /// under an etcd lock (needs `watch:` in the file).
+    #[command(
+        after_help = "Examples:\n  repltool watch -f shop.yaml\n  repltool watch --once --format json\n  repltool watch --metrics 127.0.0.1:9104\n  repltool watch --ack    # allow the next automatic recovery (anti-flap)"
+    )]
+    Watch(WatchArgs),
     /// A local sandbox of real servers on 127.0.0.1, with a ready topology file.
     #[command(subcommand)]
     Lab(LabCommand),
@@ -146,6 +152,32 @@ pub struct PromoteArgs {
     pub force: bool,
     /// Bound, in seconds, on every wait.
     #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = secs())]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The topology file (same as -f).
+    #[arg(id = "watch_file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// One round (its confirmation included, and a recovery if the master is dead), then
+    /// exit: 0 healthy, 1 anything else.
+    #[arg(long)]
+    pub once: bool,
+    /// Events as text lines on stderr (table) or JSON lines on stdout (json).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Serve Prometheus metrics on ADDR (host:port).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Acknowledge the last automatic recovery (lifts the anti-flap block) and exit.
+    #[arg(long)]
+    pub ack: bool,
+    /// This watcher's name in etcd records [default: <machine>:<pid>].
+    #[arg(long, value_name = "NAME")]
+    pub id: Option<String>,
+    /// Bound, in seconds, on every wait of a recovery.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub timeout: u64,
 }
 

@@ -30,6 +30,17 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Check(ref a) => check(&file(None), a),
         Command::Restart(ref a) => restart(&file(None), a),
         Command::Verify(ref a) => verify(&file(a.file.clone()), a),
+        Command::Watch(ref a) => crate::watch::run(
+            &file(a.file.clone()),
+            &crate::watch::WatchOptions {
+                once: a.once,
+                json: a.format == crate::cli::Format::Json,
+                metrics: a.metrics.clone(),
+                ack: a.ack,
+                id: a.id.clone(),
+                timeout: Duration::from_secs(a.timeout.max(1)),
+            },
+        ),
         Command::Lab(LabCommand::Up(ref a)) => lab_up(a),
         Command::Lab(LabCommand::Status(ref a)) => lab_status(a),
         Command::Lab(LabCommand::Down(ref a)) => lab_down(a),
@@ -123,6 +134,11 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
     for c in &changes {
         crate::report::outln(format!("  - {}", crate::report::clean(c)));
     }
+    if let Some(m) = topo.masters().next() {
+        if let Some(line) = crate::watch::publish_after_command(&topo, &m.name, "init") {
+            crate::report::outln(line);
+        }
+    }
     let facts = observe_all(
         &topo,
         &sessions,
@@ -165,10 +181,15 @@ fn status(path: &Path, a: &crate::cli::StatusArgs) -> Result<i32> {
     loop {
         let facts = observe_bounded(&topo, timeout);
         let problems = crate::report::status::problems(&topo, &facts, a.max_lag);
+        // With `watch:`: the writer etcd names and the recoveries it recorded.
+        let watch = crate::watch::status_section(&topo);
         let mut out = String::new();
         match a.format {
             crate::cli::Format::Json => {
-                let v = crate::report::status::json(&topo, &facts, &problems);
+                let mut v = crate::report::status::json(&topo, &facts, &problems);
+                if let Some((_, w)) = &watch {
+                    v["watch"] = w.clone();
+                }
                 out.push_str(&serde_json::to_string_pretty(&v)?);
                 out.push('\n');
             }
@@ -208,6 +229,9 @@ fn status(path: &Path, a: &crate::cli::StatusArgs) -> Result<i32> {
                             crate::report::clean(&p.next)
                         ));
                     }
+                }
+                if let Some((w, _)) = &watch {
+                    out.push_str(w);
                 }
             }
         }

@@ -35,3 +35,4 @@ pub(crate) mod testing;
 pub mod topology;
 pub mod transport;
 pub(crate) mod verify;
+pub(crate) mod watch;

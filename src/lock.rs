@@ -31,6 +31,8 @@ pub struct ClusterLock {
     held: Vec<(String, Box<dyn SqlConn>, Flavor)>,
     name: String,
     _file: Option<File>,
+    /// With `watch:`: the cluster's etcd lock (watchers and people never act at once).
+    _etcd: Option<crate::watch::CommandLock>,
 }
 
 impl std::fmt::Debug for ClusterLock {
@@ -112,6 +114,28 @@ impl ClusterLock {
         hosts: &[String],
         timeout: Duration,
     ) -> Result<ClusterLock> {
+        Self::acquire_with(topo, file, sessions, hosts, timeout, false, false)
+    }
+
+    /// [`ClusterLock::acquire`]; with `watch:` in the file, the cluster's etcd lock first
+    /// (the one watchers take to recover), unless `etcd_held` (the caller is the watcher that
+    /// holds it). `steal`: the caller holds the etcd lock and finishes the recovery of a
+    /// watcher that lost it, so a session holding a server's lock is that watcher's, paused:
+    /// it is ended.
+    pub fn acquire_with(
+        topo: &Topology,
+        file: Option<&Path>,
+        sessions: &Sessions,
+        hosts: &[String],
+        timeout: Duration,
+        etcd_held: bool,
+        steal: bool,
+    ) -> Result<ClusterLock> {
+        let etcd = if etcd_held {
+            None
+        } else {
+            crate::watch::lock_for_command(topo)?
+        };
         let file_lock = match file {
             Some(p) => Some(lock_file(p)?),
             None => None,
@@ -134,9 +158,38 @@ impl ClusterLock {
             };
             let Ok(mut conn) = conn else { continue };
             let f = conn.flavor()?;
-            match conn.one(&f.get_lock(&name))?.as_deref() {
-                Some("1") => held.push((h.name.clone(), conn, f)),
-                _ => {
+            let mut got = conn.one(&f.get_lock(&name))?.as_deref() == Some("1");
+            if !got && etcd_held && steal {
+                // The caller holds the cluster's etcd lock and finishes another watcher's
+                // recovery, so whoever holds this server's lock is that watcher, paused after
+                // it lost the etcd lock: end its session (which also fences what it would still
+                // send there) and take the lock.
+                let id = conn
+                    .query(&f.lock_holder_query(&name))
+                    .ok()
+                    .and_then(|rows| rows.into_iter().next())
+                    .and_then(|r| {
+                        column(&r, "ID")
+                            .ok()
+                            .flatten()
+                            .and_then(|v| v.parse::<u64>().ok())
+                    });
+                if let Some(id) = id {
+                    let _ = conn.exec(&f.kill_connection(id));
+                    crate::report::say(format!(
+                        "{}: ended session {id}, a stale holder of the cluster lock (the etcd lock is ours)",
+                        h.name
+                    ));
+                }
+                let end = std::time::Instant::now() + Duration::from_secs(3);
+                while !got && std::time::Instant::now() < end {
+                    std::thread::sleep(Duration::from_millis(100));
+                    got = conn.one(&f.get_lock(&name))?.as_deref() == Some("1");
+                }
+            }
+            match got {
+                true => held.push((h.name.clone(), conn, f)),
+                false => {
                     let who = conn
                         .query(&f.lock_holder_query(&name))
                         .ok()
@@ -157,6 +210,7 @@ impl ClusterLock {
                         held,
                         name: name.clone(),
                         _file: None,
+                        _etcd: None,
                     };
                     me.release();
                     return Err(problem(format!(
@@ -171,6 +225,7 @@ impl ClusterLock {
             held,
             name,
             _file: file_lock,
+            _etcd: etcd,
         })
     }
 

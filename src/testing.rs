@@ -69,6 +69,7 @@ pub fn topo(spec: &[(&str, Option<&str>)]) -> Topology {
         },
         hosts,
         galera: None,
+        watch: None,
     }
 }
 

@@ -9,7 +9,9 @@ installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok
 # socat: the direct route of a physical seed (mariadb-backup streamed from host to host).
 # debootstrap: tests/roots.sh builds the MySQL 9.7 and MariaDB 11.8 roots the netns hosts run.
 # galera-4, socat, rsync: the Galera tests (the provider library, mariabackup and rsync SST).
-for pkg in mariadb-server mariadb-client mariadb-backup galera-4 socat rsync openssh-server openssh-client iproute2 procps debootstrap; do
+# etcd-server, etcd-client: the watch tests' etcd cluster; protobuf-compiler, libprotobuf-dev:
+# the etcd-client crate's build (protoc and the well-known protos).
+for pkg in mariadb-server mariadb-client mariadb-backup galera-4 socat rsync openssh-server openssh-client iproute2 procps debootstrap etcd-server etcd-client protobuf-compiler libprotobuf-dev; do
   installed "$pkg" || need+=("$pkg")
 done
 if [ "${#need[@]}" -eq 0 ]; then

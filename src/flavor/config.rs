@@ -22,6 +22,9 @@ pub struct FragmentSettings {
     /// `bind_address`, when the server must listen beyond loopback (Debian's default is
     /// 127.0.0.1, which no replica on another host can reach).
     pub bind_address: Option<String>,
+    /// `slave_net_timeout` / `replica_net_timeout` in seconds (with `watch:`: replicas notice
+    /// a dead master within it, their heartbeat being 1 s).
+    pub net_timeout: Option<u32>,
 }
 
 /// The first line of every managed fragment: how `init` and a human recognise the file.
@@ -88,6 +91,9 @@ impl Flavor {
         }
         if s.effective_log_slave_updates() {
             line(format!("{} = ON", self.log_slave_updates_var()));
+        }
+        if let Some(t) = s.net_timeout {
+            line(format!("{} = {t}", self.net_timeout_var()));
         }
         if let Some((increment, offset)) = s.auto_increment {
             line(format!("auto_increment_increment = {increment}"));

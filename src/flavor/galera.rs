@@ -406,6 +406,7 @@ mod tests {
             auto_increment: None,
             gtid: false,
             bind_address: None,
+            net_timeout: None,
         };
         let g = GaleraSettings {
             provider: "/usr/lib/galera/libgalera_smm.so".into(),

@@ -101,6 +101,7 @@ fn settings() -> FragmentSettings {
         auto_increment: None,
         gtid: false,
         bind_address: None,
+        net_timeout: None,
     }
 }
 
@@ -144,6 +145,7 @@ fn render(f: &Flavor) -> Rendered {
             f.start_replica_until("mysql-bin.000002", 1234),
             f.reset_replica_all(),
             f.set_net_timeout(4),
+            f.change_master_timing(1, 1.0),
         ],
     );
     r.plain(
@@ -383,6 +385,12 @@ fn render(f: &Flavor) -> Rendered {
     };
     r.files
         .insert("fragment-gtid.cnf".into(), f.fragment(&gtid_slave));
+    let watched = FragmentSettings {
+        net_timeout: Some(4),
+        ..settings()
+    };
+    r.files
+        .insert("fragment-watched.cnf".into(), f.fragment(&watched));
     let gtid_mm = FragmentSettings { gtid: true, ..mm };
     r.files.insert(
         "fragment-master-master-gtid.cnf".into(),

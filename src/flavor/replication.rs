@@ -283,11 +283,35 @@ impl Flavor {
     /// How fast a replica notices a dead master: the seconds without data after which its IO
     /// thread reconnects (slave_net_timeout / replica_net_timeout).
     pub fn set_net_timeout(&self, secs: u32) -> Sql {
-        let var = if self.is_mysql() && self.at_least(8, 0, 26) {
+        Sql::plain(format!(
+            "SET GLOBAL {} = {}",
+            self.net_timeout_var(),
+            secs.max(1)
+        ))
+    }
+    /// slave_net_timeout / replica_net_timeout (MySQL 8.0.26+).
+    pub fn net_timeout_var(&self) -> &'static str {
+        if self.is_mysql() && self.at_least(8, 0, 26) {
             "replica_net_timeout"
         } else {
             "slave_net_timeout"
+        }
+    }
+    /// Only the reconnect delay and the heartbeat of an existing replication link (its
+    /// coordinates kept); the replica threads must be stopped around it.
+    pub fn change_master_timing(&self, connect_retry: u32, heartbeat: f64) -> Sql {
+        let p = if self.source_syntax() {
+            "SOURCE"
+        } else {
+            "MASTER"
         };
-        Sql::plain(format!("SET GLOBAL {var} = {}", secs.max(1)))
+        let head = if self.source_syntax() {
+            "CHANGE REPLICATION SOURCE TO"
+        } else {
+            "CHANGE MASTER TO"
+        };
+        Sql::plain(format!(
+            "{head} {p}_CONNECT_RETRY={connect_retry}, {p}_HEARTBEAT_PERIOD={heartbeat:.3}"
+        ))
     }
 }

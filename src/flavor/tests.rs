@@ -281,6 +281,7 @@ fn settings() -> FragmentSettings {
         auto_increment: None,
         gtid: false,
         bind_address: None,
+        net_timeout: None,
     }
 }
 

@@ -59,6 +59,7 @@ pub fn fragment_settings(
         auto_increment,
         gtid: topo.replication.gtid,
         bind_address: listen_all.then(|| "0.0.0.0".to_string()),
+        net_timeout: topo.watch.as_ref().map(|w| w.net_timeout),
     }
 }
 
@@ -278,6 +279,12 @@ pub fn plan_init(
             ConfigTarget::Fragment(_) => fragment.clone(),
             ConfigTarget::Block(_) => splice_block(cfg.current.as_deref().unwrap_or(""), &fragment),
         };
+        // With `watch:`, the first time the fragment gets the net timeout: apply it now, and
+        // give the host's existing replication link the watcher's heartbeat and retry.
+        let retune = settings.net_timeout.is_some_and(|t| {
+            let line = format!("{} = {t}", sql.flavor.net_timeout_var());
+            !cfg.current.as_deref().is_some_and(|c| c.contains(&line))
+        });
         if cfg.current.as_deref() != Some(new_content.as_str()) && !member {
             if let (ConfigTarget::Fragment(p), Some(cur)) = (&cfg.target, &cfg.current) {
                 if !cur.contains(MANAGED_MARKER) {
@@ -364,6 +371,19 @@ pub fn plan_init(
             }
             if !topo.writable(h) && !sql.read_only {
                 dynamic.extend(sql.flavor.set_read_only(true));
+            }
+        }
+        if let (true, Some(t)) = (retune, settings.net_timeout) {
+            dynamic.push(sql.flavor.set_net_timeout(t));
+            let linked = h
+                .master
+                .as_ref()
+                .and_then(|m| topo.host(m))
+                .is_some_and(|m| matches!(link_state(sql, m), LinkState::Existing(_)));
+            if linked {
+                dynamic.push(sql.flavor.stop_replica());
+                dynamic.push(sql.flavor.change_master_timing(1, 1.0));
+                dynamic.push(sql.flavor.start_replica());
             }
         }
         if !dynamic.is_empty() {
@@ -711,8 +731,10 @@ pub fn change_master_to(topo: &Topology, master: &Host, file: &str, pos: u64) ->
         },
         ssl: topo.replication.ssl,
         // Seconds between reconnects: short, so a replica recovers quickly from a restart.
-        connect_retry: 10,
-        heartbeat: None,
+        // With `watch:`, 1 s and a 1 s heartbeat: replicas notice a dead master within
+        // slave_net_timeout and reconnect to a restarted one at once (orchestrator's advice).
+        connect_retry: if topo.watch.is_some() { 1 } else { 10 },
+        heartbeat: topo.watch.as_ref().map(|_| 1.0),
     }
 }
 
@@ -800,6 +822,67 @@ mod tests {
             .collect();
         assert_eq!(writable, vec![(WAVE_EARLY_WRITABLE, "db1")]);
         const { assert!(WAVE_EARLY_WRITABLE < WAVE_LINKS) };
+    }
+
+    fn watched(t: &mut Topology) {
+        t.watch = Some(crate::topology::Watch {
+            etcd: vec!["http://127.0.0.1:2379".into()],
+            prefix: "/repltool/v1".into(),
+            interval: Duration::from_secs(1),
+            confirm: Duration::from_millis(500),
+            anti_flap: Duration::from_secs(3600),
+            lock_ttl: Duration::from_secs(3),
+            net_timeout: 4,
+            hooks: Default::default(),
+        });
+    }
+
+    #[test]
+    fn with_watch_replicas_get_a_heartbeat_a_fast_retry_and_a_short_net_timeout() {
+        let mut t = topo(&[("db1", None), ("db2", Some("db1"))]);
+        let plain = plan(&t, &converged(&t), false).unwrap();
+        assert!(plain.is_empty());
+        watched(&mut t);
+        // New links: CHANGE MASTER with the watcher's timing.
+        let p = plan(&t, &fresh(&t), false).unwrap();
+        let link = p
+            .steps
+            .iter()
+            .find_map(|s| match &s.action {
+                Action::Link { slaves, .. } => Some(slaves[0].change.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!((link.connect_retry, link.heartbeat), (1, Some(1.0)));
+        // A cluster converged before `watch:` was added: the fragment gains the timeout, it is
+        // set at runtime, and the existing link is retuned (not re-seeded).
+        let before = {
+            let mut u = t.clone();
+            u.watch = None;
+            converged(&u)
+        };
+        let p = plan(&t, &before, false).unwrap();
+        let sql: Vec<String> = p
+            .steps
+            .iter()
+            .filter(|s| s.host == "db2")
+            .filter_map(|s| match &s.action {
+                Action::Sql { stmts, .. } => Some(stmts.iter().map(|x| x.shown().to_string())),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert!(
+            sql.iter().any(|x| x == "SET GLOBAL slave_net_timeout = 4"),
+            "{sql:?}"
+        );
+        assert!(
+            sql.iter()
+                .any(|x| x.contains("MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1.000")),
+            "{sql:?}"
+        );
+        assert!(links(&p).is_empty(), "no re-seed");
+        assert!(p.steps.iter().any(|s| matches!(&s.action, Action::WriteConfig { contents, .. } if contents.contains("slave_net_timeout = 4"))));
     }
 
     #[test]

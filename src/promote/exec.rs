@@ -27,6 +27,9 @@ use crate::transport::{shell_quote, Sessions};
 /// connection), each usable from one thread at a time.
 type Conns = HashMap<String, Mutex<(Box<dyn SqlConn>, Flavor)>>;
 
+/// A check run before every step (the watcher: do I still hold the etcd lock?).
+pub type BeforeStep<'a> = &'a (dyn Fn(&Step) -> Result<()> + Sync);
+
 /// What earlier steps learned, for later ones.
 #[derive(Default)]
 struct State {
@@ -61,6 +64,13 @@ pub struct Exec<'a> {
     conns: Conns,
     state: Mutex<State>,
     lock: Mutex<Option<ClusterLock>>,
+    /// Called before every step; an error stops the run there (the watcher checks it still
+    /// holds its etcd lock).
+    before_step: Option<BeforeStep<'a>>,
+    /// The caller (the watcher) already holds the cluster's etcd lock.
+    etcd_held: bool,
+    /// ... and finishes another watcher's recovery: a stale server-side lock is taken over.
+    steal_stale: bool,
 }
 
 fn secs(d: Duration) -> u32 {
@@ -108,7 +118,36 @@ impl<'a> Exec<'a> {
             conns,
             state: Mutex::new(State::default()),
             lock: Mutex::new(None),
+            before_step: None,
+            etcd_held: false,
+            steal_stale: false,
         }
+    }
+
+    /// `f` runs before every step; its error stops the run before that step (as a failed step
+    /// does: undo, then the error).
+    pub fn with_before_step(mut self, f: BeforeStep<'a>) -> Self {
+        self.before_step = Some(f);
+        self
+    }
+
+    /// The caller holds the cluster's etcd lock already: the Lock step takes the servers' and
+    /// the file's only.
+    pub fn with_etcd_lock_held(mut self) -> Self {
+        self.etcd_held = true;
+        self
+    }
+
+    /// With the etcd lock held, finishing the recovery another watcher started: a session that
+    /// still holds a server's lock is that watcher's (paused) and is ended.
+    pub fn with_stale_lock_takeover(mut self) -> Self {
+        self.steal_stale = true;
+        self
+    }
+
+    /// Transactions recovered from the old master's binary log on its disk.
+    pub fn salvaged(&self) -> u64 {
+        self.st().salvaged
     }
 
     /// The cluster lock, when the caller took it already (before observing).
@@ -154,7 +193,10 @@ impl<'a> Exec<'a> {
     /// Run every step; the summary line on success.
     pub fn run(&self, plan: &PromotePlan) -> Result<String> {
         for s in &self.steps_of(plan) {
-            let r = self.step(plan, s);
+            let r = match self.before_step {
+                Some(f) => f(s).and_then(|_| self.step(plan, s)),
+                None => self.step(plan, s),
+            };
             if let Err(e) = r {
                 let refused = matches!(
                     e.downcast_ref::<crate::error::Failure>(),
@@ -242,12 +284,14 @@ impl<'a> Exec<'a> {
                     return Ok(());
                 }
                 let hosts: Vec<String> = self.topo.hosts.iter().map(|h| h.name.clone()).collect();
-                let l = ClusterLock::acquire(
+                let l = ClusterLock::acquire_with(
                     self.topo,
                     Some(self.file),
                     self.sessions,
                     &hosts,
                     self.timeout.min(Duration::from_secs(5)),
+                    self.etcd_held,
+                    self.steal_stale,
                 )?;
                 self.progress.step(
                     "lock",

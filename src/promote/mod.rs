@@ -228,6 +228,10 @@ pub fn run(path: &Path, topo: &Topology, target: &str, opts: &PromoteOptions) ->
     ex.hold(lock);
     match ex.run(&plan) {
         Ok(summary) => {
+            // With `watch:`: the watchers follow the new master (still under the lock).
+            if let Some(line) = crate::watch::publish_after_command(topo, &plan.target, "promote") {
+                crate::report::say(line);
+            }
             rewrite_file(path, &plan)?;
             progress.finish();
             crate::report::outln(crate::report::clean(&summary));

@@ -15,6 +15,8 @@ pub struct Topology {
     pub hosts: Vec<Host>,
     /// A Galera cluster: every host without `master:` is a member (`galera:` in the file).
     pub galera: Option<Galera>,
+    /// `watch:` (automatic failover), if the file has it.
+    pub watch: Option<Watch>,
 }
 
 /// The `galera:` block: the hosts without `master:` form one Galera cluster.
@@ -235,4 +237,33 @@ pub fn default_server_id(name: &str) -> u32 {
         h = h.wrapping_mul(0x0100_0193);
     }
     1 + (h % 4_000_000_000)
+}
+
+/// `watch:`: automatic failover by `repltool watch`, coordinated through etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watch {
+    /// etcd client URLs (`http://host:2379`).
+    pub etcd: Vec<String>,
+    /// Where this cluster's keys live in etcd: `<prefix>/clusters/<name>/...`.
+    pub prefix: String,
+    /// How often every host is observed.
+    pub interval: Duration,
+    /// How long a dead master must stay dead (re-observed within this window) before recovery.
+    pub confirm: Duration,
+    /// No second automatic recovery of the cluster within this time unless acknowledged.
+    pub anti_flap: Duration,
+    /// The TTL of the etcd lease behind the cluster lock (etcd's minimum is 2 s): how long a
+    /// dead watcher holds the lock before another takes over.
+    pub lock_ttl: Duration,
+    /// `slave_net_timeout` / `replica_net_timeout` that `init` sets on every server (seconds),
+    /// with a 1 s heartbeat and a 1 s connect retry on every replica.
+    pub net_timeout: u32,
+    pub hooks: WatchHooks,
+}
+
+/// Commands run (with `sh -c`, on the watcher's machine) around an automatic recovery.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchHooks {
+    pub pre_failover: Option<String>,
+    pub post_failover: Option<String>,
 }

@@ -10,6 +10,8 @@ use super::problems::{did_you_mean, Problems};
 use super::tree::{parse_int, Kind, Node, Pos, Resolved};
 use crate::secret::Secret;
 
+mod watch;
+
 /// A value and where it was written.
 #[derive(Debug, Clone)]
 pub struct At<T> {
@@ -139,9 +141,18 @@ pub struct RawFile {
     pub hosts_pos: Option<Pos>,
     /// The `galera:` block, if written.
     pub galera: Option<super::galera::RawGalera>,
+    /// `watch:`, read and checked (see `raw/watch.rs`).
+    pub watch: Option<super::model::Watch>,
 }
 
-pub const TOP_KEYS: &[&str] = &["name", "defaults", "replication", "hosts", "galera"];
+pub const TOP_KEYS: &[&str] = &[
+    "name",
+    "defaults",
+    "replication",
+    "hosts",
+    "galera",
+    "watch",
+];
 pub const DEFAULTS_KEYS: &[&str] = &[
     "ssh",
     "mysql",
@@ -947,6 +958,7 @@ pub fn read_file(doc: Option<&Node>, ctx: &mut Ctx) -> Option<RawFile> {
             }
             "replication" => raw.replication = read_replication(v, k.pos, ctx),
             "galera" => raw.galera = Some(super::galera::read_galera(v, k.pos, ctx)),
+            "watch" => raw.watch = watch::read_watch(v, k.pos, ctx),
             "hosts" => {
                 saw_hosts = true;
                 raw.hosts_pos = Some(k.pos);

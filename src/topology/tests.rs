@@ -885,3 +885,60 @@ fn a_big_valid_file_loads_quickly_and_is_not_told_about_aliases() {
     assert_eq!(topo.hosts[0].slaves.len(), 29_999);
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
 }
+
+#[test]
+fn watch_block_with_defaults_and_every_key() {
+    let t = ok(&format!(
+        "{HEAD}watch:\n  etcd: [http://10.0.0.21:2379, http://10.0.0.22:2379]\nhosts:\n  db1: {{ address: 10.0.0.1 }}\n"
+    ));
+    let w = t.watch.expect("watch");
+    assert_eq!(w.etcd.len(), 2);
+    assert_eq!(w.interval, Duration::from_secs(1));
+    assert_eq!(w.anti_flap, Duration::from_secs(3600));
+    assert_eq!(w.prefix, "/repltool/v1");
+    let t = ok(&format!(
+        "{HEAD}watch:\n  etcd: http://e1:2379\n  interval: 500ms\n  confirm: 1s\n  anti_flap: 10m\n  lock_ttl: 4s\n  net_timeout: 5\n  prefix: /x/\n  hooks:\n    pre_failover: /usr/local/bin/vip down\n    post_failover: echo done\nhosts:\n  db1: {{ address: 10.0.0.1 }}\n"
+    ));
+    let w = t.watch.expect("watch");
+    assert_eq!(w.etcd, vec!["http://e1:2379".to_string()]);
+    assert_eq!(w.interval, Duration::from_millis(500));
+    assert_eq!(w.anti_flap, Duration::from_secs(600));
+    assert_eq!(w.lock_ttl, Duration::from_secs(4));
+    assert_eq!(w.net_timeout, 5);
+    assert_eq!(w.prefix, "/x");
+    assert_eq!(
+        w.hooks.pre_failover.as_deref(),
+        Some("/usr/local/bin/vip down")
+    );
+    assert!(ok(&with_hosts("  db1: { address: 10.0.0.1 }\n"))
+        .watch
+        .is_none());
+}
+
+#[test]
+fn watch_block_problems_name_line_and_key() {
+    let msg = err(&format!(
+        "{HEAD}watch:\n  etcd: [https://e1:2379, nope]\n  intervall: 1s\n  anti_flap: forever\n  lock_ttl: 1s\nhosts:\n  db1: {{ address: 10.0.0.1 }}\n"
+    ));
+    assert!(
+        msg.contains("watch.etcd[0]") && msg.contains("https"),
+        "{msg}"
+    );
+    assert!(msg.contains("watch.etcd[1]"), "{msg}");
+    assert!(
+        msg.contains("watch.intervall: unknown key; did you mean `interval`?"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("watch.anti_flap") && msg.contains("forever"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("watch.lock_ttl") && msg.contains("out of range"),
+        "{msg}"
+    );
+    let msg = err(&format!(
+        "{HEAD}watch:\n  interval: 1s\nhosts:\n  db1: {{ address: 10.0.0.1 }}\n"
+    ));
+    assert!(msg.contains("watch.etcd: missing"), "{msg}");
+}

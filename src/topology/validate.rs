@@ -145,6 +145,7 @@ pub fn build(raw: RawFile, path: &Path, ctx: &mut Ctx) -> Option<Topology> {
         replication,
         hosts,
         galera,
+        watch: raw.watch.clone(),
     })
 }
 

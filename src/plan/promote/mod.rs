@@ -274,7 +274,7 @@ pub struct PlanOptions {
     pub timeout_secs: u64,
 }
 
-fn received(s: &SqlFacts) -> Option<Coord> {
+pub(crate) fn received(s: &SqlFacts) -> Option<Coord> {
     s.replica
         .as_ref()
         .filter(|r| !r.master_log_file.is_empty())
@@ -788,7 +788,7 @@ fn force_risk(fence: &Fence, old: &str) -> String {
 
 /// The file afterwards: the target has no master; the old master and the other slaves
 /// replicate from it (the pair: only read_only moves).
-fn file_edits(
+pub(crate) fn file_edits(
     topo: &Topology,
     t: &Host,
     old: &Host,

@@ -11,3 +11,4 @@ mod safety;
 mod ssh;
 mod ssh_isolated;
 mod status;
+mod watch;

@@ -20,7 +20,7 @@ fn completions_name_every_subcommand_and_option_in_each_shell() {
         let (code, out, err) = repltool(&["completions", shell]);
         assert_eq!(code, 0, "{shell}: {err}");
         for word in [
-            "init", "status", "promote", "check", "lab", "dry-run", "force",
+            "init", "status", "promote", "check", "watch", "lab", "dry-run", "force", "once",
         ] {
             assert!(out.contains(word), "{shell} completion lacks {word}");
         }
@@ -36,7 +36,7 @@ fn the_manual_page_is_roff_with_every_command() {
     let (code, out, err) = repltool(&["man"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(".TH repltool 1"), "{out}");
-    for word in ["init", "status", "promote", "check", "completions"] {
+    for word in ["init", "status", "promote", "check", "watch", "completions"] {
         assert!(out.contains(word), "man page lacks {word}");
     }
 }

@@ -167,6 +167,8 @@ pub struct NsHost {
     init_pid: Option<i32>,
     /// The host's PID namespace (`pid:[N]`), to tell its processes from reused pids.
     pid_ns: Option<PathBuf>,
+    /// sshd only: no database server, not in the topology file (etcd members, watchers).
+    pub bare: bool,
 }
 
 /// N hosts and the topology file that describes them.
@@ -1120,6 +1122,15 @@ impl NetnsHosts {
     /// master of the others in the topology file. The roots the flavors need are built first
     /// if missing (tests/roots.sh, a minute or two).
     pub fn start_with(flavors: &[Flavor]) -> NetnsHosts {
+        NetnsHosts::start_with_bare(flavors, 0)
+    }
+
+    /// [`NetnsHosts::start_with`] plus `bare` hosts after them (h<n+1>...): sshd only, no
+    /// database server and not in the topology file, for etcd members and watchers.
+    pub fn start_with_bare(db: &[Flavor], bare: usize) -> NetnsHosts {
+        let mut all = db.to_vec();
+        all.extend(std::iter::repeat_n(Flavor::System, bare));
+        let flavors = all.as_slice();
         let n = flavors.len();
         assert!((1..=9).contains(&n), "1 to 9 hosts");
         let t0 = Instant::now();
@@ -1172,7 +1183,7 @@ impl NetnsHosts {
             net.timings.insert(0, ("roots".into(), roots_took));
         }
         let t = Instant::now();
-        net.network(flavors, pid);
+        net.network(flavors, pid, bare);
         net.timings.push(("network".into(), t.elapsed()));
         let mut templates = Vec::new();
         for j in tpls {
@@ -1220,7 +1231,7 @@ impl NetnsHosts {
 
     /// Bridge with the root namespace's address; per host a namespace and a veth to the bridge.
     /// No default route anywhere: the hosts reach each other and this process only.
-    fn network(&mut self, flavors: &[Flavor], pid: u32) {
+    fn network(&mut self, flavors: &[Flavor], pid: u32, bare: usize) {
         let n = flavors.len();
         let br = format!("rtb{pid}");
         must(&["ip", "link", "add", &br, "type", "bridge"]);
@@ -1248,6 +1259,7 @@ impl NetnsHosts {
                 unshare: None,
                 init_pid: None,
                 pid_ns: None,
+                bare: k > n - bare,
             };
             must(&["ip", "netns", "add", &h.ns]);
             h.ns_added = true;
@@ -1316,13 +1328,17 @@ impl NetnsHosts {
                 &etc_mysql.to_string_lossy(),
             ]);
             h.mysql_etc = Some(etc_mysql);
-            must(&[
-                "cp",
-                "-a",
-                "--sparse=always",
-                &tpl.to_string_lossy(),
-                &d.join("lib").to_string_lossy(),
-            ]);
+            if h.bare {
+                fs::create_dir(d.join("lib")).expect("lib dir");
+            } else {
+                must(&[
+                    "cp",
+                    "-a",
+                    "--sparse=always",
+                    &tpl.to_string_lossy(),
+                    &d.join("lib").to_string_lossy(),
+                ]);
+            }
             fs::create_dir(d.join("run")).expect("run dir");
             fs::create_dir(d.join("tmp")).expect("tmp dir");
             fs::set_permissions(d.join("tmp"), fs::Permissions::from_mode(0o1777)).expect("chmod");
@@ -1400,6 +1416,7 @@ impl NetnsHosts {
             let hs: Vec<_> = self
                 .hosts
                 .iter()
+                .filter(|h| !h.bare)
                 .map(|h| {
                     let sql = sql.clone();
                     s.spawn(move || {
@@ -1439,7 +1456,7 @@ impl NetnsHosts {
             &repltool::lab::template::random_password().expect("password"),
         );
         let mut hosts = String::new();
-        for h in &self.hosts {
+        for h in self.hosts.iter().filter(|h| !h.bare) {
             hosts.push_str(&format!("  {}:\n    address: {}\n", h.name, h.addr));
             if h.name != "h1" {
                 hosts.push_str("    master: h1\n");
