@@ -210,8 +210,16 @@ section_promote() {
     log "promote run $i/$RUNS: switchover under load, then failover (1+3 over SSH)..."
     lab_up "$d" 4 23550
     via_ssh "$d"
-    sql "$d" 1 "CREATE DATABASE app; CREATE TABLE app.seq (id BIGINT PRIMARY KEY); CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY 'app-pw'; GRANT SELECT, INSERT ON app.* TO 'app'@'127.0.0.1'"
     "$BIN" init -f "$d/topology.yaml" >/dev/null 2>"$WORK/init.err" || { cat "$WORK/init.err" >&2; die "init for promote failed"; }
+    # After init, so the account replicates: the writer must be able to write on the new
+    # master too, or the gap measures nothing after the switchover.
+    sql "$d" 1 "CREATE DATABASE app; CREATE TABLE app.seq (id BIGINT PRIMARY KEY); CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY 'app-pw'; GRANT SELECT, INSERT ON app.* TO 'app'@'127.0.0.1'"
+    for k in 2 3 4; do
+      n=0
+      until [ "$(sql "$d" "$k" "SELECT COUNT(*) FROM mysql.user WHERE User = 'app'")" = 1 ]; do
+        n=$((n + 1)); [ "$n" -lt 1000 ] || die "the app account did not replicate to node$k"; sleep 0.01
+      done
+    done
     ports=$(grep -o '"port": *[0-9]*' "$d/lab.json" | grep -o '[0-9]*$' | tr '\n' ' ')
     # shellcheck disable=SC2086
     "$W" 3 100000000 $ports >"$WORK/writer.json" &

@@ -116,17 +116,28 @@ fn failover_recovers_what_no_slave_received_from_the_dead_masters_disk() {
 #[test]
 fn switchover_under_write_load_loses_no_acknowledged_write() {
     let c = Cluster::start(4, 25320, "master-slave");
-    c.exec(1, APP_SETUP);
     c.init_ok();
+    // The application's schema and account after init: they replicate to every server, so
+    // the writer can write on whichever becomes the master.
+    c.exec(1, APP_SETUP);
+    for k in [2, 3, 4] {
+        c.wait_for(k, "SELECT COUNT(*) FROM mysql.user WHERE User = 'app'", "1", T);
+    }
     // node1 first, then the others: the writer follows whichever server takes writes.
     let w = Writer::start(c.lab.ports.clone(), 100_000, Duration::from_secs(6));
     std::thread::sleep(Duration::from_millis(700));
     let out = c.run(&["promote", "node2", "--yes"]);
+    let at_promote = w.acked();
     std::thread::sleep(Duration::from_millis(700));
     let report = w.finish();
     assert!(out.status.success(), "{}", show(&out));
     let n = report.acked.len();
     assert!(n > 100, "the writer barely wrote: {report:?}");
+    // It went on writing on the new master.
+    assert!(
+        n > at_promote + 20,
+        "no writes after the switchover ({at_promote} before, {n} in all)"
+    );
     let last = *report.acked.last().unwrap();
     // Every acknowledged id is on the new master and on every slave, the old one included.
     for k in [2, 1, 3, 4] {

@@ -208,6 +208,8 @@ pub const APP_SETUP: &str = "CREATE DATABASE IF NOT EXISTS app; \
 /// acknowledged id and the longest gap between two acknowledgements.
 pub struct Writer {
     stop: Arc<AtomicBool>,
+    /// Acknowledged ids so far, readable while it runs.
+    count: Arc<std::sync::atomic::AtomicUsize>,
     handle: Option<std::thread::JoinHandle<WriterReport>>,
 }
 
@@ -235,6 +237,8 @@ impl Writer {
         let (user, password) = ("app".to_string(), "app-pw".to_string());
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c2 = count.clone();
         let handle = std::thread::spawn(move || {
             let ports = targets;
             let connect = |(addr, port): (String, u16)| -> Option<mysql::Conn> {
@@ -276,6 +280,7 @@ impl Writer {
                     }
                     last_ack = now;
                     acked.push(next);
+                    c2.store(acked.len(), Ordering::Relaxed);
                     next += 1;
                 } else {
                     conn = None;
@@ -292,8 +297,14 @@ impl Writer {
         });
         Writer {
             stop,
+            count,
             handle: Some(handle),
         }
+    }
+
+    /// How many writes were acknowledged so far.
+    pub fn acked(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
     }
 
     pub fn finish(mut self) -> WriterReport {
