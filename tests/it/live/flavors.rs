@@ -161,7 +161,10 @@ fn mysql_9_7_check_init_seed_switchover_under_load_failover_salvage_and_rejoin()
     std::thread::sleep(Duration::from_millis(800));
     let r = w.finish();
     assert!(r.acked.len() > 10, "{r:?}");
-    assert!(r.acked.len() > at_promote + 5, "no writes after the switchover: {r:?}");
+    assert!(
+        r.acked.len() > at_promote + 5,
+        "no writes after the switchover: {r:?}"
+    );
     for k in [1, 2, 3] {
         all_present(&net, k, &r);
     }
@@ -277,7 +280,10 @@ fn mariadb_11_8_init_status_switchover_and_failover() {
     let at_promote = w.acked();
     std::thread::sleep(Duration::from_millis(500));
     let r = w.finish();
-    assert!(r.acked.len() > at_promote + 5, "no writes after the switchover: {r:?}");
+    assert!(
+        r.acked.len() > at_promote + 5,
+        "no writes after the switchover: {r:?}"
+    );
     for k in [1, 2, 3] {
         all_present(&net, k, &r);
     }

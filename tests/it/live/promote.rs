@@ -121,7 +121,12 @@ fn switchover_under_write_load_loses_no_acknowledged_write() {
     // the writer can write on whichever becomes the master.
     c.exec(1, APP_SETUP);
     for k in [2, 3, 4] {
-        c.wait_for(k, "SELECT COUNT(*) FROM mysql.user WHERE User = 'app'", "1", T);
+        c.wait_for(
+            k,
+            "SELECT COUNT(*) FROM mysql.user WHERE User = 'app'",
+            "1",
+            T,
+        );
     }
     // node1 first, then the others: the writer follows whichever server takes writes.
     let w = Writer::start(c.lab.ports.clone(), 100_000, Duration::from_secs(6));
