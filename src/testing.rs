@@ -67,6 +67,8 @@ pub fn topo(spec: &[(&str, Option<&str>)]) -> Topology {
             ssl: false,
         },
         hosts,
+        proxies: Vec::new(),
+        vip: None,
     }
 }
 

@@ -5,6 +5,7 @@
 mod env;
 pub mod model;
 mod problems;
+mod proxies;
 mod raw;
 pub mod rewrite;
 mod tree;

@@ -11,6 +11,11 @@ use super::problems::{did_you_mean, Problems};
 use super::tree::{parse_int, Kind, Node, Pos, Resolved};
 use crate::secret::Secret;
 
+// The `proxies:` and `vip:` blocks (application endpoints): a child module, so it reads them
+// with the same positioned helpers.
+mod proxies;
+pub use proxies::{RawProxy, RawVip, PROXY_KEYS, VIP_KEYS};
+
 /// A value and where it was written.
 #[derive(Debug, Clone)]
 pub struct At<T> {
@@ -136,9 +141,13 @@ pub struct RawFile {
     pub hosts: Vec<RawHost>,
     /// Position of `hosts:`, if written.
     pub hosts_pos: Option<Pos>,
+    /// `proxies:`, in file order.
+    pub proxies: Vec<RawProxy>,
+    /// `vip:`, if written.
+    pub vip: Option<RawVip>,
 }
 
-pub const TOP_KEYS: &[&str] = &["name", "defaults", "replication", "hosts"];
+pub const TOP_KEYS: &[&str] = &["name", "defaults", "replication", "hosts", "proxies", "vip"];
 pub const DEFAULTS_KEYS: &[&str] = &[
     "ssh",
     "mysql",
@@ -180,6 +189,8 @@ enum Level {
     Ssh,
     Mysql,
     Replication,
+    Proxy,
+    Vip,
 }
 
 impl Level {
@@ -191,6 +202,8 @@ impl Level {
             Level::Ssh => SSH_KEYS,
             Level::Mysql => MYSQL_KEYS,
             Level::Replication => REPLICATION_KEYS,
+            Level::Proxy => PROXY_KEYS,
+            Level::Vip => VIP_KEYS,
         }
     }
 }
@@ -718,6 +731,8 @@ pub fn read_file(doc: Option<&Node>, ctx: &mut Ctx) -> Option<RawFile> {
                 raw.hosts_pos = Some(k.pos);
                 raw.hosts = read_hosts(v, k.pos, ctx);
             }
+            "proxies" => raw.proxies = proxies::read_proxies(v, k.pos, ctx),
+            "vip" => raw.vip = proxies::read_vip(v, k.pos, ctx),
             _ => {}
         }
     }
