@@ -25,6 +25,7 @@ pub(crate) mod observe;
 pub(crate) mod par;
 pub(crate) mod plan;
 pub(crate) mod promote;
+pub(crate) mod proxy;
 pub(crate) mod report;
 pub mod secret;
 #[cfg(test)]

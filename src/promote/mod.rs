@@ -5,7 +5,7 @@
 
 pub mod exec;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,6 +30,24 @@ pub struct PromoteOptions {
     pub yes: bool,
     pub force: bool,
     pub timeout: Duration,
+    /// Lag above which a slave stays out of the proxies' reader endpoints.
+    pub max_lag: u64,
+}
+
+/// Sessions to the proxies of the file, and why each one that could not be reached was not.
+pub fn observe_proxies(
+    topo: &Topology,
+    timeout: Duration,
+) -> (crate::proxy::ProxySessions, BTreeMap<String, String>) {
+    if topo.proxies.is_empty() {
+        return Default::default();
+    }
+    let (sessions, failed) = crate::proxy::connect_all(topo, Some(timeout));
+    let down = failed
+        .into_iter()
+        .map(|(n, e)| (n, format!("{e:#}")))
+        .collect();
+    (sessions, down)
 }
 
 /// How an SSH connect failed: nothing answered (refused, timed out) or something did.
@@ -119,11 +137,17 @@ pub fn observe(
 pub fn run(path: &Path, topo: &Topology, target: &str, opts: &PromoteOptions) -> Result<i32> {
     let progress = Progress::new(false);
     let conn_timeout = opts.timeout.min(Duration::from_secs(5));
-    let (sessions, facts, states) = observe(topo, conn_timeout);
+    // The servers and the proxies at once.
+    let ((sessions, facts, states), (proxy_sessions, proxies_down)) = std::thread::scope(|s| {
+        let p = s.spawn(|| observe_proxies(topo, conn_timeout));
+        let o = observe(topo, conn_timeout);
+        (o, p.join().unwrap_or_default())
+    });
     progress.step(target, &format!("observed {} hosts", topo.hosts.len()));
     let pf = PromoteFacts {
         facts: &facts,
         hosts: &states,
+        proxies_down: &proxies_down,
     };
     let Some(plan) = plan_promote(
         topo,
@@ -169,7 +193,8 @@ pub fn run(path: &Path, topo: &Topology, target: &str, opts: &PromoteOptions) ->
         .filter(|h| facts.get(&h.name).is_some_and(|f| f.sql.is_some()))
         .map(|h| h.name.clone())
         .collect();
-    let ex = exec::Exec::new(topo, &sessions, opts.timeout, &progress, path, &hosts);
+    let ex = exec::Exec::new(topo, &sessions, opts.timeout, &progress, path, &hosts)
+        .with_proxies(&proxy_sessions, opts.max_lag);
     match ex.run(&plan) {
         Ok(summary) => {
             rewrite_file(path, &plan)?;
