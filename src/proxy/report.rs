@@ -342,7 +342,9 @@ pub fn json(topo: &Topology, pf: &BTreeMap<String, ProxyFacts>) -> (Value, Value
                             json!({
                                 "role": e.as_str(), "port": port,
                                 "configured": l.is_some(),
-                                "sends_to": l.as_ref().map(|l| reached(l)).unwrap_or_default(),
+                                // Backup servers only take connections when no other is up.
+                                "sends_to": l.as_ref().map(|l| reached(&l.iter().filter(|s| !s.backup).cloned().collect::<Vec<_>>())).unwrap_or_default(),
+                                "fallback": l.as_ref().map(|l| reached(&l.iter().filter(|s| s.backup).cloned().collect::<Vec<_>>())).unwrap_or_default(),
                                 "servers": l.unwrap_or_default().iter().map(|s| json!({
                                     "host": s.host, "address": s.address, "backup": s.backup,
                                     "on": s.on, "health": if s.health.is_empty() { Value::Null } else { json!(s.health) },

@@ -4,6 +4,7 @@ mod init;
 mod lab;
 mod netns;
 mod promote;
+mod proxy;
 mod ssh;
 mod ssh_isolated;
 mod status;
