@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # repltool benchmarks: one command, a markdown table on stdout (progress on stderr).
 #
-#   bash bench/run.sh [section...]      sections: lab init status promote seed (default: all)
+#   bash bench/run.sh [section...]      sections: lab init status promote seed proxy (default: all)
 #   SEED_MB=1024 bash bench/run.sh seed size of the seeding data set in MiB (default 1024)
 #   BENCH_LOGS=DIR bash bench/run.sh    keep the promote outputs (with their timings) in DIR
 #   RUNS=7 bash bench/run.sh lab        more runs per row (default 5; the median is reported)
@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-5}
-ALL_SECTIONS=(lab init status promote seed)
+ALL_SECTIONS=(lab init status promote seed proxy)
 BIN="$PWD/target/release/repltool"
 
 log() { printf '%s\n' "$*" >&2; }

@@ -7,7 +7,10 @@ need=()
 # still known to dpkg, but its programs are gone.
 installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
 # debootstrap: tests/roots.sh builds the MySQL 9.7 and MariaDB 11.8 roots the netns hosts run.
-for pkg in mariadb-server mariadb-client mariadb-backup openssh-server openssh-client iproute2 procps debootstrap; do
+# haproxy, nginx + libnginx-mod-stream, keepalived, socat: the proxy hosts of the endpoint tests
+# (and the unit tests that check rendered files with the real programs).
+for pkg in mariadb-server mariadb-client mariadb-backup openssh-server openssh-client iproute2 procps debootstrap \
+           haproxy nginx libnginx-mod-stream keepalived socat; do
   installed "$pkg" || need+=("$pkg")
 done
 if [ "${#need[@]}" -eq 0 ]; then

@@ -17,7 +17,7 @@ use crate::flavor::{ChangeMaster, Flavor, PromotionRecord, WaitOutcome};
 use crate::lock::ClusterLock;
 use crate::observe::{self, column};
 use crate::plan::init::change_master_to;
-use crate::plan::promote::{file_key, rank, Act, Coord, Mode, PromotePlan, Step};
+use crate::plan::promote::{file_key, rank, Act, Coord, Fence, Mode, PromotePlan, Step};
 use crate::report::Progress;
 use crate::topology::{Host, Topology};
 use crate::transport::sql::SqlConn;
@@ -130,13 +130,38 @@ impl<'a> Exec<'a> {
     /// Move the writer endpoint of `proxies`: drain it (`to` None) or point it at `to`. In a
     /// failover a proxy that fails is reported and the promote goes on (the old master is
     /// dead or fenced; the new one must take the writes); otherwise the step fails.
+    ///
+    /// nginx has no runtime switch: each move is a graceful reload. Unless the old master may
+    /// still take writes, nginx is not drained by a reload of its own: the reload that points
+    /// it at the target ends the previous workers and their sessions instead, one reload
+    /// instead of two inside the write window.
     fn move_writer(&self, plan: &PromotePlan, proxies: &[String], to: Option<&str>) -> Result<()> {
         let ps = self
             .proxies
             .ok_or_else(|| anyhow!("no sessions to the proxies"))?;
+        let failover = matches!(plan.mode, Mode::Failover | Mode::PairFailover);
+        // A reload of nginx's own to drain it only when its old master may still take writes
+        // (a forced failover); otherwise the old master is read-only or down, and the reload
+        // that points nginx at the target ends the previous workers and their sessions.
+        let old_may_write = matches!(plan.fence, Some(Fence::None | Fence::StopServer));
         let moved = match to {
-            None => crate::proxy::exec::drain_writer(self.topo, ps, proxies, self.timeout),
-            Some(t) => crate::proxy::exec::point_writer(self.topo, ps, proxies, t, self.timeout),
+            None => {
+                let drained: Vec<String> = proxies
+                    .iter()
+                    .filter(|p| {
+                        old_may_write
+                            || self
+                                .topo
+                                .proxy(p)
+                                .is_some_and(|x| x.kind == crate::topology::ProxyKind::Haproxy)
+                    })
+                    .cloned()
+                    .collect();
+                crate::proxy::exec::drain_writer(self.topo, ps, &drained, self.timeout)
+            }
+            Some(t) => {
+                crate::proxy::exec::point_writer(self.topo, ps, proxies, t, true, self.timeout)
+            }
         };
         self.st().writer_moved = true;
         let mut errors = Vec::new();
@@ -149,9 +174,9 @@ impl<'a> Exec<'a> {
         if errors.is_empty() {
             return Ok(());
         }
-        if matches!(plan.mode, Mode::Failover | Mode::PairFailover) {
+        if failover {
             let msg = format!(
-                "the writer endpoint could not be moved on {} : run `repltool init` once it answers",
+                "the writer endpoint could not be moved on {}: run `repltool init` once it answers",
                 errors.join("; ")
             );
             self.progress.record(&msg);
@@ -340,7 +365,7 @@ impl<'a> Exec<'a> {
         let o = plan.old.as_str();
         let mut failed = Vec::new();
         let drained = crate::proxy::exec::drain_writer(self.topo, ps, &proxies, self.timeout);
-        let back = crate::proxy::exec::point_writer(self.topo, ps, &proxies, o, self.timeout);
+        let back = crate::proxy::exec::point_writer(self.topo, ps, &proxies, o, true, self.timeout);
         for (p, r) in drained.into_iter().chain(back) {
             if let Err(e) = r {
                 failed.push(format!("{p}: {e:#}"));

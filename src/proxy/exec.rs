@@ -208,24 +208,51 @@ fn restore(s: &mut dyn HostSession, paths: &[String], t: Duration) -> Result<()>
     run(s, &script, None, t).map(|_| ())
 }
 
-/// nginx: reload by SIGHUP to the master, wait until a new generation of workers runs, and
-/// with `drain` end the previous generation at once (its sessions to the server the writer
-/// left). The workers are the master's children: found by parent pid, never by name.
-fn nginx_reload(s: &mut dyn HostSession, pid_file: &str, drain: bool, t: Duration) -> Result<()> {
-    let script = format!(
-        "m=$(head -n 1 {pf} 2>/dev/null); [ -n \"$m\" ] && kill -0 \"$m\" 2>/dev/null || {{ echo 'nginx is not running (no live pid in {pf})' >&2; exit 1; }}; \
+/// nginx: reload by SIGHUP to the master whose pid is in the file `pf` (a shell word), wait
+/// until a new generation of workers runs, and with `drain` end the previous generation at
+/// once (its sessions to the server the writer left). The workers are the master's children:
+/// found by parent pid, never by name.
+fn nginx_reload_script(pf: &str, drain: bool) -> String {
+    format!(
+        "m=$(head -n 1 {pf} 2>/dev/null); [ -n \"$m\" ] && kill -0 \"$m\" 2>/dev/null || {{ echo \"nginx is not running (no live pid in {pf})\" >&2; exit 1; }}; \
          old=$(ps -o pid= --ppid \"$m\" | tr -d ' '); kill -HUP \"$m\"; i=0; \
          while :; do new=''; for c in $(ps -o pid= --ppid \"$m\" | tr -d ' '); do case \" $(echo $old) \" in *\" $c \"*) ;; *) new=$c ;; esac; done; \
          [ -n \"$new\" ] && break; i=$((i+1)); if [ $i -ge 500 ]; then echo 'nginx started no new workers after the reload: see /var/log/nginx/error.log' >&2; exit 1; fi; sleep 0.01; done; \
-         {drain}",
-        pf = shell_quote(pid_file),
-        drain = if drain {
+         {}",
+        if drain {
             "for c in $old; do kill -TERM \"$c\" 2>/dev/null || true; done"
         } else {
             "true"
         }
-    );
-    run(s, &script, None, t).map(|_| ())
+    )
+}
+
+fn nginx_reload(s: &mut dyn HostSession, pid_file: &str, drain: bool, t: Duration) -> Result<()> {
+    run(
+        s,
+        &nginx_reload_script(&shell_quote(pid_file), drain),
+        None,
+        t,
+    )
+    .map(|_| ())
+}
+
+/// The whole nginx writer move in one round trip: repltool's file rewritten so the writer
+/// upstream sends to `to` only (None: nobody), the previous file kept as `.bak`, a graceful
+/// reload, and with `end_previous` the previous workers ended.
+pub fn nginx_move_script(cluster: &str, to: Option<&str>, end_previous: bool) -> String {
+    let f = shell_quote(&paths::nginx_file(cluster));
+    format!(
+        "set -e; f={f}; [ -e \"$f\" ] || {{ echo \"$f does not exist: run repltool init first\" >&2; exit 1; }}; \
+         pf=$(awk '/^[[:space:]]*pid[[:space:]]/ {{ v = $2; sub(/;$/, \"\", v); print v; exit }}' {conf} 2>/dev/null || true); [ -n \"$pf\" ] || pf={pid}; \
+         t=\"$f.repltool-new\"; trap 'rm -f \"$t\"' EXIT; \
+         if ! {awk} < \"$f\" > \"$t\"; then echo \"$f has no writer upstream for {cluster}: run repltool init\" >&2; exit 1; fi; \
+         cp -p \"$f\" \"$f.bak\"; mv -f \"$t\" \"$f\"; trap - EXIT; set +e; {reload}",
+        conf = paths::NGINX_CONF,
+        pid = paths::NGINX_PID,
+        awk = render::nginx_writer_awk(cluster, to),
+        reload = nginx_reload_script("\"$pf\"", end_previous),
+    )
 }
 
 /// Wait until the pid file names a live process.
@@ -248,10 +275,8 @@ fn execute_one(
     progress: &Progress,
     t: Duration,
 ) -> Result<()> {
-    let n = &p.name;
     let mut nginx_written: Vec<String> = Vec::new();
     for (step, line) in plan.steps.iter().zip(plan.lines()) {
-        progress.step(n, line.trim_start_matches(&format!("{n}: ")));
         match step {
             PStep::Write {
                 path,
@@ -394,8 +419,8 @@ pub fn plan_now(
 /// What one proxy did in a writer move.
 pub type Moved = Vec<(String, Result<String>)>;
 
-/// Promote's first endpoint move: the writer endpoint of every proxy in `proxies` reaches no
-/// server any more and the sessions it holds are ended (HAProxy: every writer server in
+/// A promote's first endpoint move: the writer endpoint of every proxy in `proxies` reaches
+/// no server any more and the sessions it holds are ended (HAProxy: every writer server in
 /// maintenance and its sessions shut, at runtime; nginx: the writer upstream all `down`, a
 /// graceful reload, the previous workers ended). Proxies in parallel.
 pub fn drain_writer(
@@ -404,18 +429,21 @@ pub fn drain_writer(
     proxies: &[String],
     t: Duration,
 ) -> Moved {
-    move_writer(topo, sessions, proxies, None, t)
+    move_writer(topo, sessions, proxies, None, true, t)
 }
 
-/// Promote's second endpoint move: the writer endpoint sends new connections to `to` only.
+/// A promote's second endpoint move: the writer endpoint sends new connections to `to` only.
+/// nginx with `end_previous`: the workers of the previous configuration are ended once the new
+/// ones run (the drain, for a writer that was not drained before).
 pub fn point_writer(
     topo: &Topology,
     sessions: &ProxySessions,
     proxies: &[String],
     to: &str,
+    end_previous: bool,
     t: Duration,
 ) -> Moved {
-    move_writer(topo, sessions, proxies, Some(to), t)
+    move_writer(topo, sessions, proxies, Some(to), end_previous, t)
 }
 
 fn move_writer(
@@ -423,6 +451,7 @@ fn move_writer(
     sessions: &ProxySessions,
     proxies: &[String],
     to: Option<&str>,
+    end_previous: bool,
     t: Duration,
 ) -> Moved {
     let res = crate::par::each(proxies, |name| {
@@ -454,41 +483,14 @@ fn move_writer(
                 })
             }
             ProxyKind::Nginx => {
-                let file = paths::nginx_file(&topo.name);
-                let text = s
-                    .read_file(std::path::Path::new(&file), true)?
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .ok_or_else(|| anyhow!("{file} does not exist: run `repltool init` first"))?;
-                let pid = pid_file_of(s, t)?;
-                let new =
-                    render::nginx_with_writer(&text, &topo.name, to).map_err(|e| anyhow!(e))?;
-                write_file(s, &file, &new, 0o644, None, t)?;
-                nginx_reload(s, &pid, to.is_none(), t)?;
-                Ok(match to {
-                    None => "writer endpoint drained (its upstream all down, nginx reloaded, previous workers ended)".to_string(),
-                    Some(to) => format!("writer endpoint sends to {to} (nginx reloaded)"),
+                run(s, &nginx_move_script(&topo.name, to, end_previous), None, t)?;
+                Ok(match (to, end_previous) {
+                    (None, _) => "writer endpoint drained (its upstream all down, nginx reloaded, previous workers ended)".to_string(),
+                    (Some(to), true) => format!("writer endpoint sends to {to} (nginx reloaded, previous workers ended)"),
+                    (Some(to), false) => format!("writer endpoint sends to {to} (nginx reloaded)"),
                 })
             }
         })
     });
     proxies.iter().cloned().zip(res).collect()
-}
-
-/// nginx's pid file (its `pid` directive, else Debian's).
-fn pid_file_of(s: &mut dyn HostSession, t: Duration) -> Result<String> {
-    let out = run(
-        s,
-        &format!(
-            "awk '/^[[:space:]]*pid[[:space:]]/ {{ v = $2; sub(/;$/, \"\", v); print v; exit }}' {} 2>/dev/null || true",
-            paths::NGINX_CONF
-        ),
-        None,
-        t,
-    )?;
-    let v = out.trim();
-    Ok(if v.is_empty() {
-        paths::NGINX_PID.to_string()
-    } else {
-        v.to_string()
-    })
 }

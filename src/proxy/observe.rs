@@ -151,6 +151,12 @@ pub fn probe_script(topo: &Topology, p: &Proxy) -> String {
             s.push_str(&format!(
                 "if command -v nginx >/dev/null 2>&1; then t=$(nginx -T 2>&1); rc=$?; if [ $rc -ne 0 ]; then echo \"{MARK}NGINXT_FAIL\"; printf '%s\\n' \"$t\" | tail -n 5; echo \"{MARK}EOF\"; else printf '%s\\n' \"$t\" | awk '/^# configuration file / {{ f = $4; sub(/:$/, \"\", f); n = 0; next }} {{ n++ }} /^[[:space:]]*stream[[:space:]]*\\{{/ {{ print \"{MARK}STREAMAT \" f \":\" n }} /^[[:space:]]*include[[:space:]]+\\/etc\\/nginx\\/repltool\\// {{ print \"{MARK}INCLUDED\" }} /^[[:space:]]*pid[[:space:]]/ {{ v = $2; sub(/;$/, \"\", v); print \"{MARK}PIDFILE \" v }}'; fi; fi\n"
             ));
+            // Running: the pid file nginx -T named (Debian's by default) holds a live pid.
+            s.push_str(&format!(
+                "pf=$(printf '%s\\n' \"$t\" | awk '/^[[:space:]]*pid[[:space:]]/ {{ v = $2; sub(/;$/, \"\", v); print v; exit }}'); [ -n \"$pf\" ] || pf={}\n",
+                paths::NGINX_PID
+            ));
+            s.push_str(&alive("RUNNING", "\"$pf\""));
         }
     }
     if topo.vip.is_some() {

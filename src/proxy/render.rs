@@ -321,48 +321,21 @@ pub fn splice(text: &str, begin: &str, end: &str, block: &str) -> Result<String,
     }
 }
 
-/// repltool's nginx file with its writer upstream sending to `on` only (None: to nobody),
-/// everything else as it is: the writer move of a promote, between two full renders.
-pub fn nginx_with_writer(text: &str, cluster: &str, on: Option<&str>) -> Result<String, String> {
+/// An awk command (stdin to stdout) that rewrites repltool's nginx file so its writer
+/// upstream sends to `on` only (None: to nobody), everything else as it is: the writer move of
+/// a promote, done on the proxy in the same round trip as the reload.
+pub fn nginx_writer_awk(cluster: &str, on: Option<&str>) -> String {
     let up = nginx_upstream(cluster, Endpoint::Writer);
-    let mut out = String::new();
-    let mut inside = false;
-    let mut found = false;
-    for l in text.split_inclusive('\n') {
-        let t = l.trim();
-        if !inside {
-            if t.strip_prefix("upstream ")
-                .and_then(|r| r.strip_suffix('{'))
-                .map(str::trim)
-                == Some(up.as_str())
-            {
-                inside = true;
-                found = true;
-            }
-            out.push_str(l);
-            continue;
-        }
-        if t.starts_with('}') {
-            inside = false;
-            out.push_str(l);
-            continue;
-        }
-        match t.strip_prefix("server ").and_then(|r| r.split_once('#')) {
-            Some((decl, host)) => {
-                let host = host.trim();
-                let address = decl.split_whitespace().next().unwrap_or("");
-                let state = if on == Some(host) {
-                    " max_fails=1 fail_timeout=2s"
-                } else {
-                    " down"
-                };
-                out.push_str(&format!("\tserver {address}{state}; # {host}\n"));
-            }
-            None => out.push_str(l),
-        }
-    }
-    if !found {
-        return Err(format!("no `upstream {up}` in repltool's nginx file"));
-    }
-    Ok(out)
+    format!(
+        "awk -v up='{up}' -v on='{}' '\
+         $1 == \"upstream\" && $2 == up {{ inside = 1; found = 1; print; next }} \
+         inside && /^[[:space:]]*}}/ {{ inside = 0; print; next }} \
+         inside && $1 == \"server\" && index($0, \"#\") {{ \
+           host = $0; sub(/^[^#]*#[[:space:]]*/, \"\", host); addr = $2; sub(/;$/, \"\", addr); \
+           if (host == on) print \"\\tserver \" addr \" max_fails=1 fail_timeout=2s; # \" host; \
+           else print \"\\tserver \" addr \" down; # \" host; next }} \
+         {{ print }} \
+         END {{ if (!found) exit 3 }}'",
+        on.unwrap_or("")
+    )
 }

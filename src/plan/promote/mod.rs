@@ -1086,13 +1086,19 @@ impl PromotePlan {
                     w.start()
                 )
             }),
-            Act::DrainWriter => vec![format!(
-                "{list}: writer endpoint to no server, its sessions ended (HAProxy: every writer server in maintenance and `shutdown sessions`; nginx: writer upstream down, graceful reload, previous workers ended): no application session stays on {o}"
-            )],
+            Act::DrainWriter => vec![if matches!(self.fence, Some(Fence::None | Fence::StopServer)) {
+                format!(
+                    "{list}: writer endpoint to no server, its sessions ended (HAProxy: every writer server in maintenance and `shutdown sessions`; nginx: writer upstream down, graceful reload, previous workers ended): no application session stays on {o}"
+                )
+            } else {
+                format!(
+                    "{list}: HAProxy's writer endpoint to no server, its sessions ended (every writer server in maintenance and `shutdown sessions`): no application session stays on {o} (nginx: at the reload that points it)"
+                )
+            }],
             Act::PointWriter => vec![format!(
-                "{list}: writer endpoint sends new connections to {t} only{}",
+                "{list}: writer endpoint sends new connections to {t} only (nginx: graceful reload, then the previous workers and their sessions on {o} end){}",
                 if matches!(self.mode, Mode::Failover | Mode::PairFailover) {
-                    " (a proxy that fails is reported, the promote goes on)"
+                    "; a proxy that fails is reported, the promote goes on"
                 } else {
                     ""
                 }

@@ -5,6 +5,7 @@ mod lab;
 mod netns;
 mod promote;
 mod proxy;
+mod proxy_bench;
 mod ssh;
 mod ssh_isolated;
 mod status;

@@ -55,6 +55,19 @@ fn haproxy_init_keeps_the_users_config_converges_without_reload_and_serves_reade
     p1.sh("printf '\\nlisten users-own\\n\\tbind *:8080\\n\\tmode tcp\\n\\tserver s 127.0.0.1:9\\n' >> /etc/haproxy/haproxy.cfg");
     let before = p1.sh("cat /etc/haproxy/haproxy.cfg");
     add_proxies(&net, "haproxy", false);
+    // HAProxy missing on the proxy (its binary hidden in p1's own mount namespace): a clear
+    // error naming the package, before anything is changed anywhere.
+    p1.sh("mount --bind /dev/null /usr/sbin/haproxy");
+    let out = net.run(&["init"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("p1: `haproxy` is not installed: install the `haproxy` package (apt-get install haproxy)"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_eq!(net.h(1).etc_mysql("mariadb.conf.d/60-repltool.cnf"), None);
+    p1.sh("umount /usr/sbin/haproxy");
     let out = ok(&net, &["init"]);
     eprintln!("{out}");
     let cfg = p1.sh("cat /etc/haproxy/haproxy.cfg");
@@ -181,4 +194,160 @@ fn haproxy_init_keeps_the_users_config_converges_without_reload_and_serves_reade
         Some(pid),
         "HAProxy was reloaded"
     );
+}
+
+/// A switchover then a failover under an application writer connected through the writer
+/// endpoint of `kind` on p1: every acknowledged write is on the new master each time, the
+/// writes go on, the endpoint and the file agree afterwards. Returns the writer's gaps (for
+/// the log).
+fn writer_follows_promotes(kind: &str) {
+    let net = NetnsHosts::start_with_proxies(&[Flavor::System; 3], 1);
+    let p1 = net.p(1);
+    add_proxies(&net, kind, false);
+    ok(&net, &["init"]);
+    app_schema(&net, 1);
+    let (s2, s3) = (server_id(&net, 2), server_id(&net, 3));
+    // Switchover h1 -> h2 under load.
+    let w = Writer::start(&p1.addr, WRITER_PORT, Duration::from_secs(60), 1_000_000);
+    std::thread::sleep(Duration::from_millis(700));
+    let t0 = std::time::Instant::now();
+    let o = net.run(&["promote", "h2", "--yes"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let t1 = std::time::Instant::now();
+    eprintln!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+    std::thread::sleep(Duration::from_millis(700));
+    let writes = w.stop();
+    eprintln!(
+        "netns: {kind} switchover: {} writes acknowledged, {} errors, longest gap {:?}",
+        writes.acked.len(),
+        writes.errors,
+        writes.max_gap
+    );
+    assert!(
+        writes.acked_after(t1) > 0,
+        "no write acknowledged after the switchover"
+    );
+    assert!(
+        writes.acked.iter().any(|(_, a)| *a < t0),
+        "no write before the switchover"
+    );
+    all_acked_on(&writes, net.h(2));
+    assert_eq!(lands_on(&p1.addr, WRITER_PORT), Ok(s2));
+    let v = json(&net.run(&["status", "--format", "json"]));
+    assert_eq!(sends_to(&v, 0, 0), vec!["h2"], "{v:#}");
+    // The old master replicates from h2: a reader again; h2 the readers' fallback only.
+    let mut last = serde_json::Value::Null;
+    let healthy = (0..100).any(|_| {
+        let v = json(&net.run(&["status", "--format", "json"]));
+        let done =
+            sends_to(&v, 0, 1) == vec!["h1", "h3"] && v["healthy"] == serde_json::json!(true);
+        last = v;
+        done || {
+            std::thread::sleep(Duration::from_millis(100));
+            false
+        }
+    });
+    assert!(
+        healthy,
+        "h1 not in the reader endpoint, or not healthy: {last:#}"
+    );
+    // Converged with the file: init changes nothing.
+    let again = ok(&net, &["init"]);
+    assert!(again.contains("nothing to do"), "{again}");
+    // Failover h2 -> h3 under load: the server of h2 crashes.
+    let w = Writer::start(&p1.addr, WRITER_PORT, Duration::from_secs(60), 1_000_000);
+    std::thread::sleep(Duration::from_millis(700));
+    net.h(2).crash_server();
+    let t0 = std::time::Instant::now();
+    let o = net.run(&["promote", "h3", "--yes"]);
+    assert!(o.status.success(), "{}", show(&o));
+    eprintln!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+    std::thread::sleep(Duration::from_millis(700));
+    let writes = w.stop();
+    let first = writes.first_after(t0).expect("a write after the failover");
+    eprintln!(
+        "netns: {kind} failover: {} writes acknowledged, first on h3 {:?} after the promote started",
+        writes.acked.len(),
+        first - t0
+    );
+    // The dead master's host answered: what no slave received was read from its disk.
+    all_acked_on(&writes, net.h(3));
+    assert_eq!(lands_on(&p1.addr, WRITER_PORT), Ok(s3));
+    let v = json(&net.run(&["status", "--format", "json"]));
+    assert_eq!(sends_to(&v, 0, 0), vec!["h3"], "{v:#}");
+    // The dead h2 is in no endpoint; h1 serves the reads.
+    assert_eq!(sends_to(&v, 0, 1), vec!["h1"], "{v:#}");
+}
+
+#[test]
+fn haproxy_writer_follows_a_switchover_and_a_failover_under_load() {
+    writer_follows_promotes("haproxy");
+}
+
+#[test]
+fn nginx_writer_follows_a_switchover_and_a_failover_under_load() {
+    writer_follows_promotes("nginx");
+}
+
+#[test]
+fn the_vip_moves_when_the_active_proxy_dies() {
+    let net = NetnsHosts::start_with_proxies(&[Flavor::System; 2], 2);
+    let (p1, p2) = (net.p(1), net.p(2));
+    add_proxies(&net, "haproxy", true);
+    let out = ok(&net, &["init"]);
+    eprintln!("{out}");
+    let vip = vip();
+    // keepalived on both; the first proxy in the file (highest priority) takes the VIP.
+    let took = wait_for("the VIP on p1", Duration::from_secs(15), || holds(p1, &vip));
+    eprintln!("netns: p1 took the VIP {took:?} after init");
+    assert!(!holds(p2, &vip));
+    app_schema(&net, 1);
+    let s1 = server_id(&net, 1);
+    assert_eq!(lands_on(&vip, WRITER_PORT), Ok(s1));
+    let v = json(&net.run(&["status", "--format", "json"]));
+    assert_eq!(v["vip"]["held_by"], serde_json::json!(["p1"]), "{v:#}");
+    assert_eq!(v["healthy"], serde_json::json!(true), "{v:#}");
+    // Converged: keepalived not reloaded, nothing to do.
+    let kpid = pid_in(p1, "/run/keepalived.pid").expect("keepalived runs on p1");
+    assert!(ok(&net, &["init"]).contains("nothing to do"));
+    assert_eq!(pid_in(p1, "/run/keepalived.pid"), Some(kpid));
+    // The application writes through the VIP; HAProxy on p1 dies.
+    let w = Writer::start(&vip, WRITER_PORT, Duration::from_secs(60), 1_000_000);
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = std::time::Instant::now();
+    kill_pidfile(p1, "/run/haproxy.pid");
+    let moved = wait_for("the VIP on p2", Duration::from_secs(20), || holds(p2, &vip));
+    assert!(!holds(p1, &vip), "the VIP is on both proxies");
+    wait_for(
+        "writes through the VIP again",
+        Duration::from_secs(10),
+        || lands_on(&vip, WRITER_PORT) == Ok(s1),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let writes = w.stop();
+    let first = writes
+        .first_after(t0 + Duration::from_millis(1))
+        .expect("writes after");
+    eprintln!(
+        "netns: HAProxy on p1 killed: the VIP on p2 after {moved:?}; writes through the VIP again after {:?} (longest gap {:?}, {} acknowledged)",
+        first - t0,
+        writes.max_gap,
+        writes.acked.len()
+    );
+    all_acked_on(&writes, net.h(1));
+    // status: p1's HAProxy is down (with the command that fixes it); p2 holds the VIP.
+    let out = net.run(&["status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let text = stdout(&out);
+    assert!(text.contains("p1: HAProxy is not running"), "{text}");
+    assert!(text.contains("p2 [VIP]"), "{text}");
+    // init starts it again; the VIP stays where it is (nopreempt: one move per failure).
+    ok(&net, &["init"]);
+    let v = json(&net.run(&["status", "--format", "json"]));
+    assert_eq!(v["healthy"], serde_json::json!(true), "{v:#}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(holds(p2, &vip) && !holds(p1, &vip));
+    // keepalived's notify scripts are not used: no database was touched by the move.
+    assert_eq!(net.h(1).sql("SELECT @@read_only"), "0");
+    assert_eq!(net.h(2).sql("SELECT @@read_only"), "1");
 }

@@ -125,6 +125,12 @@ pub struct Writer {
 
 impl Writer {
     pub fn start(addr: &str, port: u16, limit: Duration, count: u64) -> Writer {
+        Writer::start_into(addr, port, "seq", limit, count)
+    }
+
+    /// [`Writer::start`] into table `app.TABLE` (`id BIGINT PRIMARY KEY`).
+    pub fn start_into(addr: &str, port: u16, table: &str, limit: Duration, count: u64) -> Writer {
+        let table = table.to_string();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let addr = addr.to_string();
@@ -145,7 +151,7 @@ impl Writer {
                 }
                 let r = conn
                     .as_mut()
-                    .map(|c| c.query_drop(format!("INSERT INTO app.seq (id) VALUES ({next})")));
+                    .map(|c| c.query_drop(format!("INSERT INTO app.{table} (id) VALUES ({next})")));
                 let ok = match r {
                     Some(Ok(())) => true,
                     // An earlier attempt whose answer was lost did commit: the row is there.
@@ -198,11 +204,22 @@ impl Drop for Writer {
 
 /// Every id of app.seq on host K.
 pub fn ids_on(h: &NsHost) -> BTreeSet<u64> {
-    h.sql("SELECT id FROM app.seq")
+    ids_in(h, "seq")
+}
+
+/// Every id of app.TABLE on host K.
+pub fn ids_in(h: &NsHost, table: &str) -> BTreeSet<u64> {
+    h.sql(&format!("SELECT id FROM app.{table}"))
         .lines()
         .filter(|l| !l.is_empty())
         .map(|l| l.trim().parse().expect("an id"))
         .collect()
+}
+
+/// Acknowledged ids missing from app.TABLE on `h`.
+pub fn lost_on(w: &Writes, h: &NsHost, table: &str) -> Vec<u64> {
+    let have = ids_in(h, table);
+    w.ids().difference(&have).copied().collect()
 }
 
 /// Assert every acknowledged id is on host `h`; says how many.
