@@ -618,6 +618,7 @@ impl<'a> Exec<'a> {
                     // Never two writable members: the other one is read-only first when it
                     // answers (PairFence did it in a switch).
                 }
+                crate::failpoint::hit("promote-before-writable");
                 self.with(t, |c, f| c.run(&f.set_read_only(false)))?;
                 let mut st = self.st();
                 st.target_writable = true;

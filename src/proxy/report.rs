@@ -276,9 +276,14 @@ pub fn table(topo: &Topology, pf: &BTreeMap<String, ProxyFacts>) -> Table {
             ]);
             continue;
         }
+        let running = f.is_some_and(|f| f.running);
         for (e, port) in endpoints(p) {
             let l = f.and_then(|f| live(topo, p, f, e));
             let (on, off) = match &l {
+                None if !running => (
+                    format!("({} not running)", kind_name(p.kind)),
+                    String::new(),
+                ),
                 None => ("(not configured)".to_string(), String::new()),
                 Some(l) => {
                     let on: Vec<String> = l.iter().filter(|s| s.on).map(server_text).collect();

@@ -833,3 +833,49 @@ fn the_nginx_and_keepalived_files_pass_their_own_checks() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn writer_moves_are_one_round_trip_per_proxy() {
+    use crate::transport::fake::{FakeServer, FakeSession};
+    let t = with_proxies(topo(MS), &[ProxyKind::Haproxy, ProxyKind::Nginx], false);
+    let mut sessions = ProxySessions::new();
+    let mut logs = Vec::new();
+    for p in &t.proxies {
+        let s = FakeSession::new(&p.name, FakeServer::shared());
+        logs.push(s.commands.clone());
+        sessions.insert(p.name.clone(), std::sync::Mutex::new(Box::new(s)));
+    }
+    let names: Vec<String> = t.proxies.iter().map(|p| p.name.clone()).collect();
+    let d = std::time::Duration::from_secs(5);
+    for (_, r) in exec::drain_writer(&t, &sessions, &names, d) {
+        r.unwrap();
+    }
+    for (_, r) in exec::point_writer(&t, &sessions, &names, "db2", true, d) {
+        r.unwrap();
+    }
+    let haproxy = logs[0].lock().unwrap().clone();
+    assert_eq!(haproxy.len(), 2, "{haproxy:?}");
+    // Drain: every writer server out and its sessions shut, in one admin-socket connection.
+    assert!(haproxy[0].contains("set server repltool-shop-writer/db1 state maint; shutdown sessions server repltool-shop-writer/db1; "));
+    assert!(haproxy[0].contains("repltool-shop-writer/db3:backup state maint"));
+    assert!(haproxy[0].contains("unix-connect:/run/haproxy/repltool-shop.sock"));
+    assert!(
+        haproxy[1].contains("'set server repltool-shop-writer/db2 state ready'"),
+        "{}",
+        haproxy[1]
+    );
+    let nginx = logs[1].lock().unwrap().clone();
+    assert_eq!(nginx.len(), 2, "{nginx:?}");
+    // nginx: the file rewritten by awk and a reload, the previous workers ended.
+    assert!(
+        nginx[0].contains("-v on=''") && nginx[0].contains("kill -HUP"),
+        "{}",
+        nginx[0]
+    );
+    assert!(
+        nginx[1].contains("-v on='db2'") && nginx[1].contains("kill -TERM"),
+        "{}",
+        nginx[1]
+    );
+    assert!(!exec::nginx_move_script("shop", Some("db2"), false).contains("kill -TERM"));
+}

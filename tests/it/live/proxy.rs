@@ -194,6 +194,65 @@ fn haproxy_init_keeps_the_users_config_converges_without_reload_and_serves_reade
         Some(pid),
         "HAProxy was reloaded"
     );
+    // `check` sees the proxy: reachable, its packages, its configuration writable.
+    let v = json(&net.run(&["check", "--format", "json"]));
+    for c in ["proxy reachable", "proxy packages", "proxy config writable"] {
+        let r = v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["check"] == c && r["host"] == "p1")
+            .unwrap_or_else(|| panic!("no `{c}` row: {v:#}"));
+        assert_eq!(r["result"], "ok", "{r:#}");
+    }
+    // A switchover that aborts once the writer points at the target (its server dies before
+    // it is made writable): the writer is pointed back at the old master, which is writable
+    // again; applications write there.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_repltool"))
+        .args(["promote", "h2", "--yes", "-f"])
+        .arg(&net.file)
+        .env("REPLTOOL_FAILPOINT", "promote-before-writable:pause=4000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("repltool promote");
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if l.contains("failpoint promote-before-writable: pausing") {
+                let _ = tx.send(None);
+            }
+            all.push_str(&l);
+            all.push('\n');
+        }
+        let _ = tx.send(Some(all));
+    });
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("the failpoint"),
+        None
+    );
+    assert_eq!(
+        sends_to(&json(&net.run(&["status", "--format", "json"])), 0, 0),
+        vec!["h2"]
+    );
+    net.h(2).crash_server();
+    let stderr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("promote ends")
+        .unwrap_or_default();
+    let status = child.wait().expect("promote exit");
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the writer endpoint sends to h1 again"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("h1 is writable again"), "{stderr}");
+    assert_eq!(lands_on(&p1.addr, WRITER_PORT), Ok(s1));
+    assert_eq!(net.h(1).sql("SELECT @@read_only"), "0");
 }
 
 /// A switchover then a failover under an application writer connected through the writer
@@ -297,27 +356,37 @@ fn the_vip_moves_when_the_active_proxy_dies() {
     let out = ok(&net, &["init"]);
     eprintln!("{out}");
     let vip = vip();
-    // keepalived on both; the first proxy in the file (highest priority) takes the VIP.
-    let took = wait_for("the VIP on p1", Duration::from_secs(15), || holds(p1, &vip));
-    eprintln!("netns: p1 took the VIP {took:?} after init");
-    assert!(!holds(p2, &vip));
+    // keepalived on both; one of them takes the VIP (the higher priority, the first in the
+    // file, unless the other came up first: `nopreempt` keeps it where it is).
+    let took = wait_for("the VIP on a proxy", Duration::from_secs(15), || {
+        holds(p1, &vip) || holds(p2, &vip)
+    });
+    let (active, standby) = if holds(p1, &vip) { (p1, p2) } else { (p2, p1) };
+    eprintln!("netns: {} took the VIP {took:?} after init", active.name);
+    assert!(!holds(standby, &vip), "the VIP is on both proxies");
     app_schema(&net, 1);
     let s1 = server_id(&net, 1);
     assert_eq!(lands_on(&vip, WRITER_PORT), Ok(s1));
     let v = json(&net.run(&["status", "--format", "json"]));
-    assert_eq!(v["vip"]["held_by"], serde_json::json!(["p1"]), "{v:#}");
+    assert_eq!(
+        v["vip"]["held_by"],
+        serde_json::json!([active.name]),
+        "{v:#}"
+    );
     assert_eq!(v["healthy"], serde_json::json!(true), "{v:#}");
     // Converged: keepalived not reloaded, nothing to do.
     let kpid = pid_in(p1, "/run/keepalived.pid").expect("keepalived runs on p1");
     assert!(ok(&net, &["init"]).contains("nothing to do"));
     assert_eq!(pid_in(p1, "/run/keepalived.pid"), Some(kpid));
-    // The application writes through the VIP; HAProxy on p1 dies.
+    // The application writes through the VIP; HAProxy on the active proxy dies.
     let w = Writer::start(&vip, WRITER_PORT, Duration::from_secs(60), 1_000_000);
     std::thread::sleep(Duration::from_millis(500));
     let t0 = std::time::Instant::now();
-    kill_pidfile(p1, "/run/haproxy.pid");
-    let moved = wait_for("the VIP on p2", Duration::from_secs(20), || holds(p2, &vip));
-    assert!(!holds(p1, &vip), "the VIP is on both proxies");
+    kill_pidfile(active, "/run/haproxy.pid");
+    let moved = wait_for("the VIP on the standby", Duration::from_secs(20), || {
+        holds(standby, &vip)
+    });
+    assert!(!holds(active, &vip), "the VIP is on both proxies");
     wait_for(
         "writes through the VIP again",
         Duration::from_secs(10),
@@ -329,24 +398,30 @@ fn the_vip_moves_when_the_active_proxy_dies() {
         .first_after(t0 + Duration::from_millis(1))
         .expect("writes after");
     eprintln!(
-        "netns: HAProxy on p1 killed: the VIP on p2 after {moved:?}; writes through the VIP again after {:?} (longest gap {:?}, {} acknowledged)",
+        "netns: HAProxy on {} killed: the VIP on {} after {moved:?}; writes through the VIP again after {:?} (longest gap {:?}, {} acknowledged)",
+        active.name,
+        standby.name,
         first - t0,
         writes.max_gap,
         writes.acked.len()
     );
     all_acked_on(&writes, net.h(1));
-    // status: p1's HAProxy is down (with the command that fixes it); p2 holds the VIP.
+    // status: the dead HAProxy (with the command that fixes it); who holds the VIP.
     let out = net.run(&["status"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let text = stdout(&out);
-    assert!(text.contains("p1: HAProxy is not running"), "{text}");
-    assert!(text.contains("p2 [VIP]"), "{text}");
+    eprintln!("{text}");
+    assert!(
+        text.contains(&format!("{}: HAProxy is not running", active.name)),
+        "{text}"
+    );
+    assert!(text.contains(&format!("{} [VIP]", standby.name)), "{text}");
     // init starts it again; the VIP stays where it is (nopreempt: one move per failure).
     ok(&net, &["init"]);
     let v = json(&net.run(&["status", "--format", "json"]));
     assert_eq!(v["healthy"], serde_json::json!(true), "{v:#}");
     std::thread::sleep(Duration::from_secs(3));
-    assert!(holds(p2, &vip) && !holds(p1, &vip));
+    assert!(holds(standby, &vip) && !holds(active, &vip));
     // keepalived's notify scripts are not used: no database was touched by the move.
     assert_eq!(net.h(1).sql("SELECT @@read_only"), "0");
     assert_eq!(net.h(2).sql("SELECT @@read_only"), "1");
