@@ -394,14 +394,14 @@ fn the_vip_moves_when_the_active_proxy_dies() {
     );
     std::thread::sleep(Duration::from_millis(300));
     let writes = w.stop();
-    let first = writes
-        .first_after(t0 + Duration::from_millis(1))
-        .expect("writes after");
+    assert!(
+        writes.acked_after(t0 + moved) > 0,
+        "no write through the VIP after it moved"
+    );
     eprintln!(
-        "netns: HAProxy on {} killed: the VIP on {} after {moved:?}; writes through the VIP again after {:?} (longest gap {:?}, {} acknowledged)",
+        "netns: HAProxy on {} killed: the VIP on {} after {moved:?}; longest gap between acknowledged writes through the VIP {:?} ({} acknowledged)",
         active.name,
         standby.name,
-        first - t0,
         writes.max_gap,
         writes.acked.len()
     );
