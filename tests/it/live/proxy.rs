@@ -426,3 +426,65 @@ fn the_vip_moves_when_the_active_proxy_dies() {
     assert_eq!(net.h(1).sql("SELECT @@read_only"), "0");
     assert_eq!(net.h(2).sql("SELECT @@read_only"), "1");
 }
+
+#[test]
+fn nginx_in_front_of_a_master_master_pair_follows_the_writer_switch() {
+    // Seed 000: nginx in front of a master-master pair, with the stream module this time.
+    let net = NetnsHosts::start_with_proxies(&[Flavor::System; 2], 1);
+    let p1 = net.p(1);
+    let text = net.topology_text().replace(
+        &format!("  h1:\n    address: {}\n", net.h(1).addr),
+        &format!("  h1:\n    address: {}\n    master: h2\n", net.h(1).addr),
+    );
+    std::fs::write(&net.file, text).expect("topology file");
+    add_proxies(&net, "nginx", false);
+    ok(&net, &["init"]);
+    let conf = p1.sh("cat /etc/nginx/nginx.conf");
+    assert!(conf.contains("stream {\n\tinclude /etc/nginx/repltool/*.conf;\n}"), "{conf}");
+    assert!(conf.contains("http {"), "the user's http block is gone:\n{conf}");
+    app_schema(&net, 1);
+    let (s1, s2) = (server_id(&net, 1), server_id(&net, 2));
+    // Both members writable: the writer goes to the first, the other is its backup.
+    let v = json(&net.run(&["status", "--format", "json"]));
+    assert_eq!(sends_to(&v, 0, 0), vec!["h1"], "{v:#}");
+    assert_eq!(
+        v["proxies"][0]["endpoints"][0]["fallback"],
+        serde_json::json!(["h2"]),
+        "{v:#}"
+    );
+    assert_eq!(lands_on(&p1.addr, WRITER_PORT), Ok(s1));
+    let w = Writer::start(&p1.addr, WRITER_PORT, Duration::from_secs(60), 1_000_000);
+    std::thread::sleep(Duration::from_millis(700));
+    let out = ok(&net, &["promote", "h2", "--yes"]);
+    eprintln!("{out}");
+    std::thread::sleep(Duration::from_millis(700));
+    let writes = w.stop();
+    eprintln!(
+        "netns: nginx, pair writer switch: {} acknowledged, longest gap {:?}",
+        writes.acked.len(),
+        writes.max_gap
+    );
+    all_acked_on(&writes, net.h(2));
+    assert_eq!(lands_on(&p1.addr, WRITER_PORT), Ok(s2));
+    // h1 is the passive side now (read_only: true in the file): no writer backup any more.
+    assert!(net.topology_text().contains("read_only: true"));
+    let v = json(&net.run(&["status", "--format", "json"]));
+    assert_eq!(sends_to(&v, 0, 0), vec!["h2"], "{v:#}");
+    assert_eq!(
+        v["proxies"][0]["endpoints"][0]["fallback"],
+        serde_json::json!([]),
+        "{v:#}"
+    );
+    assert!(ok(&net, &["init"]).contains("nothing to do"));
+    // A writer upstream edited by hand (both members on) and reloaded: status names it.
+    p1.sh("sed -i 's/ down; # h1/ max_fails=1 fail_timeout=2s; # h1/' /etc/nginx/repltool/netns.conf && nginx -s reload");
+    let out = net.run(&["status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("p1: writer :3306 sends to h1 and h2: 2 servers take writes, and only h2 is the master"),
+        "{text}"
+    );
+    ok(&net, &["init"]);
+    assert!(net.run(&["status"]).status.success());
+}
