@@ -78,6 +78,8 @@ pub struct ProxyFacts {
     pub nginx_pid_file: String,
     /// `ip -o addr`: (interface, address/prefix).
     pub addrs: Vec<(String, String)>,
+    /// nginx: something listens on the writer port.
+    pub writer_listening: bool,
 }
 
 impl ProxyFacts {
@@ -157,6 +159,12 @@ pub fn probe_script(topo: &Topology, p: &Proxy) -> String {
                 paths::NGINX_PID
             ));
             s.push_str(&alive("RUNNING", "\"$pf\""));
+            // What the running nginx serves: a port repltool configured that nobody listens on
+            // means the files were never loaded (a reload that failed).
+            s.push_str(&format!(
+                "if {}; then echo \"{MARK}LISTENING 1\"; else echo \"{MARK}LISTENING 0\"; fi\n",
+                listening_test(p.writer)
+            ));
         }
     }
     if topo.vip.is_some() {
@@ -168,6 +176,13 @@ pub fn probe_script(topo: &Topology, p: &Proxy) -> String {
         "echo \"{MARK}ADDR\"; ip -o addr show 2>/dev/null | awk '{{ print $2, $4 }}'; echo \"{MARK}EOF\"\n"
     ));
     s
+}
+
+/// A shell test: something listens on TCP `port` (from /proc/net/tcp and tcp6).
+fn listening_test(port: u16) -> String {
+    format!(
+        "cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$2 ~ /:{port:04X}$/ && $4 == \"0A\" {{ f = 1 }} END {{ exit !f }}'"
+    )
 }
 
 /// Parse the probe's output. Runtime state (`show stat`) must parse, or the answer is an
@@ -240,6 +255,7 @@ pub fn parse_probe(name: &str, out: &str) -> Result<ProxyFacts> {
             "STREAMAT" => f.nginx_streams.push(val.trim().to_string()),
             "INCLUDED" => f.nginx_includes_ours = true,
             "PIDFILE" => f.nginx_pid_file = val.trim().to_string(),
+            "LISTENING" => f.writer_listening = val.trim() == "1",
             _ => {}
         }
     }

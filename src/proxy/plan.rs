@@ -346,7 +346,8 @@ pub fn plan_proxy(
                 });
             if !f.running {
                 plan.steps.push(PStep::Start(Service::Nginx));
-            } else if wrote {
+            } else if wrote || !f.writer_listening {
+                // Files never loaded (nobody listens on the writer port) count as changed.
                 plan.steps.push(PStep::Reload {
                     service: Service::Nginx,
                     drain: writer_moved,

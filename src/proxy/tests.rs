@@ -408,6 +408,7 @@ fn nginx_facts(t: &Topology) -> ProxyFacts {
     let mut f = ProxyFacts {
         name: "lb1".into(),
         running: true,
+        writer_listening: true,
         stream_module: true,
         nginx_pid_file: "/run/nginx.pid".into(),
         ..ProxyFacts::default()
@@ -462,6 +463,16 @@ fn nginx_gets_a_stream_block_once_and_never_a_second_one() {
         Some(render::nginx_file(&t, &t.proxies[0], &r)),
     );
     assert!(plan_proxy(&t, &t.proxies[0], &r, &f).unwrap().is_empty());
+    // The files are right but the running nginx never loaded them: reload.
+    let mut stale = f.clone();
+    stale.writer_listening = false;
+    assert_eq!(
+        plan_proxy(&t, &t.proxies[0], &r, &stale).unwrap().steps,
+        vec![PStep::Reload {
+            service: Service::Nginx,
+            drain: false
+        }]
+    );
     // The writer moved: reload, and the previous workers are ended (drain).
     let r2 = routing(&t, "db2", &reader_health(&t, &healthy(&t), 60));
     let p = plan_proxy(&t, &t.proxies[0], &r2, &f).unwrap();

@@ -440,8 +440,14 @@ fn nginx_in_front_of_a_master_master_pair_follows_the_writer_switch() {
     add_proxies(&net, "nginx", false);
     ok(&net, &["init"]);
     let conf = p1.sh("cat /etc/nginx/nginx.conf");
-    assert!(conf.contains("stream {\n\tinclude /etc/nginx/repltool/*.conf;\n}"), "{conf}");
-    assert!(conf.contains("http {"), "the user's http block is gone:\n{conf}");
+    assert!(
+        conf.contains("stream {\n\tinclude /etc/nginx/repltool/*.conf;\n}"),
+        "{conf}"
+    );
+    assert!(
+        conf.contains("http {"),
+        "the user's http block is gone:\n{conf}"
+    );
     app_schema(&net, 1);
     let (s1, s2) = (server_id(&net, 1), server_id(&net, 2));
     // Both members writable: the writer goes to the first, the other is its backup.
@@ -482,7 +488,9 @@ fn nginx_in_front_of_a_master_master_pair_follows_the_writer_switch() {
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let text = stdout(&out);
     assert!(
-        text.contains("p1: writer :3306 sends to h1 and h2: 2 servers take writes, and only h2 is the master"),
+        text.contains(
+            "p1: writer :3306 sends to h1 and h2: 2 servers take writes, and only h2 is the master"
+        ),
         "{text}"
     );
     ok(&net, &["init"]);

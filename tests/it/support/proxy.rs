@@ -130,6 +130,18 @@ impl Writer {
 
     /// [`Writer::start`] into table `app.TABLE` (`id BIGINT PRIMARY KEY`).
     pub fn start_into(addr: &str, port: u16, table: &str, limit: Duration, count: u64) -> Writer {
+        Writer::start_from(addr, port, table, 1, limit, count)
+    }
+
+    /// [`Writer::start_into`] with ids from `first` on.
+    pub fn start_from(
+        addr: &str,
+        port: u16,
+        table: &str,
+        first: u64,
+        limit: Duration,
+        count: u64,
+    ) -> Writer {
         let table = table.to_string();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -138,9 +150,12 @@ impl Writer {
             let start = Instant::now();
             let mut w = Writes::default();
             let mut conn: Option<mysql::Conn> = None;
-            let mut next = 1u64;
+            let mut next = first;
             let mut last: Option<Instant> = None;
-            while !flag.load(Ordering::Relaxed) && start.elapsed() < limit && next <= count {
+            while !flag.load(Ordering::Relaxed)
+                && start.elapsed() < limit
+                && next < first.saturating_add(count)
+            {
                 if conn.is_none() {
                     conn = app_conn(&addr, port, Duration::from_secs(2)).ok();
                     if conn.is_none() {
