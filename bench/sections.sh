@@ -287,7 +287,8 @@ section_proxy() {
   local out="$WORK/proxy.out" err="$WORK/proxy.err"
   if ! RUNS="$RUNS" cargo test --release --quiet --test it -- --ignored --exact \
       live::proxy_bench::bench_proxy_endpoints --nocapture --test-threads=1 >"$out" 2>"$err"; then
-    tail -n 60 "$err" >&2
+    grep '^bench:' "$err" >&2 || true
+    tail -n 40 "$err" >&2
     die "the proxy benchmark failed"
   fi
   grep '^bench:' "$err" >&2 || true
