@@ -274,7 +274,7 @@ fn writer_follows_promotes(kind: &str) {
     assert!(o.status.success(), "{}", show(&o));
     let t1 = std::time::Instant::now();
     eprintln!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
-    std::thread::sleep(Duration::from_millis(700));
+    w.wait_more(50, Duration::from_secs(30));
     let writes = w.stop();
     eprintln!(
         "netns: {kind} switchover: {} writes acknowledged, {} errors, longest gap {:?}",
@@ -321,7 +321,7 @@ fn writer_follows_promotes(kind: &str) {
     let o = net.run(&["promote", "h3", "--yes"]);
     assert!(o.status.success(), "{}", show(&o));
     eprintln!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
-    std::thread::sleep(Duration::from_millis(700));
+    w.wait_more(50, Duration::from_secs(30));
     let writes = w.stop();
     let first = writes.first_after(t0).expect("a write after the failover");
     eprintln!(
@@ -392,7 +392,7 @@ fn the_vip_moves_when_the_active_proxy_dies() {
         Duration::from_secs(10),
         || lands_on(&vip, WRITER_PORT) == Ok(s1),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    w.wait_more(50, Duration::from_secs(30));
     let writes = w.stop();
     assert!(
         writes.acked_after(t0 + moved) > 0,
@@ -463,7 +463,7 @@ fn nginx_in_front_of_a_master_master_pair_follows_the_writer_switch() {
     std::thread::sleep(Duration::from_millis(700));
     let out = ok(&net, &["promote", "h2", "--yes"]);
     eprintln!("{out}");
-    std::thread::sleep(Duration::from_millis(700));
+    w.wait_more(50, Duration::from_secs(30));
     let writes = w.stop();
     eprintln!(
         "netns: nginx, pair writer switch: {} acknowledged, longest gap {:?}",

@@ -120,6 +120,8 @@ impl Writes {
 /// every error, for at most `limit` and `count` ids.
 pub struct Writer {
     stop: Arc<AtomicBool>,
+    /// Acknowledged so far (live, for waiting on progress).
+    count: Arc<std::sync::atomic::AtomicU64>,
     handle: Option<JoinHandle<Writes>>,
 }
 
@@ -145,6 +147,8 @@ impl Writer {
         let table = table.to_string();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let count_live = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = count_live.clone();
         let addr = addr.to_string();
         let handle = std::thread::spawn(move || {
             let start = Instant::now();
@@ -183,6 +187,7 @@ impl Writer {
                     }
                     last = Some(now);
                     w.acked.push((next, now));
+                    counter.fetch_add(1, Ordering::Relaxed);
                     next += 1;
                 } else {
                     w.errors += 1;
@@ -194,8 +199,21 @@ impl Writer {
         });
         Writer {
             stop,
+            count: count_live,
             handle: Some(handle),
         }
+    }
+
+    /// Writes acknowledged so far.
+    pub fn acked(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Wait (bounded) until `n` more writes are acknowledged than now: the application writes
+    /// again.
+    pub fn wait_more(&self, n: u64, within: Duration) {
+        let from = self.acked();
+        wait_for("acknowledged writes", within, || self.acked() >= from + n);
     }
 
     pub fn stop(mut self) -> Writes {
