@@ -349,8 +349,8 @@ impl<'a> Exec<'a> {
         })
     }
 
-    /// Undo of the writer endpoint's move: drained again, then pointed back at the old master
-    /// (before the old master is made writable again). What happened, when anything moved.
+    /// Undo of the writer endpoint's move: pointed back at the old master, every other server
+    /// out (before the old master is made writable again). What happened, when anything moved.
     fn undo_endpoint(&self, plan: &PromotePlan) -> Option<String> {
         if !std::mem::take(&mut self.st().writer_moved) {
             return None;
@@ -359,14 +359,13 @@ impl<'a> Exec<'a> {
         let proxies: Vec<String> = plan
             .steps
             .iter()
-            .find(|s| s.act == Act::DrainWriter)
+            .find(|s| s.act == Act::PointWriter)
             .map(|s| s.hosts.clone())
             .unwrap_or_default();
         let o = plan.old.as_str();
         let mut failed = Vec::new();
-        let drained = crate::proxy::exec::drain_writer(self.topo, ps, &proxies, self.timeout);
         let back = crate::proxy::exec::point_writer(self.topo, ps, &proxies, o, true, self.timeout);
-        for (p, r) in drained.into_iter().chain(back) {
+        for (p, r) in back {
             if let Err(e) = r {
                 failed.push(format!("{p}: {e:#}"));
             }

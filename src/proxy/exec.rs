@@ -432,9 +432,10 @@ pub fn drain_writer(
     move_writer(topo, sessions, proxies, None, true, t)
 }
 
-/// A promote's second endpoint move: the writer endpoint sends new connections to `to` only.
-/// nginx with `end_previous`: the workers of the previous configuration are ended once the new
-/// ones run (the drain, for a writer that was not drained before).
+/// A promote's second endpoint move: the writer endpoint sends new connections to `to` only,
+/// the sessions it held elsewhere ended (HAProxy: every other writer server in maintenance and
+/// its sessions shut, then `to` ready, in one admin-socket connection; nginx with
+/// `end_previous`: the workers of the previous configuration are ended once the new ones run).
 pub fn point_writer(
     topo: &Topology,
     sessions: &ProxySessions,
@@ -461,25 +462,30 @@ fn move_writer(
         with_session(sessions, name, |s| match p.kind {
             ProxyKind::Haproxy => {
                 let b = render::haproxy_backend(&topo.name, Endpoint::Writer);
-                let cmds: Vec<String> = match to {
-                    None => topo
-                        .hosts
-                        .iter()
-                        .flat_map(|h| [h.name.clone(), format!("{}:backup", h.name)])
-                        .flat_map(|sv| {
-                            [
-                                format!("set server {b}/{sv} state maint"),
-                                format!("shutdown sessions server {b}/{sv}"),
-                            ]
-                        })
-                        .collect(),
-                    Some(to) => vec![format!("set server {b}/{to} state ready")],
-                };
+                // Every other writer server out and its sessions shut, then `to` in: one
+                // admin-socket connection, so the endpoint never reaches two servers.
+                let mut cmds: Vec<String> = topo
+                    .hosts
+                    .iter()
+                    .flat_map(|h| [h.name.clone(), format!("{}:backup", h.name)])
+                    .filter(|sv| Some(sv.as_str()) != to)
+                    .flat_map(|sv| {
+                        [
+                            format!("set server {b}/{sv} state maint"),
+                            format!("shutdown sessions server {b}/{sv}"),
+                        ]
+                    })
+                    .collect();
+                if let Some(to) = to {
+                    cmds.push(format!("set server {b}/{to} state ready"));
+                }
                 haproxy_runtime(s, &topo.name, &cmds, t)?;
                 Ok(match to {
                     None => "writer endpoint drained (every server in maintenance, sessions shut)"
                         .to_string(),
-                    Some(to) => format!("writer endpoint sends to {to}"),
+                    Some(to) => format!(
+                        "writer endpoint sends to {to} only (every other writer server in maintenance, sessions shut)"
+                    ),
                 })
             }
             ProxyKind::Nginx => {

@@ -870,11 +870,17 @@ fn writer_moves_are_one_round_trip_per_proxy() {
     assert!(haproxy[0].contains("set server repltool-shop-writer/db1 state maint; shutdown sessions server repltool-shop-writer/db1; "));
     assert!(haproxy[0].contains("repltool-shop-writer/db3:backup state maint"));
     assert!(haproxy[0].contains("unix-connect:/run/haproxy/repltool-shop.sock"));
+    // Point: every other writer server out, then db2 in, one connection, in that order.
+    let point = &haproxy[1];
     assert!(
-        haproxy[1].contains("'set server repltool-shop-writer/db2 state ready'"),
-        "{}",
-        haproxy[1]
+        point.ends_with("; set server repltool-shop-writer/db2 state ready' | socat -t 2 stdio unix-connect:/run/haproxy/repltool-shop.sock"),
+        "{point}"
     );
+    assert!(
+        point.contains("'set server repltool-shop-writer/db1 state maint; shutdown sessions server repltool-shop-writer/db1;"),
+        "{point}"
+    );
+    assert!(!point.contains("writer/db2 state maint"), "{point}");
     let nginx = logs[1].lock().unwrap().clone();
     assert_eq!(nginx.len(), 2, "{nginx:?}");
     // nginx: the file rewritten by awk and a reload, the previous workers ended.

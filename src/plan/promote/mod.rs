@@ -405,10 +405,11 @@ pub fn plan_promote(
 }
 
 /// The application endpoints (`proxies:`) move with the master, in this order: switchover:
-/// the old master fenced (read_only, the lock), its sessions drained on the proxies, the
-/// writer pointed at the target, the target made writable; failover: the writer drained
-/// first, pointed at the target just before it is made writable. The writer endpoint never
-/// reaches two writable servers. Then the proxies' files are rewritten for the new topology.
+/// the old master fenced (read_only, the lock), the slaves caught up, then in one step per
+/// proxy its sessions drained and the writer pointed at the target, then the target made
+/// writable; failover: the writer drained first, pointed at the target just before it is made
+/// writable. The writer endpoint never reaches two writable servers. Then the proxies' files
+/// are rewritten for the new topology.
 fn add_endpoint_steps(
     topo: &Topology,
     pf: &PromoteFacts,
@@ -443,11 +444,13 @@ fn add_endpoint_steps(
     }
     let at = |steps: &[Step], f: &dyn Fn(&Act) -> bool| steps.iter().position(|s| f(&s.act));
     let steps = &mut plan.steps;
+    // A failover drains first: the old master is not fenced by a read lock, the proxies are
+    // the applications' way to it. A switchover has fenced it (read_only, the lock) before the
+    // writer moves, and the move itself drains it: its sessions end in the same step that
+    // points the writer at the target, one round trip inside the write window instead of two.
     let drain_after = match plan.mode {
-        Mode::Switchover => at(steps, &|a| *a == Act::Freeze),
-        Mode::PairSwitch => at(steps, &|a| *a == Act::PairFence),
-        Mode::Resume => at(steps, &|a| *a == Act::ResumeCheckOld),
         Mode::Failover | Mode::PairFailover => at(steps, &|a| *a == Act::Lock),
+        Mode::Switchover | Mode::PairSwitch | Mode::Resume => None,
     };
     if let Some(i) = drain_after {
         steps.insert(
@@ -1088,15 +1091,15 @@ impl PromotePlan {
             }),
             Act::DrainWriter => vec![if matches!(self.fence, Some(Fence::None | Fence::StopServer)) {
                 format!(
-                    "{list}: writer endpoint to no server, its sessions ended (HAProxy: every writer server in maintenance and `shutdown sessions`; nginx: writer upstream down, graceful reload, previous workers ended): no application session stays on {o}"
+                    "{list}: writer endpoint to no server, its sessions ended (HAProxy: every writer server in maintenance and `shutdown sessions`; nginx: writer upstream down, graceful reload, previous workers ended): no application reaches {o} through them"
                 )
             } else {
                 format!(
-                    "{list}: HAProxy's writer endpoint to no server, its sessions ended (every writer server in maintenance and `shutdown sessions`): no application session stays on {o} (nginx: at the reload that points it)"
+                    "{list}: HAProxy's writer endpoint to no server, its sessions ended (every writer server in maintenance and `shutdown sessions`): no application reaches {o} through it (nginx: at the reload that points it)"
                 )
             }],
             Act::PointWriter => vec![format!(
-                "{list}: writer endpoint sends new connections to {t} only (nginx: graceful reload, then the previous workers and their sessions on {o} end){}",
+                "{list}: writer endpoint to {t} only, the sessions it held on {o} ended (HAProxy: every other writer server in maintenance and `shutdown sessions`, then {t} ready, one admin-socket command; nginx: one graceful reload, then the previous workers end){}",
                 if matches!(self.mode, Mode::Failover | Mode::PairFailover) {
                     "; a proxy that fails is reported, the promote goes on"
                 } else {
