@@ -2,7 +2,7 @@
 # repltool benchmarks: one command, a markdown table on stdout (progress on stderr).
 #
 #   bash bench/run.sh [section...]      sections: lab init status promote seed mysql97 galera
-#                                       physical verify watch (default: all; also mariadb118)
+#                                       physical verify watch proxy (default: all; also mariadb118)
 #   BIG_MB=1024 bash bench/run.sh physical verify   size of the big data set in MiB
 #   SEED_MB=1024 bash bench/run.sh seed size of the seeding data set in MiB (default 1024)
 #   BENCH_LOGS=DIR bash bench/run.sh    keep the promote outputs (with their timings) in DIR
@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-5}
-ALL_SECTIONS=(lab init status promote seed mysql97 galera physical verify watch)
+ALL_SECTIONS=(lab init status promote seed mysql97 galera physical verify watch proxy)
 BIN="$PWD/target/release/repltool"
 
 log() { printf '%s\n' "$*" >&2; }

@@ -288,3 +288,23 @@ section_seed() {
   row "seeding ${mb} MiB over SSH into a slave (floor: the raw dump-into-client pipe; target ratio <= 1.11)" "$ours" 1 "$f" "$(ratio "$ours" "$f")"
   lab_down "$d"
 }
+
+# Application endpoints (`proxies:`): switchovers and failovers with an application writer
+# behind repltool's HAProxy and nginx, against the same switchover behind a HAProxy set up as
+# the guides do, on the netns test hosts (10.231.77.0/24, see tests/it/support/netns.rs): the
+# driver is tests/it/live/proxy_bench.rs, which prints `BENCH|what|median|runs|floor|ratio`.
+section_proxy() {
+  log "proxy: switchovers and failovers behind HAProxy and nginx, then behind the guides' HAProxy (x$RUNS each)..."
+  local out="$WORK/proxy.out" err="$WORK/proxy.err"
+  if ! RUNS="$RUNS" cargo test --release --quiet --test it -- --ignored --exact \
+      live::proxy_bench::bench_proxy_endpoints --nocapture --test-threads=1 >"$out" 2>"$err"; then
+    grep '^bench:' "$err" >&2 || true
+    tail -n 40 "$err" >&2
+    die "the proxy benchmark failed"
+  fi
+  grep '^bench:' "$err" >&2 || true
+  grep -q '^BENCH|' "$out" || die "the proxy benchmark printed no rows: $(tail -n 20 "$out")"
+  while IFS='|' read -r _ what value runs floor ratio; do
+    row "$what" "$value" "$runs" "$floor" "$ratio"
+  done < <(grep '^BENCH|' "$out")
+}

@@ -107,6 +107,9 @@ pub struct InitArgs {
     /// Bound, in seconds, on every wait (restart, catch-up, canary).
     #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = secs())]
     pub timeout: u64,
+    /// Lag, in seconds, above which a slave is taken out of the proxies' reader endpoints.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub max_lag: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -153,6 +156,9 @@ pub struct PromoteArgs {
     /// Bound, in seconds, on every wait.
     #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = secs())]
     pub timeout: u64,
+    /// Lag, in seconds, above which a slave is left out of the proxies' reader endpoints.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub max_lag: u64,
 }
 
 #[derive(Debug, Args)]
@@ -179,6 +185,9 @@ pub struct WatchArgs {
     /// Bound, in seconds, on every wait of a recovery.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub timeout: u64,
+    /// Lag, in seconds, above which a slave is left out of the proxies' reader endpoints.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub max_lag: u64,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 ack: a.ack,
                 id: a.id.clone(),
                 timeout: Duration::from_secs(a.timeout.max(1)),
+                max_lag: a.max_lag,
             },
         ),
         Command::Lab(LabCommand::Up(ref a)) => lab_up(a),
@@ -70,50 +71,78 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
     let timeout = Duration::from_secs(a.timeout.max(1));
     let started = Instant::now();
     let sessions = open_sessions(&topo, &progress, timeout)?;
+    let short = timeout.min(Duration::from_secs(10));
     // Two runs never interleave (two seeds into one replica): the cluster lock before anything
     // is observed, for the whole run, released when this process ends. A dry run only checks it.
     let names: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
-    let lock = crate::lock::ClusterLock::acquire(
-        &topo,
-        Some(path),
-        &sessions,
-        &names,
-        timeout.min(Duration::from_secs(10)),
-    )
-    .inspect_err(|_| progress.finish())?;
+    let lock = crate::lock::ClusterLock::acquire(&topo, Some(path), &sessions, &names, short)
+        .inspect_err(|_| progress.finish())?;
     let _lock = if a.dry_run {
         drop(lock);
         None
     } else {
         Some(lock)
     };
-    let facts = observe_all(&topo, &sessions, timeout.min(Duration::from_secs(10)), true);
+    let facts = observe_all(&topo, &sessions, short, true);
     let plan = crate::plan::init::plan_init(&topo, &facts, &InitOptions { force: a.force })?;
     // Warnings and the plan quote what the servers reported.
     for w in &plan.warnings {
         crate::report::say(format!("warning: {w}"));
     }
+    // The proxies, planned from the servers as they are now: a missing package or a proxy
+    // that does not answer stops init here, before anything is changed.
+    let proxies = crate::proxy::connect_all(&topo, Some(short));
+    let proxy_plans = if topo.proxies.is_empty() {
+        Vec::new()
+    } else {
+        crate::proxy::exec::plan_now(
+            &topo, &proxies.0, &proxies.1, &facts, a.max_lag, None, short,
+        )
+        .map_err(|e| {
+            progress.finish();
+            anyhow::anyhow!("{e:#}\nnothing was changed.")
+        })?
+    };
+    let proxies_converged = proxy_plans.iter().all(|p| p.is_empty());
     if a.dry_run {
         progress.finish();
-        if plan.is_empty() {
+        if plan.is_empty() && proxies_converged {
             crate::report::outln(format!(
                 "nothing to do: the cluster already matches {}",
                 path.display()
             ));
         } else {
+            let lines: Vec<String> = proxy_plans.iter().flat_map(|p| p.lines()).collect();
             crate::report::outln(format!(
                 "plan for {} ({} steps; nothing was changed):",
                 topo.name,
-                plan.steps.len()
+                plan.steps.len() + lines.len()
             ));
-            crate::report::out(crate::report::clean(&plan.render()));
+            if !plan.is_empty() {
+                crate::report::out(crate::report::clean(&plan.render()));
+            }
+            if !lines.is_empty() {
+                crate::report::outln(if plan.is_empty() {
+                    "proxies:".to_string()
+                } else {
+                    "proxies (once the servers are done; reader endpoints judged from the servers as they are then):".to_string()
+                });
+                for l in lines {
+                    crate::report::outln(format!("  {l}"));
+                }
+            }
         }
         return Ok(0);
     }
-    if plan.is_empty() {
+    if plan.is_empty() && proxies_converged {
         progress.finish();
+        let proxies_note = if topo.proxies.is_empty() {
+            String::new()
+        } else {
+            format!(", {} proxies (no reload)", topo.proxies.len())
+        };
         crate::report::outln(format!(
-            "nothing to do: the cluster already matches {} ({} hosts checked in {:.2}s; no restart, no re-pointing, no copy)",
+            "nothing to do: the cluster already matches {} ({} hosts checked in {:.2}s{proxies_note}; no restart, no re-pointing, no copy)",
             path.display(),
             topo.hosts.len(),
             started.elapsed().as_secs_f64()
@@ -121,10 +150,39 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
         return Ok(0);
     }
     let ctx = Ctx::new(&topo, &sessions, &progress, timeout);
-    let res = execute(&ctx, &plan);
+    if !plan.is_empty() {
+        let res = execute(&ctx, &plan);
+        if let Err(e) = res {
+            progress.finish();
+            return Err(e);
+        }
+    }
+    let facts = if plan.is_empty() {
+        facts
+    } else {
+        observe_all(&topo, &sessions, short, false)
+    };
+    if !topo.proxies.is_empty() {
+        // Now that replication runs as the file says: the endpoints, with the reader
+        // endpoints judged on the servers as they are now.
+        let res = crate::proxy::exec::converge(
+            &topo, &proxies.0, &proxies.1, &facts, a.max_lag, None, &progress, timeout,
+        );
+        if let Err(e) = res {
+            progress.finish();
+            let changes = progress.changes();
+            let mut msg = format!("{e:#}");
+            if !changes.is_empty() {
+                msg.push_str("\nalready changed (run init again once the cause is fixed):");
+                for c in changes {
+                    msg.push_str(&format!("\n  - {c}"));
+                }
+            }
+            return Err(anyhow::anyhow!(msg));
+        }
+    }
     progress.finish();
-    res?;
-    let changes = ctx.changes();
+    let changes = progress.changes();
     crate::report::outln(format!(
         "{}: done in {:.2}s, {} changes:",
         topo.name,
@@ -139,12 +197,6 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
             crate::report::outln(line);
         }
     }
-    let facts = observe_all(
-        &topo,
-        &sessions,
-        timeout.min(Duration::from_secs(10)),
-        false,
-    );
     crate::report::outln(crate::report::summary_table(&topo, &facts));
     Ok(0)
 }
@@ -179,8 +231,16 @@ fn status(path: &Path, a: &crate::cli::StatusArgs) -> Result<i32> {
     let topo = crate::topology::load(path)?;
     let timeout = Duration::from_secs(a.timeout.max(1));
     loop {
-        let facts = observe_bounded(&topo, timeout);
-        let problems = crate::report::status::problems(&topo, &facts, a.max_lag);
+        // The servers and the proxies at once: a dead proxy costs no more than a dead host.
+        let (facts, pf) = std::thread::scope(|s| {
+            let proxies = s.spawn(|| observe_proxies_bounded(&topo, timeout));
+            let facts = observe_bounded(&topo, timeout);
+            (facts, proxies.join().unwrap_or_default())
+        });
+        let mut problems = crate::report::status::problems(&topo, &facts, a.max_lag);
+        problems.extend(crate::proxy::report::findings(
+            &topo, &facts, &pf, a.max_lag,
+        ));
         // With `watch:`: the writer etcd names and the recoveries it recorded.
         let watch = crate::watch::status_section(&topo);
         let mut out = String::new();
@@ -189,6 +249,11 @@ fn status(path: &Path, a: &crate::cli::StatusArgs) -> Result<i32> {
                 let mut v = crate::report::status::json(&topo, &facts, &problems);
                 if let Some((_, w)) = &watch {
                     v["watch"] = w.clone();
+                }
+                if !topo.proxies.is_empty() {
+                    let (proxies, vip) = crate::proxy::report::json(&topo, &pf);
+                    v["proxies"] = proxies;
+                    v["vip"] = vip;
                 }
                 out.push_str(&serde_json::to_string_pretty(&v)?);
                 out.push('\n');
@@ -208,9 +273,22 @@ fn status(path: &Path, a: &crate::cli::StatusArgs) -> Result<i32> {
                     );
                     out.push('\n');
                 }
+                if !topo.proxies.is_empty() {
+                    out.push_str(&crate::proxy::report::table(&topo, &pf).to_string());
+                    out.push('\n');
+                }
                 if problems.is_empty() {
+                    let proxies = if topo.proxies.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; {} proxies send writes to {}",
+                            topo.proxies.len(),
+                            crate::proxy::writer_of(&topo).unwrap_or_default()
+                        )
+                    };
                     out.push_str(&format!(
-                        "healthy: {} hosts, {}every slave replicating as {} says\n",
+                        "healthy: {} hosts, {}every slave replicating as {} says{proxies}\n",
                         topo.hosts.len(),
                         if topo.galera.is_some() {
                             "every Galera member Synced in one primary component, "
@@ -250,6 +328,18 @@ fn status(path: &Path, a: &crate::cli::StatusArgs) -> Result<i32> {
     }
 }
 
+/// Connect to and observe every proxy in parallel, each bounded by `timeout`.
+pub(crate) fn observe_proxies_bounded(
+    topo: &Topology,
+    timeout: Duration,
+) -> std::collections::BTreeMap<String, crate::proxy::observe::ProxyFacts> {
+    if topo.proxies.is_empty() {
+        return Default::default();
+    }
+    let (sessions, failed) = crate::proxy::connect_all(topo, Some(timeout));
+    crate::proxy::observe::observe_all(topo, &sessions, &failed, timeout)
+}
+
 /// Connect to and observe every host in parallel, each bounded by `timeout` (SSH connect, SQL
 /// connect): an unreachable host becomes a row, never a hang.
 pub fn observe_bounded(topo: &Topology, timeout: Duration) -> HashMap<String, Facts> {
@@ -264,6 +354,7 @@ fn promote(path: &Path, a: &crate::cli::PromoteArgs) -> Result<i32> {
         yes: a.yes,
         force: a.force,
         timeout: Duration::from_secs(a.timeout.max(1)),
+        max_lag: a.max_lag,
     };
     if topo.host(&a.host).is_some_and(|h| topo.is_member(h)) {
         return crate::galera::promote(path, &topo, &a.host, &opts);

@@ -3,7 +3,9 @@
 //! an SSH link). Unset, a failpoint costs one environment lookup.
 
 /// Named points: `execute-after-wave-N` (a plan's wave N done; wave 0 writes configs and
-/// restarts), `promote-after-target` (the new master promoted, nobody re-pointed yet).
+/// restarts), `promote-after-target` (the new master promoted, nobody re-pointed yet),
+/// `promote-before-writable` (everything ready, the target not writable yet: the writer
+/// endpoint already points at it).
 pub fn hit(name: &str) {
     let Ok(v) = std::env::var("REPLTOOL_FAILPOINT") else {
         return;

@@ -28,6 +28,7 @@ pub(crate) mod par;
 pub(crate) mod physical;
 pub(crate) mod plan;
 pub(crate) mod promote;
+pub(crate) mod proxy;
 pub(crate) mod report;
 pub mod secret;
 #[cfg(test)]

@@ -70,6 +70,8 @@ pub fn topo(spec: &[(&str, Option<&str>)]) -> Topology {
         hosts,
         galera: None,
         watch: None,
+        proxies: Vec::new(),
+        vip: None,
     }
 }
 

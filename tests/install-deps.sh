@@ -11,7 +11,10 @@ installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok
 # galera-4, socat, rsync: the Galera tests (the provider library, mariabackup and rsync SST).
 # etcd-server, etcd-client: the watch tests' etcd cluster; protobuf-compiler, libprotobuf-dev:
 # the etcd-client crate's build (protoc and the well-known protos).
-for pkg in mariadb-server mariadb-client mariadb-backup galera-4 socat rsync openssh-server openssh-client iproute2 procps debootstrap etcd-server etcd-client protobuf-compiler libprotobuf-dev; do
+# haproxy, nginx + libnginx-mod-stream, keepalived: the proxy hosts of the endpoint tests
+# (and the unit tests that check rendered files with the real programs).
+for pkg in mariadb-server mariadb-client mariadb-backup galera-4 socat rsync openssh-server openssh-client iproute2 procps debootstrap \
+           etcd-server etcd-client protobuf-compiler libprotobuf-dev haproxy nginx libnginx-mod-stream keepalived; do
   installed "$pkg" || need+=("$pkg")
 done
 if [ "${#need[@]}" -eq 0 ]; then

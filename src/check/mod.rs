@@ -462,7 +462,15 @@ pub fn verdicts(topo: &Topology, cf: &CheckFacts) -> Vec<CheckRow> {
 
 /// Run every check; never changes anything.
 pub fn run_checks(topo: &Topology, timeout: Duration) -> Vec<CheckRow> {
-    verdicts(topo, &observe_checks(topo, timeout))
+    // The database hosts and the proxies (`proxies:`) at once.
+    let (cf, proxies) = std::thread::scope(|s| {
+        let p = s.spawn(|| crate::proxy::report::observe_checks(topo, timeout));
+        let cf = observe_checks(topo, timeout);
+        (cf, p.join().unwrap_or_default())
+    });
+    let mut rows = verdicts(topo, &cf);
+    rows.extend(crate::proxy::report::check_verdicts(topo, &proxies));
+    rows
 }
 
 /// Log in as the replication user from the slave's host to its master, with the client on the

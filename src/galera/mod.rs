@@ -233,7 +233,23 @@ pub fn init(path: &Path, topo: &Topology, a: &crate::cli::InitArgs) -> Result<i3
     for w in &plan.warnings {
         say(format!("warning: {w}"));
     }
-    if gplan.is_empty() && plan.is_empty() {
+    // The application's endpoints (`proxies:`): planned from the cluster as it runs now; a
+    // missing package or a proxy that does not answer stops init before they change.
+    let proxies = crate::proxy::connect_all(topo, Some(obs_timeout));
+    let proxies_converged = topo.proxies.is_empty()
+        || crate::proxy::exec::plan_now(
+            topo,
+            &proxies.0,
+            &proxies.1,
+            &o.facts,
+            a.max_lag,
+            None,
+            obs_timeout,
+        )
+        .inspect_err(|_| progress.finish())?
+        .iter()
+        .all(|p| p.is_empty());
+    if gplan.is_empty() && plan.is_empty() && proxies_converged {
         progress.finish();
         outln(format!(
             "nothing to do: the cluster already matches {} ({} members Synced in one primary \
@@ -257,6 +273,19 @@ pub fn init(path: &Path, topo: &Topology, a: &crate::cli::InitArgs) -> Result<i3
             progress.finish();
             return Err(e);
         }
+    }
+    if !topo.proxies.is_empty() {
+        if held.is_none() {
+            held = Some(
+                lock(topo, path, &o.sessions, &o.facts, obs_timeout)
+                    .inspect_err(|_| progress.finish())?,
+            );
+        }
+        let facts = crate::observe::observe_all(topo, &o.sessions, &[], obs_timeout, false);
+        crate::proxy::exec::converge(
+            topo, &proxies.0, &proxies.1, &facts, a.max_lag, None, &progress, timeout,
+        )
+        .inspect_err(|_| progress.finish())?;
     }
     drop(held);
     progress.finish();

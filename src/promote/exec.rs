@@ -17,7 +17,7 @@ use crate::flavor::{ChangeMaster, Flavor, PromotionRecord, WaitOutcome};
 use crate::lock::ClusterLock;
 use crate::observe::{self, column};
 use crate::plan::init::change_master_to;
-use crate::plan::promote::{file_key, rank, Act, Coord, Mode, PromotePlan, Step};
+use crate::plan::promote::{file_key, rank, Act, Coord, Fence, Mode, PromotePlan, Step};
 use crate::report::Progress;
 use crate::topology::{Host, Topology};
 use crate::transport::sql::SqlConn;
@@ -52,6 +52,9 @@ struct State {
     blocked_since: Option<Instant>,
     blocked: Option<Duration>,
     summary: Vec<String>,
+    /// The proxies' writer endpoint was drained (or pointed at the target) by this run: an
+    /// undo points it back at the old master.
+    writer_moved: bool,
 }
 
 pub struct Exec<'a> {
@@ -71,6 +74,9 @@ pub struct Exec<'a> {
     etcd_held: bool,
     /// ... and finishes another watcher's recovery: a stale server-side lock is taken over.
     steal_stale: bool,
+    /// Sessions to the proxies (`proxies:`), for the writer endpoint's moves.
+    proxies: Option<&'a crate::proxy::ProxySessions>,
+    max_lag: u64,
 }
 
 fn secs(d: Duration) -> u32 {
@@ -118,6 +124,8 @@ impl<'a> Exec<'a> {
             conns,
             state: Mutex::new(State::default()),
             lock: Mutex::new(None),
+            proxies: None,
+            max_lag: 60,
             before_step: None,
             etcd_held: false,
             steal_stale: false,
@@ -153,6 +161,121 @@ impl<'a> Exec<'a> {
     /// The cluster lock, when the caller took it already (before observing).
     pub fn hold(&self, lock: Option<ClusterLock>) {
         *self.lock.lock().unwrap_or_else(|e| e.into_inner()) = lock;
+    }
+
+    /// The proxies' sessions: the endpoint steps (`DrainWriter`, `PointWriter`,
+    /// `SyncProxies`) act through them; `max_lag` judges the reader endpoints afterwards.
+    pub fn with_proxies(mut self, sessions: &'a crate::proxy::ProxySessions, max_lag: u64) -> Self {
+        self.proxies = Some(sessions);
+        self.max_lag = max_lag;
+        self
+    }
+
+    /// Move the writer endpoint of `proxies`: drain it (`to` None) or point it at `to`. In a
+    /// failover a proxy that fails is reported and the promote goes on (the old master is
+    /// dead or fenced; the new one must take the writes); otherwise the step fails.
+    ///
+    /// nginx has no runtime switch: each move is a graceful reload. Unless the old master may
+    /// still take writes, nginx is not drained by a reload of its own: the reload that points
+    /// it at the target ends the previous workers and their sessions instead, one reload
+    /// instead of two inside the write window.
+    fn move_writer(&self, plan: &PromotePlan, proxies: &[String], to: Option<&str>) -> Result<()> {
+        let ps = self
+            .proxies
+            .ok_or_else(|| anyhow!("no sessions to the proxies"))?;
+        let failover = matches!(plan.mode, Mode::Failover | Mode::PairFailover);
+        // A reload of nginx's own to drain it only when its old master may still take writes
+        // (a forced failover); otherwise the old master is read-only or down, and the reload
+        // that points nginx at the target ends the previous workers and their sessions.
+        let old_may_write = matches!(plan.fence, Some(Fence::None | Fence::StopServer));
+        let moved = match to {
+            None => {
+                let drained: Vec<String> = proxies
+                    .iter()
+                    .filter(|p| {
+                        old_may_write
+                            || self
+                                .topo
+                                .proxy(p)
+                                .is_some_and(|x| x.kind == crate::topology::ProxyKind::Haproxy)
+                    })
+                    .cloned()
+                    .collect();
+                crate::proxy::exec::drain_writer(self.topo, ps, &drained, self.timeout)
+            }
+            Some(t) => {
+                crate::proxy::exec::point_writer(self.topo, ps, proxies, t, true, self.timeout)
+            }
+        };
+        self.st().writer_moved = true;
+        let mut errors = Vec::new();
+        for (p, r) in moved {
+            match r {
+                Ok(what) => self.progress.note(&p, &what),
+                Err(e) => errors.push(format!("{p}: {e:#}")),
+            }
+        }
+        if errors.is_empty() {
+            return Ok(());
+        }
+        if failover {
+            let msg = format!(
+                "the writer endpoint could not be moved on {}: run `repltool init` once it answers",
+                errors.join("; ")
+            );
+            self.progress.record(&msg);
+            self.st().summary.push(msg);
+            return Ok(());
+        }
+        bail!("writer endpoint: {}", errors.join("; "))
+    }
+
+    /// The proxies rewritten for the topology as this promote leaves it, the reader endpoints
+    /// judged on the servers as they now replicate (re-pointed slaves get a moment to report
+    /// their lag).
+    fn sync_proxies(&self, plan: &PromotePlan, proxies: &[String]) -> Result<()> {
+        let ps = self
+            .proxies
+            .ok_or_else(|| anyhow!("no sessions to the proxies"))?;
+        let after = crate::proxy::topology_after(self.topo, &plan.edits);
+        let readers: Vec<String> = after
+            .hosts
+            .iter()
+            .filter(|h| h.name != plan.target && self.conns.contains_key(&h.name))
+            .map(|h| h.name.clone())
+            .collect();
+        let end = Instant::now() + Duration::from_secs(3).min(self.timeout);
+        let t = self.timeout.min(Duration::from_secs(5));
+        let facts = loop {
+            let facts = observe::observe_all(&after, self.sessions, &[], t, false);
+            let health = crate::proxy::reader_health(&after, &facts, self.max_lag);
+            let ready = readers
+                .iter()
+                .all(|h| matches!(health.get(h), Some(Ok(()))));
+            if ready || Instant::now() >= end {
+                break facts;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let r = crate::proxy::exec::converge(
+            &after,
+            ps,
+            &[],
+            &facts,
+            self.max_lag,
+            Some(proxies),
+            self.progress,
+            self.timeout,
+        );
+        if let Err(e) = r {
+            // The promote is done: the endpoints already send writes to the target.
+            let msg = format!(
+                "the proxies' files could not be brought up to date ({e:#}): run `repltool init`"
+            );
+            self.progress.record(&msg);
+            self.st().summary.push(msg);
+        }
+        Ok(())
     }
 
     fn st(&self) -> std::sync::MutexGuard<'_, State> {
@@ -242,6 +365,7 @@ impl<'a> Exec<'a> {
             return None;
         }
         let o = &plan.old;
+        let endpoint = self.undo_endpoint(plan);
         let r = self.with(o, |c, f| {
             let unlock = c.exec(&f.unlock_tables());
             let ro = c.run(&f.set_read_only(false));
@@ -249,7 +373,7 @@ impl<'a> Exec<'a> {
             Ok((unlock.err(), ro.err(), now))
         });
         self.st().frozen_by_us = false;
-        Some(match r {
+        let r = match r {
             Ok((None, None, Some(v))) if v == "0" => {
                 format!("aborted: {o} is writable again (read back: read_only = OFF) and nothing else changed")
             }
@@ -265,6 +389,41 @@ impl<'a> Exec<'a> {
                 "aborted, but {o} could not be reached to make it writable again ({e:#}): it \
                  stays read-only until you `SET GLOBAL read_only = OFF` on it"
             ),
+        };
+        Some(match endpoint {
+            None => r,
+            Some(ep) => format!("{r}; {ep}"),
+        })
+    }
+
+    /// Undo of the writer endpoint's move: pointed back at the old master, every other server
+    /// out (before the old master is made writable again). What happened, when anything moved.
+    fn undo_endpoint(&self, plan: &PromotePlan) -> Option<String> {
+        if !std::mem::take(&mut self.st().writer_moved) {
+            return None;
+        }
+        let ps = self.proxies?;
+        let proxies: Vec<String> = plan
+            .steps
+            .iter()
+            .find(|s| s.act == Act::PointWriter)
+            .map(|s| s.hosts.clone())
+            .unwrap_or_default();
+        let o = plan.old.as_str();
+        let mut failed = Vec::new();
+        let back = crate::proxy::exec::point_writer(self.topo, ps, &proxies, o, true, self.timeout);
+        for (p, r) in back {
+            if let Err(e) = r {
+                failed.push(format!("{p}: {e:#}"));
+            }
+        }
+        Some(if failed.is_empty() {
+            format!("the writer endpoint sends to {o} again")
+        } else {
+            format!(
+                "the writer endpoint could not be pointed back at {o} on {}: run `repltool init`",
+                failed.join("; ")
+            )
         })
     }
 
@@ -523,6 +682,7 @@ impl<'a> Exec<'a> {
                     // Never two writable members: the other one is read-only first when it
                     // answers (PairFence did it in a switch).
                 }
+                crate::failpoint::hit("promote-before-writable");
                 self.with(t, |c, f| c.run(&f.set_read_only(false)))?;
                 let mut st = self.st();
                 st.target_writable = true;
@@ -682,6 +842,9 @@ impl<'a> Exec<'a> {
                 Ok(())
             }
             Act::ResumeRepoint { record } => self.resume_repoint(plan, &s.hosts, record),
+            Act::DrainWriter => self.move_writer(plan, &s.hosts, None),
+            Act::PointWriter => self.move_writer(plan, &s.hosts, Some(t)),
+            Act::SyncProxies => self.sync_proxies(plan, &s.hosts),
             // The wiring rewrites the file once the servers are done.
             Act::RewriteFile => Ok(()),
         }
@@ -1294,6 +1457,7 @@ mod fake_tests {
             &PromoteFacts {
                 facts: &facts,
                 hosts: &states,
+                proxies_down: &Default::default(),
             },
             "db2",
             PlanOptions {

@@ -5,7 +5,7 @@
 
 pub mod exec;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Duration;
@@ -30,6 +30,24 @@ pub struct PromoteOptions {
     pub yes: bool,
     pub force: bool,
     pub timeout: Duration,
+    /// Lag above which a slave stays out of the proxies' reader endpoints.
+    pub max_lag: u64,
+}
+
+/// Sessions to the proxies of the file, and why each one that could not be reached was not.
+pub fn observe_proxies(
+    topo: &Topology,
+    timeout: Duration,
+) -> (crate::proxy::ProxySessions, BTreeMap<String, String>) {
+    if topo.proxies.is_empty() {
+        return Default::default();
+    }
+    let (sessions, failed) = crate::proxy::connect_all(topo, Some(timeout));
+    let down = failed
+        .into_iter()
+        .map(|(n, e)| (n, format!("{e:#}")))
+        .collect();
+    (sessions, down)
 }
 
 /// How an SSH connect failed: nothing answered (refused, timed out) or something did.
@@ -155,23 +173,40 @@ pub fn observe_sessions(
 pub fn run(path: &Path, topo: &Topology, target: &str, opts: &PromoteOptions) -> Result<i32> {
     let progress = Progress::new(false);
     let conn_timeout = opts.timeout.min(Duration::from_secs(5));
-    let (sessions, failed) = crate::transport::connect_all(topo, Some(conn_timeout));
-    // The cluster lock before anything is observed: a plan made while another run is changing
-    // the servers would be made from facts that are about to change. A dry run only checks it.
-    let names: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
-    let lock =
-        crate::lock::ClusterLock::acquire(topo, Some(path), &sessions, &names, conn_timeout)?;
-    let lock = if opts.dry_run {
-        drop(lock);
-        None
-    } else {
-        Some(lock)
-    };
-    let (facts, states) = observe_sessions(topo, &sessions, &failed, conn_timeout);
+    // The proxies are connected to while the servers are observed (a dead proxy costs no
+    // more time than a dead host).
+    let (host_side, (proxy_sessions, proxies_down)) = std::thread::scope(|s| {
+        let p = s.spawn(|| observe_proxies(topo, conn_timeout));
+        let o = (|| -> Result<_> {
+            let (sessions, failed) = crate::transport::connect_all(topo, Some(conn_timeout));
+            // The cluster lock before anything is observed: a plan made while another run is
+            // changing the servers would be made from facts that are about to change. A dry
+            // run only checks it.
+            let names: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
+            let lock = crate::lock::ClusterLock::acquire(
+                topo,
+                Some(path),
+                &sessions,
+                &names,
+                conn_timeout,
+            )?;
+            let lock = if opts.dry_run {
+                drop(lock);
+                None
+            } else {
+                Some(lock)
+            };
+            let (facts, states) = observe_sessions(topo, &sessions, &failed, conn_timeout);
+            Ok((sessions, lock, facts, states))
+        })();
+        (o, p.join().unwrap_or_default())
+    });
+    let (sessions, lock, facts, states) = host_side?;
     progress.step(target, &format!("observed {} hosts", topo.hosts.len()));
     let pf = PromoteFacts {
         facts: &facts,
         hosts: &states,
+        proxies_down: &proxies_down,
     };
     let Some(plan) = plan_promote(
         topo,
@@ -224,7 +259,8 @@ pub fn run(path: &Path, topo: &Topology, target: &str, opts: &PromoteOptions) ->
         .filter(|h| facts.get(&h.name).is_some_and(|f| f.sql.is_some()))
         .map(|h| h.name.clone())
         .collect();
-    let ex = exec::Exec::new(topo, &sessions, opts.timeout, &progress, path, &hosts);
+    let ex = exec::Exec::new(topo, &sessions, opts.timeout, &progress, path, &hosts)
+        .with_proxies(&proxy_sessions, opts.max_lag);
     ex.hold(lock);
     match ex.run(&plan) {
         Ok(summary) => {

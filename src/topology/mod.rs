@@ -6,6 +6,7 @@ mod env;
 mod galera;
 pub mod model;
 mod problems;
+mod proxies;
 mod raw;
 pub mod rewrite;
 mod tree;

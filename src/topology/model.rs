@@ -17,6 +17,10 @@ pub struct Topology {
     pub galera: Option<Galera>,
     /// `watch:` (automatic failover), if the file has it.
     pub watch: Option<Watch>,
+    /// Application endpoints (`proxies:`), in file order; empty when the file has none.
+    pub proxies: Vec<Proxy>,
+    /// The address keepalived moves between the proxies (`vip:`).
+    pub vip: Option<Vip>,
 }
 
 /// The `galera:` block: the hosts without `master:` form one Galera cluster.
@@ -211,6 +215,10 @@ impl Topology {
         self.hosts.iter().filter(|h| self.is_member(h))
     }
 
+    pub fn proxy(&self, name: &str) -> Option<&Proxy> {
+        self.proxies.iter().find(|p| p.name == name)
+    }
+
     /// Hosts that replicate from nobody, or the writable member(s) of a pair.
     pub fn masters(&self) -> impl Iterator<Item = &Host> {
         self.hosts.iter().filter(|h| h.master.is_none())
@@ -266,4 +274,58 @@ pub struct Watch {
 pub struct WatchHooks {
     pub pre_failover: Option<String>,
     pub post_failover: Option<String>,
+}
+
+/// What a `proxies:` host runs for the application endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyKind {
+    /// HAProxy (`mode tcp`), switched at runtime over its stats socket.
+    Haproxy,
+    /// nginx's `stream` module (MySQL is TCP: never `http`), switched by a graceful reload.
+    Nginx,
+}
+
+impl ProxyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyKind::Haproxy => "haproxy",
+            ProxyKind::Nginx => "nginx",
+        }
+    }
+}
+
+/// An application endpoint host (`proxies:`): reached over SSH like a database host (the
+/// `defaults.ssh` apply), it runs HAProxy or nginx with a writer port (every connection to the
+/// current master) and an optional reader port (over the healthy slaves).
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    pub name: String,
+    pub address: String,
+    pub kind: ProxyKind,
+    pub writer: u16,
+    pub reader: Option<u16>,
+    pub transport: Transport,
+    /// Line of the proxy's entry in the file (1-based), for messages.
+    pub line: usize,
+}
+
+/// The address keepalived holds on one proxy and moves when that proxy (or its HAProxy or
+/// nginx) dies (`vip:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vip {
+    /// An IP address, without the prefix.
+    pub address: String,
+    /// The prefix length it is added with (32 unless written as `ADDR/NN`).
+    pub prefix: u8,
+    /// The interface it goes on; None: the one holding each proxy's own address.
+    pub interface: Option<String>,
+    /// VRRP's virtual_router_id (1..255): written, or derived from the cluster's name.
+    pub router_id: u8,
+}
+
+/// The default VRRP router id of a cluster: stable, in 1..=255.
+pub fn default_router_id(cluster: &str) -> u8 {
+    let id = default_server_id(cluster) % 255;
+    u8::try_from(id).unwrap_or(0) + 1
 }

@@ -11,6 +11,10 @@ use super::tree::{parse_int, Kind, Node, Pos, Resolved};
 use crate::secret::Secret;
 
 mod watch;
+// The `proxies:` and `vip:` blocks (application endpoints): a child module, so it reads them
+// with the same positioned helpers.
+mod proxies;
+pub use proxies::{RawProxy, RawVip, PROXY_KEYS, VIP_KEYS};
 
 /// A value and where it was written.
 #[derive(Debug, Clone)]
@@ -143,6 +147,10 @@ pub struct RawFile {
     pub galera: Option<super::galera::RawGalera>,
     /// `watch:`, read and checked (see `raw/watch.rs`).
     pub watch: Option<super::model::Watch>,
+    /// `proxies:`, in file order.
+    pub proxies: Vec<RawProxy>,
+    /// `vip:`, if written.
+    pub vip: Option<RawVip>,
 }
 
 pub const TOP_KEYS: &[&str] = &[
@@ -152,6 +160,8 @@ pub const TOP_KEYS: &[&str] = &[
     "hosts",
     "galera",
     "watch",
+    "proxies",
+    "vip",
 ];
 pub const DEFAULTS_KEYS: &[&str] = &[
     "ssh",
@@ -195,6 +205,8 @@ pub(super) enum Level {
     Mysql,
     Replication,
     Galera,
+    Proxy,
+    Vip,
 }
 
 impl Level {
@@ -207,6 +219,8 @@ impl Level {
             Level::Mysql => MYSQL_KEYS,
             Level::Replication => REPLICATION_KEYS,
             Level::Galera => super::galera::GALERA_KEYS,
+            Level::Proxy => PROXY_KEYS,
+            Level::Vip => VIP_KEYS,
         }
     }
 }
@@ -964,6 +978,8 @@ pub fn read_file(doc: Option<&Node>, ctx: &mut Ctx) -> Option<RawFile> {
                 raw.hosts_pos = Some(k.pos);
                 raw.hosts = read_hosts(v, k.pos, ctx);
             }
+            "proxies" => raw.proxies = proxies::read_proxies(v, k.pos, ctx),
+            "vip" => raw.vip = proxies::read_vip(v, k.pos, ctx),
             _ => {}
         }
     }

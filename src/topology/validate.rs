@@ -10,7 +10,7 @@ use super::model::{
     Transport,
 };
 use super::problems::did_you_mean;
-use super::raw::{At, Ctx, RawFile, RawHost, TransportKind};
+use super::raw::{At, Ctx, RawCommon, RawFile, RawHost, TransportKind};
 use super::tree::Pos;
 use crate::secret::Secret;
 
@@ -46,49 +46,7 @@ pub fn build(raw: RawFile, path: &Path, ctx: &mut Ctx) -> Option<Topology> {
     let mut hosts: Vec<Host> = Vec::with_capacity(raw.hosts.len());
     for rh in &raw.hosts {
         let c = &rh.common;
-        let transport = match pick(&c.transport, &defaults.transport).map(|a| a.v) {
-            Some(TransportKind::Local) => Transport::Local,
-            Some(TransportKind::Ssh) | None => {
-                let user = pick(&c.ssh.user, &defaults.ssh.user)
-                    .map(|a| a.v.clone())
-                    .unwrap_or_else(|| user_default.clone());
-                let known_hosts = match pick(&c.ssh.known_hosts, &defaults.ssh.known_hosts) {
-                    Some(a) => a.v.clone(),
-                    None => {
-                        let d = known_hosts_default.get_or_insert_with(|| {
-                            super::env::expand_home("~/.ssh/known_hosts", ctx.env)
-                        });
-                        match d {
-                            Ok(p) => p.clone(),
-                            Err(e) => {
-                                let e = format!("{e} (needed for the default ~/.ssh/known_hosts)");
-                                ctx.problems
-                                    .add(defaults.pos, "defaults.ssh.known_hosts", e);
-                                PathBuf::new()
-                            }
-                        }
-                    }
-                };
-                let jump = pick(&c.ssh.jump, &defaults.ssh.jump).map(|a| Jump {
-                    user: a.v.user.clone().unwrap_or_else(|| user.clone()),
-                    host: a.v.host.clone(),
-                    port: a.v.port,
-                });
-                Transport::Ssh(Ssh {
-                    port: pick(&c.ssh.port, &defaults.ssh.port).map_or(DEFAULT_SSH_PORT, |a| a.v),
-                    identity_file: pick(&c.ssh.identity_file, &defaults.ssh.identity_file)
-                        .map(|a| a.v.clone()),
-                    known_hosts,
-                    jump,
-                    sudo: pick(&c.ssh.sudo, &defaults.ssh.sudo).is_some_and(|a| a.v),
-                    connect_timeout: Duration::from_secs(
-                        pick(&c.ssh.connect_timeout, &defaults.ssh.connect_timeout)
-                            .map_or(DEFAULT_CONNECT_TIMEOUT, |a| a.v),
-                    ),
-                    user,
-                })
-            }
-        };
+        let transport = transport(c, defaults, &user_default, &mut known_hosts_default, ctx);
         let password = match pick(&c.mysql.password, &defaults.mysql.password) {
             Some(p) => p.v.clone(),
             None => {
@@ -134,6 +92,15 @@ pub fn build(raw: RawFile, path: &Path, ctx: &mut Ctx) -> Option<Topology> {
     check_addresses(&raw, &hosts, ctx);
     check_server_ids(&raw.hosts, &hosts, ctx);
     let galera = super::galera::build(&raw, &name, &hosts, ctx);
+    let (proxies, vip) = super::proxies::build(
+        &raw,
+        &hosts,
+        &name,
+        &mut |c: &RawCommon, ctx: &mut Ctx| {
+            transport(c, defaults, &user_default, &mut known_hosts_default, ctx)
+        },
+        ctx,
+    );
 
     let replication = replication?;
     if !ctx.problems.is_empty() {
@@ -146,7 +113,62 @@ pub fn build(raw: RawFile, path: &Path, ctx: &mut Ctx) -> Option<Topology> {
         hosts,
         galera,
         watch: raw.watch.clone(),
+        proxies,
+        vip,
     })
+}
+
+/// How a host (or a proxy) is reached: its own `transport`/`ssh` keys over the defaults'.
+pub(super) fn transport(
+    c: &RawCommon,
+    defaults: &RawCommon,
+    user_default: &str,
+    known_hosts_default: &mut Option<Result<PathBuf, String>>,
+    ctx: &mut Ctx,
+) -> Transport {
+    match pick(&c.transport, &defaults.transport).map(|a| a.v) {
+        Some(TransportKind::Local) => Transport::Local,
+        Some(TransportKind::Ssh) | None => {
+            let user = pick(&c.ssh.user, &defaults.ssh.user)
+                .map(|a| a.v.clone())
+                .unwrap_or_else(|| user_default.to_string());
+            let known_hosts = match pick(&c.ssh.known_hosts, &defaults.ssh.known_hosts) {
+                Some(a) => a.v.clone(),
+                None => {
+                    let d = known_hosts_default.get_or_insert_with(|| {
+                        super::env::expand_home("~/.ssh/known_hosts", ctx.env)
+                    });
+                    match d {
+                        Ok(p) => p.clone(),
+                        Err(e) => {
+                            let e = format!("{e} (needed for the default ~/.ssh/known_hosts)");
+                            ctx.problems
+                                .add(defaults.pos, "defaults.ssh.known_hosts", e);
+                            PathBuf::new()
+                        }
+                    }
+                }
+            };
+            let jump = pick(&c.ssh.jump, &defaults.ssh.jump).map(|a| Jump {
+                user: a.v.user.clone().unwrap_or_else(|| user.clone()),
+                host: a.v.host.clone(),
+                port: a.v.port,
+            });
+            Transport::Ssh(Ssh {
+                port: pick(&c.ssh.port, &defaults.ssh.port).map_or(DEFAULT_SSH_PORT, |a| a.v),
+                identity_file: pick(&c.ssh.identity_file, &defaults.ssh.identity_file)
+                    .map(|a| a.v.clone()),
+                known_hosts,
+                jump,
+                sudo: pick(&c.ssh.sudo, &defaults.ssh.sudo).is_some_and(|a| a.v),
+                connect_timeout: Duration::from_secs(
+                    pick(&c.ssh.connect_timeout, &defaults.ssh.connect_timeout)
+                        .map_or(DEFAULT_CONNECT_TIMEOUT, |a| a.v),
+                ),
+                user,
+            })
+        }
+    }
 }
 
 fn build_replication(raw: &RawFile, ctx: &mut Ctx) -> Option<Replication> {

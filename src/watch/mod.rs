@@ -44,6 +44,8 @@ pub struct WatchOptions {
     pub id: Option<String>,
     /// Bound on every wait of a recovery.
     pub timeout: Duration,
+    /// Lag (seconds) above which a slave is left out of the proxies' reader endpoints.
+    pub max_lag: u64,
 }
 
 /// This process's name in etcd records: `<machine>:<pid>` unless `--id` says otherwise.
@@ -421,6 +423,7 @@ struct Watcher {
     cfg: crate::topology::Watch,
     id: String,
     opts_timeout: Duration,
+    max_lag: u64,
     coord: Option<Coordinator>,
     etcd_error: Option<String>,
     probes: BTreeMap<String, Mutex<Probe>>,
@@ -480,6 +483,7 @@ pub fn run(path: &Path, opts: &WatchOptions) -> Result<i32> {
         cfg,
         id,
         opts_timeout: opts.timeout,
+        max_lag: opts.max_lag,
         coord: None,
         etcd_error: None,
         rounds: Vec::new(),
@@ -976,7 +980,12 @@ impl Watcher {
             json!({}),
         );
         let pt = self.probe_timeout();
-        let (sessions, facts, states) = crate::promote::observe(&self.topo, pt);
+        // The proxies (`proxies:`) with the hosts: the recovery moves the writer endpoint.
+        let ((sessions, facts, states), (proxy_sessions, proxies_down)) = std::thread::scope(|s| {
+            let p = s.spawn(|| crate::promote::observe_proxies(&self.topo, pt));
+            let o = crate::promote::observe(&self.topo, pt);
+            (o, p.join().unwrap_or_default())
+        });
         let old = self
             .topo
             .host(dead)
@@ -1012,6 +1021,7 @@ impl Watcher {
         let pf = PromoteFacts {
             facts: &facts,
             hosts: &states,
+            proxies_down: &proxies_down,
         };
         let plan = match plan_promote(
             &self.topo,
@@ -1102,7 +1112,8 @@ impl Watcher {
             &hosts,
         )
         .with_before_step(&check)
-        .with_etcd_lock_held();
+        .with_etcd_lock_held()
+        .with_proxies(&proxy_sessions, self.max_lag);
         if intent.as_ref().is_some_and(|(i, _)| i.by != self.id) {
             ex = ex.with_stale_lock_takeover();
         }

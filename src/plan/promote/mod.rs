@@ -47,6 +47,9 @@ pub struct HostState {
 pub struct PromoteFacts<'a> {
     pub facts: &'a HashMap<String, Facts>,
     pub hosts: &'a HashMap<String, HostState>,
+    /// Proxies of the file (`proxies:`) whose shell could not be reached, with why; every
+    /// other proxy takes part in the writer endpoint's move.
+    pub proxies_down: &'a BTreeMap<String, String>,
 }
 
 impl PromoteFacts<'_> {
@@ -231,6 +234,15 @@ pub enum Act {
     ResumeCheckOld,
     /// Resume: point the remaining slaves at the recorded coordinates.
     ResumeRepoint { record: PromotionRecord },
+    /// The proxies' writer endpoint reaches no server any more and the sessions it held are
+    /// ended (HAProxy at runtime; nginx by a graceful reload): the old master keeps no
+    /// application session.
+    DrainWriter,
+    /// The proxies' writer endpoint sends new connections to the target only.
+    PointWriter,
+    /// The proxies' configuration rewritten for the new topology (writer, reader endpoints
+    /// over the slaves as they now are), so a reload keeps the promote.
+    SyncProxies,
     /// Rewrite the topology file (backup kept).
     RewriteFile,
 }
@@ -380,6 +392,97 @@ fn judge_old(old: &Host, pf: &PromoteFacts) -> OldMaster {
 /// Plan `repltool promote TARGET`. `Ok(None)`: TARGET is already the master in the file and
 /// nothing is half-done.
 pub fn plan_promote(
+    topo: &Topology,
+    pf: &PromoteFacts,
+    target: &str,
+    opts: PlanOptions,
+) -> Result<Option<PromotePlan>> {
+    let Some(mut plan) = plan_servers(topo, pf, target, opts)? else {
+        return Ok(None);
+    };
+    add_endpoint_steps(topo, pf, &mut plan, opts)?;
+    Ok(Some(plan))
+}
+
+/// The application endpoints (`proxies:`) move with the master, in this order: switchover:
+/// the old master fenced (read_only, the lock), the slaves caught up, then in one step per
+/// proxy its sessions drained and the writer pointed at the target, then the target made
+/// writable; failover: the writer drained first, pointed at the target just before it is made
+/// writable. The writer endpoint never reaches two writable servers. Then the proxies' files
+/// are rewritten for the new topology.
+fn add_endpoint_steps(
+    topo: &Topology,
+    pf: &PromoteFacts,
+    plan: &mut PromotePlan,
+    opts: PlanOptions,
+) -> Result<()> {
+    if topo.proxies.is_empty() {
+        return Ok(());
+    }
+    let up: Vec<String> = topo
+        .proxies
+        .iter()
+        .filter(|p| !pf.proxies_down.contains_key(&p.name))
+        .map(|p| p.name.clone())
+        .collect();
+    let failover = matches!(plan.mode, Mode::Failover | Mode::PairFailover);
+    for (name, why) in pf.proxies_down {
+        let what = format!(
+            "proxy {name} does not answer ({why}): its writer endpoint keeps sending to {} (read-only once promoted away) until `repltool init` re-points it",
+            plan.old
+        );
+        if failover || opts.force {
+            plan.warnings.push(what);
+        } else {
+            return Err(problem(format!(
+                "{what}. Bring it back, or pass --force to switch over without it"
+            )));
+        }
+    }
+    if up.is_empty() {
+        return Ok(());
+    }
+    let at = |steps: &[Step], f: &dyn Fn(&Act) -> bool| steps.iter().position(|s| f(&s.act));
+    let steps = &mut plan.steps;
+    // A failover drains first: the old master is not fenced by a read lock, the proxies are
+    // the applications' way to it. A switchover has fenced it (read_only, the lock) before the
+    // writer moves, and the move itself drains it: its sessions end in the same step that
+    // points the writer at the target, one round trip inside the write window instead of two.
+    let drain_after = match plan.mode {
+        Mode::Failover | Mode::PairFailover => at(steps, &|a| *a == Act::Lock),
+        Mode::Switchover | Mode::PairSwitch | Mode::Resume => None,
+    };
+    if let Some(i) = drain_after {
+        steps.insert(
+            i + 1,
+            Step {
+                hosts: up.clone(),
+                act: Act::DrainWriter,
+            },
+        );
+    }
+    if let Some(i) = at(steps, &|a| *a == Act::MakeWritable) {
+        steps.insert(
+            i,
+            Step {
+                hosts: up.clone(),
+                act: Act::PointWriter,
+            },
+        );
+    }
+    if let Some(i) = at(steps, &|a| *a == Act::RewriteFile) {
+        steps.insert(
+            i,
+            Step {
+                hosts: up,
+                act: Act::SyncProxies,
+            },
+        );
+    }
+    Ok(())
+}
+
+fn plan_servers(
     topo: &Topology,
     pf: &PromoteFacts,
     target: &str,
@@ -1010,6 +1113,26 @@ impl PromotePlan {
                     w.start()
                 )
             }),
+            Act::DrainWriter => vec![if matches!(self.fence, Some(Fence::None | Fence::StopServer)) {
+                format!(
+                    "{list}: writer endpoint to no server, its sessions ended (HAProxy: every writer server in maintenance and `shutdown sessions`; nginx: writer upstream down, graceful reload, previous workers ended): no application reaches {o} through them"
+                )
+            } else {
+                format!(
+                    "{list}: HAProxy's writer endpoint to no server, its sessions ended (every writer server in maintenance and `shutdown sessions`): no application reaches {o} through it (nginx: at the reload that points it)"
+                )
+            }],
+            Act::PointWriter => vec![format!(
+                "{list}: writer endpoint to {t} only, the sessions it held on {o} ended (HAProxy: every other writer server in maintenance and `shutdown sessions`, then {t} ready, one admin-socket command; nginx: one graceful reload, then the previous workers end){}",
+                if matches!(self.mode, Mode::Failover | Mode::PairFailover) {
+                    "; a proxy that fails is reported, the promote goes on"
+                } else {
+                    ""
+                }
+            )],
+            Act::SyncProxies => vec![format!(
+                "{list}: configuration rewritten for the new topology (writer {t}; reader endpoints over the slaves that replicate), at runtime where HAProxy allows, so a reload keeps it"
+            )],
             Act::RewriteFile => vec![format!(
                 "rewrite the topology file (backup kept): {}",
                 self.edits

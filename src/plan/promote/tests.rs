@@ -19,6 +19,7 @@ struct Case {
     t: Topology,
     facts: HashMap<String, Facts>,
     states: HashMap<String, HostState>,
+    proxies_down: BTreeMap<String, String>,
 }
 
 impl Case {
@@ -56,7 +57,32 @@ impl Case {
                 )
             })
             .collect();
-        Case { t, facts, states }
+        Case {
+            t,
+            facts,
+            states,
+            proxies_down: BTreeMap::new(),
+        }
+    }
+    /// Application endpoints: proxy `lbK` of each kind, the ones in `down` not answering.
+    fn proxies(mut self, kinds: &[crate::topology::ProxyKind], down: &[&str]) -> Case {
+        for (i, k) in kinds.iter().enumerate() {
+            let name = format!("lb{}", i + 1);
+            if down.contains(&name.as_str()) {
+                self.proxies_down
+                    .insert(name.clone(), format!("{name}: SSH connection timed out"));
+            }
+            self.t.proxies.push(crate::topology::Proxy {
+                name,
+                address: format!("10.0.0.{}", 5 + i),
+                kind: *k,
+                writer: 3306,
+                reader: Some(3307),
+                transport: crate::topology::Transport::Local,
+                line: 10 + i,
+            });
+        }
+        self
     }
     fn mysql97(mut self) -> Case {
         for f in self.facts.values_mut() {
@@ -113,6 +139,7 @@ impl Case {
         let pf = PromoteFacts {
             facts: &self.facts,
             hosts: &self.states,
+            proxies_down: &self.proxies_down,
         };
         match plan_promote(
             &self.t,
@@ -284,9 +311,9 @@ fn golden_plans() {
     cases.push(("newer-target-refused", upgrade.plan("db2", false)));
     cases.push(("newer-target-forced", upgrade.plan("db2", true)));
     // An earlier promote to db2 stopped after db2 was promoted.
-    let mut resume = Case::new(MS);
-    {
-        let s = resume.facts.get_mut("db2").unwrap().sql.as_mut().unwrap();
+    let resume = || {
+        let mut c = Case::new(MS);
+        let s = c.facts.get_mut("db2").unwrap().sql.as_mut().unwrap();
         s.replica = None;
         s.promotions.push(crate::flavor::PromotionRecord {
             old_master: "db1".into(),
@@ -297,8 +324,55 @@ fn golden_plans() {
             new_pos: ("mysql-bin.000001".into(), 328),
             ..Default::default()
         });
-    }
-    cases.push(("resume", resume.plan("db2", false)));
+        c
+    };
+    cases.push((
+        "resume-proxies",
+        resume()
+            .proxies(&[crate::topology::ProxyKind::Haproxy], &[])
+            .plan("db2", false),
+    ));
+    cases.push(("resume", resume().plan("db2", false)));
+    // Application endpoints (`proxies:`): the writer moves with the master.
+    use crate::topology::ProxyKind::{Haproxy, Nginx};
+    cases.push((
+        "switchover-proxies",
+        Case::new(MS)
+            .proxies(&[Haproxy, Nginx], &[])
+            .plan("db2", false),
+    ));
+    cases.push((
+        "switchover-proxy-down-refused",
+        Case::new(MS)
+            .proxies(&[Haproxy, Haproxy], &["lb2"])
+            .plan("db2", false),
+    ));
+    cases.push((
+        "switchover-proxy-down-forced",
+        Case::new(MS)
+            .proxies(&[Haproxy, Haproxy], &["lb2"])
+            .plan("db2", true),
+    ));
+    cases.push((
+        "failover-proxies-one-down",
+        Case::new(MS)
+            .proxies(&[Haproxy, Haproxy], &["lb2"])
+            .down("db1", Reach::Refused, Shell::Up, Some(false))
+            .received("db2", "mysql-bin.000003", 1500)
+            .received("db3", "mysql-bin.000003", 1500)
+            .plan("db2", false),
+    ));
+    cases.push((
+        "pair-switch-proxies",
+        Case::new(PAIR).proxies(&[Nginx], &[]).plan("m2", false),
+    ));
+    cases.push((
+        "pair-failover-proxies",
+        Case::new(PAIR)
+            .proxies(&[Haproxy], &[])
+            .down("m1", Reach::Refused, dead(), None)
+            .plan("m2", false),
+    ));
     check(&cases);
 }
 

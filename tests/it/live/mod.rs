@@ -7,6 +7,8 @@ mod init;
 mod lab;
 mod netns;
 mod promote;
+mod proxy;
+mod proxy_bench;
 mod safety;
 mod ssh;
 mod ssh_isolated;

@@ -1,5 +1,5 @@
 //! What the live tests start: labs of local servers (`lab`, `cluster`), a real sshd (`sshd`) and
-//! network-namespace hosts (`netns`).
+//! network-namespace hosts (`netns`), and application endpoints on them (`proxy`).
 #![allow(dead_code)]
 
 pub mod cluster;
@@ -7,4 +7,5 @@ pub mod etcd;
 pub mod galera;
 pub mod lab;
 pub mod netns;
+pub mod proxy;
 pub mod sshd;

@@ -169,11 +169,17 @@ pub struct NsHost {
     pid_ns: Option<PathBuf>,
     /// sshd only: no database server, not in the topology file (etcd members, watchers).
     pub bare: bool,
+    /// A proxy host (`pK`): no database server; its own /run, /etc/haproxy, /etc/nginx and
+    /// /etc/keepalived (see `start_with_proxies`).
+    pub proxy: bool,
 }
 
 /// N hosts and the topology file that describes them.
 pub struct NetnsHosts {
     pub hosts: Vec<NsHost>,
+    /// Proxy hosts p1..pM at 10.231.77.2M (`start_with_proxies`), in the topology file's
+    /// `proxies:` only when a test writes them there.
+    pub proxies: Vec<NsHost>,
     /// DIR/topology.yaml: h1 the master, the others its slaves.
     pub file: PathBuf,
     pub dir: PathBuf,
@@ -398,6 +404,33 @@ fn owner(name: &str, prefix: &str) -> Option<u32> {
     let rest = name.strip_prefix(prefix)?;
     let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
     digits.parse().ok()
+}
+
+/// A veth from the bridge `br` into namespace `ns`, where it is `eth0` with `addr`/24.
+fn plug(veth: &str, peer: &str, ns: &str, addr: &str, br: &str) {
+    must(&[
+        "ip", "link", "add", veth, "type", "veth", "peer", "name", peer,
+    ]);
+    must(&["ip", "link", "set", peer, "netns", ns]);
+    must(&["ip", "link", "set", veth, "master", br, "up"]);
+    must(&["ip", "-n", ns, "link", "set", peer, "name", "eth0"]);
+    must(&[
+        "ip",
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("{addr}/24"),
+        "dev",
+        "eth0",
+    ]);
+    must(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+    must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+    let routes = must(&["ip", "-n", ns, "route", "show", "default"]);
+    assert!(
+        routes.trim().is_empty(),
+        "{ns} has a default route: {routes}"
+    );
 }
 
 /// Remove what a test process that died without its Drop (SIGKILL, abort) left behind. We hold
@@ -968,6 +1001,16 @@ impl NsHost {
     fn launch(&mut self) {
         let d = self.dir.display();
         let script = match self.flavor.root() {
+            // A proxy: its own /run (pid files, HAProxy's sockets), logs, tmp and nginx's
+            // state, so every proxy's `service haproxy|nginx|keepalived` sees only its own.
+            None if self.proxy => format!(
+                "set -e\n\
+                 mount --bind {d}/run /run\n\
+                 mount --bind {d}/log /var/log\n\
+                 mount --bind {d}/tmp /tmp\n\
+                 mount --bind {d}/lib-nginx /var/lib/nginx\n\
+                 exec /usr/sbin/sshd -D -e -f {d}/sshd_config\n"
+            ),
             None => format!(
                 "set -e\n\
                  mount --bind {d}/lib /var/lib/mysql\n\
@@ -1122,12 +1165,26 @@ impl NetnsHosts {
     /// master of the others in the topology file. The roots the flavors need are built first
     /// if missing (tests/roots.sh, a minute or two).
     pub fn start_with(flavors: &[Flavor]) -> NetnsHosts {
-        NetnsHosts::start_with_bare(flavors, 0)
+        NetnsHosts::start_full(flavors, 0, 0)
     }
 
     /// [`NetnsHosts::start_with`] plus `bare` hosts after them (h<n+1>...): sshd only, no
     /// database server and not in the topology file, for etcd members and watchers.
     pub fn start_with_bare(db: &[Flavor], bare: usize) -> NetnsHosts {
+        NetnsHosts::start_full(db, bare, 0)
+    }
+
+    /// [`NetnsHosts::start_with`] plus `proxies` proxy hosts p1..pM at 10.231.77.2M: no
+    /// database server, sshd as PID 1, the machine's HAProxy, nginx and keepalived with their
+    /// own copies of /etc/haproxy, /etc/nginx and /etc/keepalived (through /etc/netns) and their
+    /// own /run, none of them started.
+    pub fn start_with_proxies(flavors: &[Flavor], proxies: usize) -> NetnsHosts {
+        NetnsHosts::start_full(flavors, 0, proxies)
+    }
+
+    /// Database hosts, then `bare` hosts, then `proxies` proxy hosts.
+    pub fn start_full(db: &[Flavor], bare: usize, proxies: usize) -> NetnsHosts {
+        assert!(proxies <= 9, "at most 9 proxies");
         let mut all = db.to_vec();
         all.extend(std::iter::repeat_n(Flavor::System, bare));
         let flavors = all.as_slice();
@@ -1176,6 +1233,7 @@ impl NetnsHosts {
             bridge: None,
             made_etc_netns: false,
             tmp: Some(tmp),
+            proxies: Vec::new(),
             _lock: lock,
             _root_locks: root_locks,
         };
@@ -1184,6 +1242,7 @@ impl NetnsHosts {
         }
         let t = Instant::now();
         net.network(flavors, pid, bare);
+        net.proxy_network(proxies, pid);
         net.timings.push(("network".into(), t.elapsed()));
         let mut templates = Vec::new();
         for j in tpls {
@@ -1198,12 +1257,13 @@ impl NetnsHosts {
         }
         let t = Instant::now();
         net.files(&templates);
+        net.proxy_files();
         net.timings.push(("files".into(), t.elapsed()));
         let t = Instant::now();
-        for h in &mut net.hosts {
+        for h in net.hosts.iter_mut().chain(net.proxies.iter_mut()) {
             h.launch();
         }
-        for h in &net.hosts {
+        for h in net.hosts.iter().chain(net.proxies.iter()) {
             wait_banner(h);
         }
         net.timings.push(("sshd".into(), t.elapsed()));
@@ -1260,38 +1320,105 @@ impl NetnsHosts {
                 init_pid: None,
                 pid_ns: None,
                 bare: k > n - bare,
+                proxy: false,
             };
             must(&["ip", "netns", "add", &h.ns]);
             h.ns_added = true;
             let peer = format!("rp{pid}h{k}");
-            let veth = h.veth.clone();
-            let ns = h.ns.clone();
-            let addr = h.addr.clone();
+            let (veth, ns, addr) = (h.veth.clone(), h.ns.clone(), h.addr.clone());
             self.hosts.push(h);
-            must(&[
-                "ip", "link", "add", &veth, "type", "veth", "peer", "name", &peer,
-            ]);
-            must(&["ip", "link", "set", &peer, "netns", &ns]);
-            must(&["ip", "link", "set", &veth, "master", &br, "up"]);
-            must(&["ip", "-n", &ns, "link", "set", &peer, "name", "eth0"]);
-            must(&[
-                "ip",
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{addr}/24"),
-                "dev",
-                "eth0",
-            ]);
-            must(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
-            must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-            let routes = must(&["ip", "-n", &ns, "route", "show", "default"]);
-            assert!(
-                routes.trim().is_empty(),
-                "{ns} has a default route: {routes}"
-            );
+            plug(&veth, &peer, &ns, &addr, &br);
         }
+    }
+
+    /// The proxy hosts' namespaces and veths (p1..pM at .21...).
+    fn proxy_network(&mut self, m: usize, pid: u32) {
+        let br = self.bridge.clone().expect("the bridge");
+        for k in 1..=m {
+            let name = format!("p{k}");
+            let dir = self.dir.join(&name);
+            fs::create_dir(&dir).expect("proxy dir");
+            let h = NsHost {
+                flavor: Flavor::System,
+                mysql_etc: None,
+                ns: format!("rt-{pid}-{name}"),
+                addr: format!("{NET}.{}", 20 + k),
+                veth: format!("rt{pid}p{k}"),
+                name,
+                dir,
+                etc: None,
+                ns_added: true,
+                unshare: None,
+                init_pid: None,
+                pid_ns: None,
+                bare: false,
+                proxy: true,
+            };
+            must(&["ip", "netns", "add", &h.ns]);
+            let (veth, ns, addr) = (h.veth.clone(), h.ns.clone(), h.addr.clone());
+            self.proxies.push(h);
+            plug(&veth, &format!("rp{pid}p{k}"), &ns, &addr, &br);
+        }
+    }
+
+    /// Each proxy's /etc overrides (copies of the machine's /etc/haproxy, /etc/nginx,
+    /// /etc/keepalived), its run, log, tmp and nginx state directories, sshd config and host
+    /// key (added to known_hosts).
+    fn proxy_files(&mut self) {
+        let authorized = self.dir.join("authorized_keys");
+        let mut known = fs::read_to_string(&self.known_hosts).unwrap_or_default();
+        for h in &mut self.proxies {
+            let etc = PathBuf::from("/etc/netns").join(&h.ns);
+            fs::create_dir(&etc).expect("/etc/netns/<ns>");
+            h.etc = Some(etc.clone());
+            for sub in ["haproxy", "nginx", "keepalived"] {
+                let from = Path::new("/etc").join(sub);
+                assert!(
+                    from.exists(),
+                    "{} is missing: the proxy hosts need haproxy, nginx, libnginx-mod-stream and keepalived (tests/install-deps.sh)",
+                    from.display()
+                );
+                must(&["cp", "-a", &from.to_string_lossy(), &etc.to_string_lossy()]);
+            }
+            let d = &h.dir;
+            for sub in ["run", "run/sshd", "log", "log/nginx", "tmp"] {
+                fs::create_dir(d.join(sub)).expect("proxy dir");
+            }
+            fs::set_permissions(d.join("tmp"), fs::Permissions::from_mode(0o1777)).expect("chmod");
+            must(&[
+                "cp",
+                "-a",
+                "/var/lib/nginx",
+                &d.join("lib-nginx").to_string_lossy(),
+            ]);
+            let key = d.join("ssh_host_ed25519_key");
+            keygen(&key);
+            let pubkey = fs::read_to_string(key.with_extension("pub"))
+                .expect("host key")
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            known.push_str(&format!("{} {pubkey}\n", h.addr));
+            let config = format!(
+                "Port 22\nListenAddress {addr}\nHostKey {key}\nAuthorizedKeysFile {auth}\n\
+                 PidFile {dir}/sshd.pid\nPermitRootLogin prohibit-password\nStrictModes no\n\
+                 UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 PubkeyAuthentication yes\nAllowTcpForwarding yes\nPrintMotd no\n\
+                 MaxStartups 50\nLogLevel INFO\nSetEnv SHLVL=1\n",
+                addr = h.addr,
+                key = key.display(),
+                auth = authorized.display(),
+                dir = d.display()
+            );
+            fs::write(d.join("sshd_config"), config).expect("sshd_config");
+        }
+        fs::write(&self.known_hosts, known).expect("known_hosts");
+    }
+
+    /// Proxy K (1-based).
+    pub fn p(&self, k: usize) -> &NsHost {
+        &self.proxies[k - 1]
     }
 
     /// Keys, sshd configs, each host's /etc/mysql, datadir and run directory.
@@ -1554,7 +1681,7 @@ impl Drop for NetnsHosts {
     fn drop(&mut self) {
         let t = Instant::now();
         let mut problems = Vec::new();
-        for h in &mut self.hosts {
+        for h in self.hosts.iter_mut().chain(self.proxies.iter_mut()) {
             problems.extend(h.teardown());
         }
         // The hosts' mounts lived in their own mount namespaces, gone with their last process;
