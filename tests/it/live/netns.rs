@@ -380,12 +380,16 @@ fn status_and_check_reach_mysql_9_7_mariadb_11_8_and_10_11_hosts() {
         );
         let (res, detail) = check_detail(&v, "config writable", &h.name);
         assert_eq!(res, "ok", "{detail}");
+        // MySQL's package sets bind-address and the binary log in mysql.conf.d/mysqld.cnf,
+        // read after 60-*: the fragment is named to be read last there.
+        let fragment = if h.flavor == Flavor::MySQL97 {
+            "zz-repltool.cnf"
+        } else {
+            "60-repltool.cnf"
+        };
         assert_eq!(
             detail,
-            format!(
-                "fragment /etc/mysql/{}/60-repltool.cnf",
-                h.flavor.conf_dir()
-            )
+            format!("fragment /etc/mysql/{}/{fragment}", h.flavor.conf_dir())
         );
         let (res, detail) = check_detail(&v, "restart command", &h.name);
         assert_eq!(res, "ok", "{detail}");
