@@ -68,6 +68,11 @@ impl Sshd {
 
     /// Like [`Sshd::start_on`], with extra environment variables for the sessions.
     pub fn start_with_env(addrs: &[&str], env: &[(&str, &str)]) -> Sshd {
+        Sshd::start_with_config(addrs, env, "")
+    }
+
+    /// Like [`Sshd::start_with_env`], with extra sshd_config lines (`RekeyLimit 16M\n`...).
+    pub fn start_with_config(addrs: &[&str], env: &[(&str, &str)], config: &str) -> Sshd {
         let extra_env: String = env.iter().map(|(k, v)| format!(" {k}={v}")).collect();
         assert!(
             Path::new("/usr/sbin/sshd").exists(),
@@ -123,7 +128,7 @@ impl Sshd {
                 continue;
             }
             s.port = port;
-            s.write_config(&extra_env);
+            s.write_config(&extra_env, config);
             match s.launch() {
                 Ok(()) => {
                     s.write_known_hosts();
@@ -136,7 +141,7 @@ impl Sshd {
         panic!("no free port for sshd in 2200-2299");
     }
 
-    fn write_config(&self, extra_env: &str) {
+    fn write_config(&self, extra_env: &str, extra_config: &str) {
         let d = self.dir.path().display();
         let listen: String = self
             .addrs
@@ -146,8 +151,10 @@ impl Sshd {
         // SHLVL=1 keeps bash from sourcing the machine's ~/.bashrc for these sessions (bash
         // only does so for ssh commands at shell level 1): tests must not depend on, or be
         // slowed down by, whatever the test user's rc files do.
+        // sshd keeps the first value it reads for a keyword: the extra lines come first, so
+        // they override the defaults below.
         let text = format!(
-            "Port {port}\n{listen}\
+            "{extra_config}Port {port}\n{listen}\
              HostKey {d}/host_ed25519\n\
              AuthorizedKeysFile {d}/authorized_keys\n\
              PidFile {d}/sshd.pid\n\
