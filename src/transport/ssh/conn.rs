@@ -19,6 +19,18 @@ use ssh2::{BlockDirections, Channel, ErrorCode, Session};
 /// libssh2's "would block".
 const EAGAIN: i32 = -37;
 
+/// The length of every libssh2 read of a channel (see [`Chan::read_data`]). At most 3/4 of
+/// the 2 MiB receive window libssh2 gives a channel, so `libssh2_channel_read_ex` never
+/// takes its other path (a forced adjustment by the read length).
+pub(crate) const READ_LEN: usize = 64 * 1024;
+
+/// A buffer for [`Chan::read_data`].
+pub(crate) type ReadBuf = Box<[u8; READ_LEN]>;
+
+pub(crate) fn read_buf() -> ReadBuf {
+    Box::new([0; READ_LEN])
+}
+
 /// Longest single sleep: the safety net for a doorbell that was not rung (input that arrived
 /// between our check and libssh2's read) and how often loops notice a stop request.
 const POLL_CAP: Duration = Duration::from_millis(250);
@@ -409,7 +421,41 @@ impl DerefMut for Chan {
 }
 
 impl Chan {
+    /// Read what has arrived on `stream` (0: stdout or a forward's data, 1: stderr) into
+    /// `buf`: every read of a channel asks libssh2 for exactly [`READ_LEN`] bytes.
+    ///
+    /// Why the length must never vary: a read first tops up the receive window when it is
+    /// low, by `2 MiB + length - window`. When that WINDOW_ADJUST cannot be sent yet (a key
+    /// re-exchange is running, as OpenSSH starts one every 1 GiB with chacha20-poly1305, or
+    /// another channel's packet is half sent), the read says "would block" and libssh2 keeps
+    /// the packet; the next read of the channel sends it but adds to its own count of the
+    /// window the adjustment recomputed from *its* length (channel.c in libssh2-sys's libssh2:
+    /// `ssh2_channel_read`, `ssh2_channel_receive_window_adjust`). A 16 KiB stderr
+    /// read after a 256 KiB stdout read left libssh2 counting 240 KiB less window than the
+    /// server had been granted, again at every such re-exchange; once the reader fell behind,
+    /// the server filled the window it had been given and libssh2 dropped whatever went past
+    /// its own count ("the current receive window is full, data ignored"): bytes missing from
+    /// the middle of a stream, and no error. When the short read's recomputed amount is
+    /// negative (a 1 MiB read's adjustment retried by a short one) it wraps and libssh2 kills
+    /// the connection ("Window adjust out of bounds"); a long read after a short one counts
+    /// window the server never got, and the stream can stall. With one length the recomputed
+    /// adjustment is the one that was sent.
+    pub fn read_data(
+        &self,
+        me: u64,
+        what: &str,
+        stream: i32,
+        buf: &mut [u8; READ_LEN],
+    ) -> Result<Step<usize>> {
+        let mut s = self.ch.stream(stream);
+        self.conn.op_io(me, what, || s.read(buf))
+    }
+
     /// Write (part of) `data` to the channel's stdin/stream 0.
+    ///
+    /// After "would block", the next write of the channel must offer the same bytes again:
+    /// libssh2 keeps the packet's length from this call and may take its payload from the
+    /// next one (every caller retries with the same slice, [`Chan::close`] with `pending`).
     pub fn write_data(&mut self, me: u64, what: &str, data: &[u8]) -> Result<Step<usize>> {
         let conn = Arc::clone(&self.conn);
         let ch = &mut *self.ch;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 
-use super::conn::{Chan, ChannelError, Conn, Dirs, Step, Waiter};
+use super::conn::{read_buf, Chan, ChannelError, Conn, Dirs, ReadBuf, Step, Waiter, READ_LEN};
 use crate::transport::{shell_quote, CmdOutput, RemoteProcess};
 
 const PGID_MARK: &str = "@repltool-pgid:";
@@ -96,6 +96,13 @@ pub(crate) struct Exec {
     stderr_dropped: u64,
     marker_done: bool,
     pgid: Option<u32>,
+    /// Where stderr is read.
+    err_buf: Option<ReadBuf>,
+    /// Stdout read for a caller whose buffer was shorter than [`READ_LEN`]:
+    /// `held[held_pos..held_len]` comes before anything still on the channel.
+    held: Option<ReadBuf>,
+    held_pos: usize,
+    held_len: usize,
 }
 
 impl Exec {
@@ -124,6 +131,10 @@ impl Exec {
             stderr_dropped: 0,
             marker_done: false,
             pgid: None,
+            err_buf: None,
+            held: None,
+            held_pos: 0,
+            held_len: 0,
         })
     }
 
@@ -137,15 +148,19 @@ impl Exec {
 
     /// Read whatever stderr is available. Returns whether anything happened.
     fn drain_stderr(&mut self) -> Result<bool> {
-        let conn = self.conn();
+        let mut buf = self.err_buf.take().unwrap_or_else(read_buf);
+        let r = self.drain_stderr_into(&mut buf);
+        self.err_buf = Some(buf);
+        r
+    }
+
+    fn drain_stderr_into(&mut self, buf: &mut [u8; READ_LEN]) -> Result<bool> {
         let mut progress = false;
-        let mut buf = [0u8; 16 * 1024];
         for _ in 0..64 {
             if self.stderr_eof {
                 break;
             }
-            let mut err = self.chan.stderr();
-            match conn.op_io(self.w.id, "reading stderr", || err.read(&mut buf))? {
+            match self.chan.read_data(self.w.id, "reading stderr", 1, buf)? {
                 Step::Ready(0) => {
                     if self.chan.eof() {
                         self.stderr_eof = true;
@@ -178,11 +193,40 @@ impl Exec {
 
     /// `Ready(0)` only at the real end of stdout.
     fn read_stdout(&mut self, buf: &mut [u8]) -> Result<Step<usize>> {
+        if let Some(held) = &self.held {
+            if self.held_pos < self.held_len {
+                let n = buf.len().min(self.held_len - self.held_pos);
+                buf[..n].copy_from_slice(&held[self.held_pos..self.held_pos + n]);
+                self.held_pos += n;
+                return Ok(Step::Ready(n));
+            }
+        }
         if self.stdout_eof {
             return Ok(Step::Ready(0));
         }
-        let conn = self.conn();
-        match conn.op_io(self.w.id, "reading output", || self.chan.read(buf))? {
+        if let Some(whole) = buf.first_chunk_mut::<READ_LEN>() {
+            return self.read_stdout_into(whole);
+        }
+        // A shorter buffer: read the whole length aside, serve the rest to the next calls
+        // (the read length must not vary, see `Chan::read_data`).
+        let mut held = self.held.take().unwrap_or_else(read_buf);
+        let r = self.read_stdout_into(&mut held);
+        let (got, step) = match r {
+            Ok(Step::Ready(got)) => {
+                let n = buf.len().min(got);
+                buf[..n].copy_from_slice(&held[..n]);
+                (got, Ok(Step::Ready(n)))
+            }
+            other => (0, other),
+        };
+        self.held_len = got;
+        self.held_pos = got.min(buf.len());
+        self.held = Some(held);
+        step
+    }
+
+    fn read_stdout_into(&mut self, buf: &mut [u8; READ_LEN]) -> Result<Step<usize>> {
+        match self.chan.read_data(self.w.id, "reading output", 0, buf)? {
             Step::Ready(0) => {
                 if self.chan.eof() {
                     self.stdout_eof = true;
@@ -277,7 +321,7 @@ impl Exec {
     fn drive(&mut self, input: &[u8], deadline: Instant) -> Result<CmdOutput, Failure> {
         let mut off = 0;
         let mut stdout = Vec::new();
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; READ_LEN];
         loop {
             let mut progress = false;
             let mut dirs = Dirs::default();
@@ -500,7 +544,7 @@ impl Write for SshProcess {
             return Err(self.broken_pipe());
         }
         let mut deadline = Instant::now() + STREAM_IDLE_LIMIT;
-        let mut tmp = vec![0u8; CHUNK];
+        let mut tmp = vec![0u8; READ_LEN];
         loop {
             let mut progress = self.ex.drain_stderr().map_err(|e| self.io_err(e))?;
             let d = match self.ex.write_stdin(buf).map_err(|e| self.io_err(e))? {
@@ -588,7 +632,7 @@ impl RemoteProcess for SshProcess {
         let mut stdout = self.spill.split_off(self.spill_pos);
         self.spill.clear();
         self.spill_pos = 0;
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; READ_LEN];
         let mut deadline = Instant::now() + STREAM_IDLE_LIMIT;
         loop {
             let mut progress = self.ex.drain_stderr()?;
