@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::conn::{Chan, ChannelError, Conn, Dirs, Step, Waiter};
+use super::conn::{read_buf, Chan, ChannelError, Conn, Dirs, Step, Waiter};
 
 const CHUNK: usize = 32 * 1024;
 /// Forwarded connections open at once per port; more wait for a free slot. Only the user
@@ -65,6 +65,7 @@ fn pump_inner<L: LocalEnd>(
     let (mut local_eof, mut remote_eof, mut eof_sent, mut local_shut) =
         (false, false, false, false);
     let mut buf = vec![0u8; CHUNK];
+    let mut chan_buf = read_buf();
     let id = w.id;
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -119,7 +120,7 @@ fn pump_inner<L: LocalEnd>(
         if down_off == down.len() && !remote_eof {
             down.clear();
             down_off = 0;
-            match conn.op_io(id, "forwarding data", || chan.read(&mut buf)) {
+            match chan.read_data(id, "forwarding data", 0, &mut chan_buf) {
                 Ok(Step::Ready(0)) => {
                     if chan.eof() {
                         remote_eof = true;
@@ -129,7 +130,7 @@ fn pump_inner<L: LocalEnd>(
                     }
                 }
                 Ok(Step::Ready(n)) => {
-                    down.extend_from_slice(&buf[..n]);
+                    down.extend_from_slice(&chan_buf[..n]);
                     progress = true;
                 }
                 Ok(Step::Again(d)) => dirs = dirs.or(d),
