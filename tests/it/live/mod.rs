@@ -11,6 +11,7 @@ mod proxy;
 mod proxy_bench;
 mod safety;
 mod ssh;
+mod ssh_integrity;
 mod ssh_isolated;
 mod status;
 mod watch;
