@@ -36,8 +36,14 @@ pub fn nginx_upstream(cluster: &str, e: Endpoint) -> String {
 }
 
 /// Health checks: a dead server is out within about two seconds and its sessions are closed,
-/// so the application reconnects instead of waiting on a dead peer.
-const HAPROXY_CHECK: &str = "check inter 1s fall 2 rise 2 on-marked-down shutdown-sessions";
+/// so the application reconnects instead of waiting on a dead peer. When a server that is not
+/// a backup comes up again, the sessions on the backups are closed too: otherwise a Galera
+/// member (or a pair's side) that stood in for a dead writer keeps the application's
+/// connections while new ones go to the returning server, and two servers take writes at once
+/// (found by the live test `galera_behind_haproxy_writes_to_one_member_and_survives_its_death`).
+/// In the reader endpoint it moves reads off the master once a slave is back.
+const HAPROXY_CHECK: &str = "check inter 1s fall 2 rise 2 on-marked-down shutdown-sessions \
+                             on-marked-up shutdown-backup-sessions";
 
 fn ports(p: &Proxy) -> Vec<(Endpoint, u16)> {
     let mut v = vec![(Endpoint::Writer, p.writer)];

@@ -170,7 +170,33 @@ pub fn findings(
                             fix,
                         );
                     } else if let Some(m) = l.iter().find(|s| s.on && s.host == w && !s.backup) {
-                        if m.health.starts_with("DOWN") {
+                        if m.health.starts_with("DOWN") && galera {
+                            // A Galera cluster has no master to promote: HAProxy already sends
+                            // the writes to the first backup member that is UP (`promote` would
+                            // answer "nothing to do"); what helps is the dead member back.
+                            let up = l.iter().find(|s| {
+                                s.on && s.backup && s.host != w && s.health.starts_with("UP")
+                            });
+                            match up {
+                                Some(b) => p_(
+                                    &p.name,
+                                    format!(
+                                        "writer :{port}: HAProxy's check says {w} is DOWN: writes go to the backup member {}",
+                                        b.host
+                                    ),
+                                    format!(
+                                        "start {w} again: `repltool init` starts members that are down (they rejoin by IST or SST) and the writes return to {w}"
+                                    ),
+                                ),
+                                None => p_(
+                                    &p.name,
+                                    format!(
+                                        "writer :{port}: HAProxy's check says {w} and every backup member are DOWN: applications cannot write"
+                                    ),
+                                    "see the members' problems above; `repltool init` starts members that are down".into(),
+                                ),
+                            }
+                        } else if m.health.starts_with("DOWN") {
                             p_(
                                 &p.name,
                                 format!("writer :{port}: HAProxy's check says the master {w} is DOWN"),

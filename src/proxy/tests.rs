@@ -897,8 +897,24 @@ fn writer_moves_are_one_round_trip_per_proxy() {
     assert!(!exec::nginx_move_script("shop", Some("db2"), false).contains("kill -TERM"));
 }
 
-#[test]
-fn a_galera_cluster_writes_to_one_member_with_the_others_as_backups() {
+/// A Galera member's wsrep state.
+fn wsrep(state: u32, comment: &str, status: &str) -> crate::observe::galera::WsrepLive {
+    crate::observe::galera::WsrepLive {
+        wsrep_on: true,
+        provider: "/usr/lib/galera/libgalera_smm.so".into(),
+        state,
+        state_comment: comment.into(),
+        cluster_status: status.into(),
+        cluster_size: 3,
+        ..Default::default()
+    }
+}
+
+/// Members g1, g2, g3 of a Galera cluster (in these states) and dr1 replicating from g1, one
+/// HAProxy proxy.
+fn galera_world(
+    states: [crate::observe::galera::WsrepLive; 3],
+) -> (Topology, HashMap<String, Facts>) {
     const G: &[(&str, Option<&str>)] = &[
         ("g1", None),
         ("g2", None),
@@ -911,24 +927,22 @@ fn a_galera_cluster_writes_to_one_member_with_the_others_as_backups() {
         sst: crate::topology::Sst::Mariabackup,
     });
     let mut f = healthy(&t);
-    let live = |state: u32, comment: &str, status: &str| crate::observe::galera::WsrepLive {
-        wsrep_on: true,
-        provider: "/usr/lib/galera/libgalera_smm.so".into(),
-        state,
-        state_comment: comment.into(),
-        cluster_status: status.into(),
-        cluster_size: 3,
-        ..Default::default()
-    };
-    for (n, g) in [
-        ("g1", live(4, "Synced", "Primary")),
-        ("g2", live(4, "Synced", "Primary")),
-        ("g3", live(2, "Donor/Desynced", "Primary")),
-    ] {
+    for (n, g) in ["g1", "g2", "g3"].into_iter().zip(states) {
         let s = f.get_mut(n).unwrap().sql.as_mut().unwrap();
         s.replica = None;
         s.galera = Some(g);
     }
+    (t, f)
+}
+
+#[test]
+fn a_galera_cluster_writes_to_one_member_with_the_others_as_backups() {
+    let live = wsrep;
+    let (t, mut f) = galera_world([
+        live(4, "Synced", "Primary"),
+        live(4, "Synced", "Primary"),
+        live(2, "Donor/Desynced", "Primary"),
+    ]);
     assert_eq!(writer_of(&t).as_deref(), Some("g1"));
     let h = reader_health(&t, &f, 60);
     assert_eq!(h["g2"], Ok(()));
@@ -954,4 +968,56 @@ fn a_galera_cluster_writes_to_one_member_with_the_others_as_backups() {
         h["g2"],
         Err("its component is not primary (non-Primary)".to_string())
     );
+}
+
+#[test]
+fn a_dead_galera_writer_is_reported_with_the_backup_that_takes_the_writes() {
+    let (t, f) = galera_world([
+        wsrep(4, "Synced", "Primary"),
+        wsrep(4, "Synced", "Primary"),
+        wsrep(4, "Synced", "Primary"),
+    ]);
+    let r = routing(&t, "g1", &reader_health(&t, &f, 60));
+    let mut pf = live_facts(&t, &r);
+    assert_eq!(report::findings(&t, &f, &pf, 60), vec![]);
+    let set = |pf: &mut BTreeMap<String, ProxyFacts>, server: &str, status: &str| {
+        if let Some(Ok(rows)) = pf.get_mut("lb1").unwrap().stat.as_mut() {
+            rows.iter_mut()
+                .find(|x| x.backend.ends_with("writer") && x.server == server)
+                .unwrap()
+                .status = status.into();
+        }
+    };
+    // HAProxy's check found g1 dead: the writes already go to the first backup that is UP;
+    // there is no master to promote, the advice is to start g1 again.
+    set(&mut pf, "g1", "DOWN");
+    set(&mut pf, "g2:backup", "DOWN");
+    let found = report::findings(&t, &f, &pf, 60);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].host, "lb1");
+    assert_eq!(
+        found[0].what,
+        "writer :3306: HAProxy's check says g1 is DOWN: writes go to the backup member g3"
+    );
+    assert!(found[0].next.starts_with("start g1 again: `repltool init`"));
+    assert!(!found[0].next.contains("promote"), "{}", found[0].next);
+    set(&mut pf, "g3:backup", "DOWN 1/2");
+    let found = report::findings(&t, &f, &pf, 60);
+    assert_eq!(
+        found.iter().map(|x| x.what.as_str()).collect::<Vec<_>>(),
+        vec!["writer :3306: HAProxy's check says g1 and every backup member are DOWN: applications cannot write"]
+    );
+    // A master that is not a Galera member: promote another host.
+    let t = with_proxies(topo(MS), &[ProxyKind::Haproxy], false);
+    let db = healthy(&t);
+    let r = routing(&t, "db1", &reader_health(&t, &db, 60));
+    let mut pf = live_facts(&t, &r);
+    set(&mut pf, "db1", "DOWN");
+    let found = report::findings(&t, &db, &pf, 60);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        found[0].what,
+        "writer :3306: HAProxy's check says the master db1 is DOWN"
+    );
+    assert!(found[0].next.contains("`repltool promote` another host"));
 }

@@ -44,7 +44,14 @@ fn sends_to(v: &serde_json::Value, i: usize, e: usize) -> Vec<String> {
 
 /// The block repltool wrote in p's haproxy.cfg, as lines.
 fn haproxy_block(p: &crate::support::netns::NsHost) -> String {
-    p.sh("sed -n '/^# BEGIN repltool netns$/,/^# END repltool netns$/p' /etc/haproxy/haproxy.cfg")
+    haproxy_block_of(p, "netns")
+}
+
+/// The block of cluster `name` in p's haproxy.cfg.
+fn haproxy_block_of(p: &crate::support::netns::NsHost, name: &str) -> String {
+    p.sh(&format!(
+        "sed -n '/^# BEGIN repltool {name}$/,/^# END repltool {name}$/p' /etc/haproxy/haproxy.cfg"
+    ))
 }
 
 #[test]
@@ -495,4 +502,205 @@ fn nginx_in_front_of_a_master_master_pair_follows_the_writer_switch() {
     );
     ok(&net, &["init"]);
     assert!(net.run(&["status"]).status.success());
+}
+
+/// `status --format json`'s server `host` (its normal slot, or its `backup` slot) in endpoint
+/// `e` (0 writer, 1 reader) of the first proxy: HAProxy's state of it, its sessions.
+fn server<'a>(
+    v: &'a serde_json::Value,
+    e: usize,
+    host: &str,
+    backup: bool,
+) -> &'a serde_json::Value {
+    v["proxies"][0]["endpoints"][e]["servers"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|s| s["host"] == host && s["backup"] == serde_json::json!(backup))
+        })
+        .unwrap_or_else(|| panic!("no server {host} (backup {backup}) in endpoint {e}: {v:#}"))
+}
+
+#[test]
+fn galera_behind_haproxy_writes_to_one_member_and_survives_its_death() {
+    let g = crate::support::galera::Galera::start_with_proxies(3, 3, "mariabackup", 1);
+    g.add_proxies("haproxy");
+    let p1 = g.net.p(1);
+    // One init builds the cluster and the endpoints.
+    let out = g.ok(&["init"]);
+    eprintln!("{out}");
+    g.assert_cluster(&[1, 2, 3]);
+    let pid = pid_in(p1, "/run/haproxy.pid").expect("HAProxy runs");
+    // One member takes the writes (the first in the file), the others stand by as backups:
+    // two members writing at once would race certification.
+    let block = haproxy_block_of(p1, "shop");
+    for (k, a) in [(1, "h1"), (2, "h2"), (3, "h3")] {
+        let addr = &g.net.h(k).addr;
+        let (main, backup) = if k == 1 {
+            (
+                format!("server {a} {addr}:3306\n"),
+                format!("server {a}:backup {addr}:3306 backup disabled\n"),
+            )
+        } else {
+            (
+                format!("server {a} {addr}:3306 disabled\n"),
+                format!("server {a}:backup {addr}:3306 backup\n"),
+            )
+        };
+        let writer = block
+            .split("listen repltool-shop-reader")
+            .next()
+            .unwrap_or_default();
+        assert!(writer.contains(&main), "{main:?} not in:\n{block}");
+        assert!(writer.contains(&backup), "{backup:?} not in:\n{block}");
+    }
+    let v = json(&g.run(&["status", "--format", "json"]));
+    assert_eq!(v["healthy"], serde_json::json!(true), "{v:#}");
+    assert_eq!(sends_to(&v, 0, 0), vec!["h1"], "{v:#}");
+    assert_eq!(
+        v["proxies"][0]["endpoints"][0]["fallback"],
+        serde_json::json!(["h2", "h3"]),
+        "{v:#}"
+    );
+    // The readers: the other Synced members; the writer only when none is.
+    assert_eq!(sends_to(&v, 0, 1), vec!["h2", "h3"], "{v:#}");
+    assert_eq!(
+        v["proxies"][0]["endpoints"][1]["fallback"],
+        serde_json::json!(["h1"]),
+        "{v:#}"
+    );
+    // Converged: nothing to do, HAProxy not reloaded.
+    let again = g.ok(&["init"]);
+    assert!(again.contains("nothing to do"), "{again}");
+    assert_eq!(
+        pid_in(p1, "/run/haproxy.pid"),
+        Some(pid),
+        "HAProxy was reloaded"
+    );
+    app_schema(&g.net, 1);
+    let (s1, s2, s3) = (
+        server_id(&g.net, 1),
+        server_id(&g.net, 2),
+        server_id(&g.net, 3),
+    );
+    assert!(s1 != s2 && s2 != s3 && s1 != s3, "{s1} {s2} {s3}");
+    assert_eq!(lands_on(&p1.addr, WRITER_PORT), Ok(s1));
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        seen.insert(lands_on(&p1.addr, READER_PORT).expect("reader"));
+    }
+    assert_eq!(seen, [s2, s3].into_iter().collect());
+    // The writer member's server dies under an application writing through the endpoint:
+    // HAProxy's check sends the writes to a backup member, no repltool run.
+    let w = Writer::start(&p1.addr, WRITER_PORT, Duration::from_secs(90), 1_000_000);
+    w.wait_more(50, Duration::from_secs(30));
+    g.net.h(1).crash_server();
+    let t0 = std::time::Instant::now();
+    w.wait_more(50, Duration::from_secs(60));
+    let writes = w.stop();
+    let first = writes.first_after(t0).expect("a write after h1 died");
+    eprintln!(
+        "netns: galera member h1 killed: {} writes acknowledged, {} errors, first after the kill {:?} later, longest gap {:?}",
+        writes.acked.len(),
+        writes.errors,
+        first - t0,
+        writes.max_gap
+    );
+    assert!(
+        writes.acked.iter().any(|(_, a)| *a < t0),
+        "no write before the kill"
+    );
+    for k in [2, 3] {
+        all_acked_on(&writes, g.net.h(k));
+    }
+    // Exactly one member takes the writes: the first backup in the file.
+    let landed: Vec<_> = (0..10).map(|_| lands_on(&p1.addr, WRITER_PORT)).collect();
+    assert!(
+        landed.iter().all(|l| *l == Ok(s2)),
+        "writes should all reach h2 ({s2}), the first backup: {landed:?}"
+    );
+    let landed: Vec<_> = (0..10).map(|_| lands_on(&p1.addr, READER_PORT)).collect();
+    assert!(
+        landed
+            .iter()
+            .all(|l| matches!(l, Ok(s) if *s == s2 || *s == s3)),
+        "reads off the dead h1: {landed:?}"
+    );
+    // status names the dead member, in the cluster and behind the writer endpoint, and says
+    // what helps: h1 back (a Galera cluster has no master to promote).
+    let out = g.run(&["status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let text = stdout(&out);
+    eprintln!("{text}");
+    assert!(text.contains("h1 not in it"), "{text}");
+    assert!(
+        text.contains(
+            "p1: writer :3306: HAProxy's check says h1 is DOWN: writes go to the backup member h2"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("start h1 again: `repltool init` starts members that are down"),
+        "{text}"
+    );
+    assert!(!text.contains("promote"), "{text}");
+    let v = json(&g.run(&["status", "--format", "json"]));
+    let h1 = server(&v, 0, "h1", false);
+    assert!(
+        h1["health"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("DOWN"),
+        "{h1:#}"
+    );
+    assert_eq!(server(&v, 0, "h2", true)["health"], "UP", "{v:#}");
+    // h1 comes back: `init` starts it, it rejoins, and the writer endpoint prefers it again.
+    // The application's connection to the backup h2 is shut once h1 is UP, so it reconnects
+    // to h1: one member takes the writes again, not two racing certification.
+    let next = writes.acked.last().map(|(i, _)| *i).unwrap_or(0) + 1_000;
+    let w = Writer::start_from(
+        &p1.addr,
+        WRITER_PORT,
+        "seq",
+        next,
+        Duration::from_secs(120),
+        1_000_000,
+    );
+    w.wait_more(20, Duration::from_secs(30));
+    let out = g.ok(&["init"]);
+    eprintln!("{out}");
+    g.assert_cluster(&[1, 2, 3]);
+    let sessions = |v: &serde_json::Value, host: &str, backup: bool| {
+        server(v, 0, host, backup)["sessions"]
+            .as_u64()
+            .unwrap_or_default()
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = json(&g.run(&["status", "--format", "json"]));
+        if sessions(&v, "h2", true) == 0
+            && sessions(&v, "h1", false) >= 1
+            && v["healthy"] == serde_json::json!(true)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "the application's session is still on the backup h2, or the cluster unhealthy: {v:#}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    w.wait_more(50, Duration::from_secs(30));
+    let back = w.stop();
+    eprintln!(
+        "netns: galera member h1 back: {} writes acknowledged, {} errors, longest gap {:?}",
+        back.acked.len(),
+        back.errors,
+        back.max_gap
+    );
+    assert_eq!(lands_on(&p1.addr, WRITER_PORT), Ok(s1));
+    for k in 1..=3 {
+        all_acked_on(&writes, g.net.h(k));
+        all_acked_on(&back, g.net.h(k));
+    }
 }

@@ -44,7 +44,13 @@ fn text(b: &[u8]) -> String {
 /// file; init (which takes the etcd lock and publishes h1 as the writer); one copy of the file
 /// per watcher.
 fn lab(extra: &str) -> Lab {
-    let net = NetnsHosts::start_with_bare(&[Flavor::System; 3], 3);
+    lab_with_proxies(extra, 0)
+}
+
+/// [`lab`] with `proxies` HAProxy proxy hosts p1..pM in the file's `proxies:` (writer 3306,
+/// reader 3307), which init configures.
+fn lab_with_proxies(extra: &str, proxies: usize) -> Lab {
+    let net = NetnsHosts::start_full(&[Flavor::System; 3], 3, proxies);
     net.h(1)
         .sql("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY)");
     let etcd = Etcd::start(&[net.h(4), net.h(5), net.h(6)], &net.dir);
@@ -53,6 +59,9 @@ fn lab(extra: &str) -> Lab {
         "watch:\n  etcd: [{}]\n  interval: 1s\n  confirm: 500ms\n{extra}",
         etcd.endpoints().join(", ")
     ));
+    if proxies > 0 {
+        yaml.push_str(&crate::support::proxy::proxies_yaml(&net, "haproxy", false));
+    }
     std::fs::write(&net.file, &yaml).expect("topology");
     let out = net.run(&["init"]);
     assert!(out.status.success(), "init: {}", show(&out));
@@ -512,4 +521,87 @@ fn a_manual_switchover_during_a_watch_is_followed_not_fought() {
     assert_eq!(read_only(lab.net.h(2)), "0");
     assert_eq!(read_only(lab.net.h(1)), "1");
     assert_eq!(master_host_of(lab.net.h(1)), lab.net.h(2).addr);
+}
+
+#[test]
+fn watch_moves_the_writer_endpoint_in_a_failover() {
+    use crate::support::proxy::{
+        all_acked_on, app_schema, lands_on, server_id, Writer, READER_PORT, WRITER_PORT,
+    };
+    let mut lab = lab_with_proxies("", 1);
+    let p1 = lab.net.p(1).addr.clone();
+    app_schema(&lab.net, 1);
+    let sends_to = |file: &Path, e: usize| -> Vec<String> {
+        let out = repltool(file, &["status", "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("status is not JSON ({e}): {}", show(&out)));
+        v["proxies"][0]["endpoints"][e]["sends_to"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no endpoint {e}: {v:#}"))
+            .iter()
+            .map(|s| s.as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(sends_to(&lab.files[0], 0), vec!["h1"]);
+    assert_eq!(sends_to(&lab.files[0], 1), vec!["h2", "h3"]);
+    assert_eq!(lands_on(&p1, WRITER_PORT), Ok(server_id(&lab.net, 1)));
+    lab.watch(1, &[], &[]);
+    lab.w("w1").wait_for(&["healthy h1"], T);
+    // An application writes through the writer endpoint while the master is SIGKILLed.
+    let w = Writer::start(&p1, WRITER_PORT, Duration::from_secs(90), 1_000_000);
+    w.wait_more(50, T);
+    lab.net.h(1).crash_server();
+    let t0 = Instant::now();
+    let new = lab.wait_writer_change("h1", T);
+    assert!(new == "h2" || new == "h3", "{new}");
+    let other = if new == "h2" { "h3" } else { "h2" };
+    // The application writes again, through the same endpoint, on the new master.
+    w.wait_more(50, T);
+    let writes = w.stop();
+    let first = writes.first_after(t0).expect("a write after the kill");
+    eprintln!(
+        "watch: h1 killed: {} writes acknowledged through the endpoint, {} errors, first after the kill {:?} later",
+        writes.acked.len(),
+        writes.errors,
+        first - t0
+    );
+    assert!(
+        writes.acked.iter().any(|(_, a)| *a < t0),
+        "no write before the kill"
+    );
+    eprintln!("{}", lab.w("w1").text());
+    let nh = lab.host(&new);
+    all_acked_on(&writes, nh);
+    let done = lab.done();
+    assert_eq!(done.len(), 1, "{:#?}", lab.history());
+    assert_eq!(done[0]["lost"], 0, "{:#?}", done[0]);
+    let new_id: u32 = nh.sql("SELECT @@server_id").parse().expect("server_id");
+    let landed: Vec<_> = (0..10).map(|_| lands_on(&p1, WRITER_PORT)).collect();
+    assert!(
+        landed.iter().all(|l| *l == Ok(new_id)),
+        "writes should all reach {new} ({new_id}): {landed:?}"
+    );
+    // status (from the watcher's file, which names the new master): the writer endpoint sends
+    // to the new master, the reader endpoint to the other slave, the dead h1 in neither.
+    assert_eq!(sends_to(&lab.files[0], 0), vec![new.clone()]);
+    assert_eq!(sends_to(&lab.files[0], 1), vec![other.to_string()]);
+    let other_id: u32 = lab
+        .host(other)
+        .sql("SELECT @@server_id")
+        .parse()
+        .expect("server_id");
+    let landed: Vec<_> = (0..10).map(|_| lands_on(&p1, READER_PORT)).collect();
+    assert!(
+        landed.iter().all(|l| *l == Ok(other_id)),
+        "reads should all reach {other} ({other_id}): {landed:?}"
+    );
+    // The other slave has every acknowledged write too (it replicates from the new master).
+    lab.host(other).wait_sql(
+        &format!(
+            "SELECT COUNT(*) FROM app.seq WHERE id <= {}",
+            writes.acked.last().map(|(i, _)| *i).unwrap_or(0)
+        ),
+        &writes.ids().len().to_string(),
+        T,
+    );
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use mysql::prelude::Queryable;
 
-use super::netns::{run_bounded, show, NetnsHosts, ROOT_ADDR};
+use super::netns::{run_bounded, show, Flavor, NetnsHosts, ROOT_ADDR};
 
 /// The hosts and the galera topology file that describes some of them.
 pub struct Galera {
@@ -22,7 +22,13 @@ impl Galera {
     /// `n` hosts (the machine's MariaDB, each started standalone the Debian way); the file names
     /// the first `members` of them as the cluster's members with SST method `sst`.
     pub fn start(n: usize, members: usize, sst: &str) -> Galera {
-        let net = NetnsHosts::start(n);
+        Galera::start_with_proxies(n, members, sst, 0)
+    }
+
+    /// [`Galera::start`] plus `proxies` proxy hosts p1..pM (see
+    /// [`NetnsHosts::start_with_proxies`]), not yet in the file.
+    pub fn start_with_proxies(n: usize, members: usize, sst: &str, proxies: usize) -> Galera {
+        let net = NetnsHosts::start_with_proxies(&vec![Flavor::System; n], proxies);
         let file = net.dir.join("galera.yaml");
         let g = Galera { net, file };
         g.write(members, sst, &[]);
@@ -66,6 +72,14 @@ impl Galera {
             kh = self.net.known_hosts.display()
         );
         std::fs::write(&self.file, yaml).expect("galera topology file");
+    }
+
+    /// Append the `proxies:` block of every proxy host (HAProxy or nginx, `kind`) to the file
+    /// (after [`Galera::write`], which starts the file afresh).
+    pub fn add_proxies(&self, kind: &str) {
+        let mut text = std::fs::read_to_string(&self.file).expect("galera topology file");
+        text.push_str(&super::proxy::proxies_yaml(&self.net, kind, false));
+        std::fs::write(&self.file, text).expect("galera topology file");
     }
 
     /// `repltool ARGS -f galera.yaml`, bounded (300 s: state transfers take a while).

@@ -27,6 +27,14 @@ pub const READER_PORT: u16 = 3307;
 /// Append `proxies:` (every proxy host of `net`, of `kind`, writer 3306 and reader 3307) and,
 /// with `vip`, a `vip:` block to the topology file.
 pub fn add_proxies(net: &NetnsHosts, kind: &str, vip_too: bool) {
+    let mut text = net.topology_text();
+    text.push_str(&proxies_yaml(net, kind, vip_too));
+    std::fs::write(&net.file, text).expect("topology file");
+}
+
+/// The `proxies:` block (and with `vip_too` the `vip:` block) [`add_proxies`] appends, for a
+/// topology file of another shape (Galera, `watch:`).
+pub fn proxies_yaml(net: &NetnsHosts, kind: &str, vip_too: bool) -> String {
     let mut y = String::from("proxies:\n");
     for p in &net.proxies {
         y.push_str(&format!(
@@ -40,20 +48,18 @@ pub fn add_proxies(net: &NetnsHosts, kind: &str, vip_too: bool) {
             vip()
         ));
     }
-    let mut text = net.topology_text();
-    text.push_str(&y);
-    std::fs::write(&net.file, text).expect("topology file");
+    y
 }
 
 /// The application's database, table and account (from the proxies' addresses), created on
-/// the master `m` and waited for on every host.
+/// the master `m` and waited for on every database host (bare hosts have no server).
 pub fn app_schema(net: &NetnsHosts, m: usize) {
     net.h(m).sql(&format!(
-        "CREATE DATABASE app; CREATE TABLE app.seq (id BIGINT PRIMARY KEY); \
+        "CREATE DATABASE IF NOT EXISTS app; CREATE TABLE app.seq (id BIGINT PRIMARY KEY); \
          CREATE USER '{APP_USER}'@'{NET}.%' IDENTIFIED BY '{APP_PASSWORD}'; \
          GRANT SELECT, INSERT ON app.* TO '{APP_USER}'@'{NET}.%';"
     ));
-    for h in &net.hosts {
+    for h in net.hosts.iter().filter(|h| !h.bare) {
         h.wait_sql(
             &format!("SELECT COUNT(*) FROM mysql.user WHERE User = '{APP_USER}'"),
             "1",
