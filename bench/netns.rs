@@ -39,6 +39,19 @@ fn ok(o: &Output, what: &str) {
 }
 
 /// Seconds for `f`.
+/// With BENCH_LOGS=DIR: keep a command's output (its progress lines carry timings).
+fn keep(o: &Output, name: &str) {
+    if let Some(dir) = std::env::var_os("BENCH_LOGS") {
+        let name = name.replace(' ', "-");
+        let text = format!(
+            "{}\n--- stderr ---\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let _ = std::fs::write(std::path::Path::new(&dir).join(format!("{name}.txt")), text);
+    }
+}
+
 fn timed<R>(f: impl FnOnce() -> R) -> (f64, R) {
     let t = Instant::now();
     let r = f();
@@ -118,6 +131,7 @@ fn cluster_rows(flavor: Flavor, label: &str, runs: usize) {
         std::thread::sleep(Duration::from_secs(1));
         let (t, out) = timed(|| net.run(&["promote", "h2", "--yes"]));
         ok(&out, "switchover");
+        keep(&out, &format!("{label}-switchover-{i}"));
         sw.push(t);
         let r = w.finish();
         gap.push(r.max_gap.as_secs_f64() * 1000.0);
@@ -137,6 +151,7 @@ fn cluster_rows(flavor: Flavor, label: &str, runs: usize) {
         net.h(2).crash_server();
         let (t, out) = timed(|| net.run(&["promote", "h3", "--yes"]));
         ok(&out, "failover");
+        keep(&out, &format!("{label}-failover-{i}"));
         fo.push(t);
     }
     row(
@@ -187,8 +202,11 @@ fn main() {
         match s.as_str() {
             "mysql97" => cluster_rows(Flavor::MySQL97, "MySQL 9.7", runs),
             "mariadb118" => cluster_rows(Flavor::MariaDB118, "MariaDB 11.8", runs),
+            // The machine's own MariaDB on the same kind of hosts: the MariaDB reference for
+            // the rows above (the `lab`/`init`/`promote` sections run on loopback).
+            "mariadb1011" => cluster_rows(Flavor::System, "MariaDB 10.11", runs),
             other => {
-                eprintln!("bench netns: unknown section {other} (known: mysql97, mariadb118)");
+                eprintln!("bench netns: unknown section {other} (known: mysql97, mariadb118, mariadb1011)");
                 std::process::exit(2);
             }
         }
