@@ -37,6 +37,8 @@ struct State {
     frozen: Option<Coord>,
     /// The old master's GTID position at `frozen` (MariaDB), for the promotion record.
     frozen_gtid: String,
+    /// MySQL slaves whose applier checkpoint period this run lowered, with the previous value.
+    checkpoints: BTreeMap<String, u64>,
     /// Failover: where each slave stopped in the old master's log.
     stopped: BTreeMap<String, Coord>,
     /// The target's own coordinates when it stopped replicating.
@@ -330,8 +332,14 @@ impl<'a> Exec<'a> {
                 if let Some(u) = undo {
                     msg.push_str(&format!("; {u}"));
                 }
+                if let Some(c) = self.restore_checkpoints() {
+                    msg.push_str(&format!("; {c}"));
+                }
                 return Err(if refused { problem(msg) } else { anyhow!(msg) });
             }
+        }
+        if let Some(c) = self.restore_checkpoints() {
+            self.st().summary.push(c);
         }
         let st = self.st();
         let mut summary = format!("{} {} -> {}", plan.mode.as_str(), plan.old, plan.target);
@@ -348,6 +356,27 @@ impl<'a> Exec<'a> {
             summary.push_str(s);
         }
         Ok(summary)
+    }
+
+    /// The checkpoint periods lowered for the switchover, put back. Returns what could not be.
+    fn restore_checkpoints(&self) -> Option<String> {
+        let lowered = std::mem::take(&mut self.st().checkpoints);
+        let mut failed = Vec::new();
+        for (n, was) in lowered {
+            let r = self.with(&n, |c, f| match f.set_checkpoint_period(was) {
+                Some(q) => c.exec(&q),
+                None => Ok(()),
+            });
+            if let Err(e) = r {
+                failed.push(format!("{n} ({e:#})"));
+            }
+        }
+        (!failed.is_empty()).then(|| {
+            format!(
+                "the applier's checkpoint period (lowered to 1 ms for the switchover) could not be put back on {}: set replica_checkpoint_period again there",
+                failed.join(", ")
+            )
+        })
     }
 
     fn steps_of(&self, plan: &PromotePlan) -> Vec<Step> {
@@ -483,6 +512,19 @@ impl<'a> Exec<'a> {
                                 "its SQL thread is stopped ({}); it could not catch up",
                                 r.last_sql_error
                             );
+                        }
+                        // MySQL: the applier's position moves at its checkpoints only; every
+                        // millisecond while the writes are blocked (put back afterwards).
+                        if let (Some(var), Some(set)) =
+                            (f.checkpoint_period_var(), f.set_checkpoint_period(1))
+                        {
+                            let was = c.one(&f.global_var(var)?)?;
+                            if let Some(was) = was.and_then(|v| v.trim().parse::<u64>().ok()) {
+                                if was > 1 {
+                                    c.exec(&set)?;
+                                    self.st().checkpoints.insert(n.to_string(), was);
+                                }
+                            }
                         }
                         pos_wait(c, f, &f0, p0, secs)
                             .map_err(|e| anyhow!("{e:#} (before any lock)"))

@@ -997,8 +997,14 @@ impl PromotePlan {
                 replicas.join(", ")
             )],
             Act::CatchUp => vec![format!(
-                "{list}: check each replicates from {o}, then catch up with {o} before any lock ({})",
-                wt.pos_wait
+                "{list}: check each replicates from {o}, then catch up with {o} before any lock ({}){}",
+                wt.pos_wait,
+                match self.flavor(t).and_then(|f| f.checkpoint_period_var()) {
+                    Some(v) => format!(
+                        "; {v} = 1 ms until the switchover ends (the multi-threaded applier's position moves at its checkpoints)"
+                    ),
+                    None => String::new(),
+                }
             )],
             Act::Freeze => vec![match self.flavor(o) {
                 Some(f) => {
