@@ -8,6 +8,8 @@
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
+mod mysql97big;
+
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -187,8 +189,17 @@ fn main() {
         match s.as_str() {
             "mysql97" => cluster_rows(Flavor::MySQL97, "MySQL 9.7", runs),
             "mariadb118" => cluster_rows(Flavor::MariaDB118, "MariaDB 11.8", runs),
+            // Big data: one run (RUNS does not apply); BIG_MB MiB on the master, default 256.
+            "mysql97big" => mysql97big::rows(
+                std::env::var("BIG_MB")
+                    .ok()
+                    .and_then(|m| m.parse().ok())
+                    .unwrap_or(256),
+            ),
             other => {
-                eprintln!("bench netns: unknown section {other} (known: mysql97, mariadb118)");
+                eprintln!(
+                    "bench netns: unknown section {other} (known: mysql97, mariadb118, mysql97big)"
+                );
                 std::process::exit(2);
             }
         }
