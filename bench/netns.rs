@@ -8,6 +8,8 @@
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
+mod mysql97big;
+
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -205,8 +207,17 @@ fn main() {
             // The machine's own MariaDB on the same kind of hosts: the MariaDB reference for
             // the rows above (the `lab`/`init`/`promote` sections run on loopback).
             "mariadb1011" => cluster_rows(Flavor::System, "MariaDB 10.11", runs),
+            // Big data: one run (RUNS does not apply); BIG_MB MiB on the master, default 256.
+            "mysql97big" => mysql97big::rows(
+                std::env::var("BIG_MB")
+                    .ok()
+                    .and_then(|m| m.parse().ok())
+                    .unwrap_or(256),
+            ),
             other => {
-                eprintln!("bench netns: unknown section {other} (known: mysql97, mariadb118, mariadb1011)");
+                eprintln!(
+                    "bench netns: unknown section {other} (known: mysql97, mariadb118, mariadb1011, mysql97big)"
+                );
                 std::process::exit(2);
             }
         }

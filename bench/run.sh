@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # repltool benchmarks: one command, a markdown table on stdout (progress on stderr).
 #
-#   bash bench/run.sh [section...]      sections: lab init status promote seed mysql97 galera
-#                                       physical verify watch proxy (default: all; also mariadb118)
+#   bash bench/run.sh [section...]      sections: lab init status promote seed mysql97
+#                                       mysql97big galera physical verify watch proxy
+#                                       (default: all; also mariadb118, mariadb1011)
 #   BIG_MB=1024 bash bench/run.sh physical verify   size of the big data set in MiB
+#   BIG_MB=1024 bash bench/run.sh mysql97big   the same on MySQL 9.7 hosts (default 256 there)
 #   SEED_MB=1024 bash bench/run.sh seed size of the seeding data set in MiB (default 1024)
 #   BENCH_LOGS=DIR bash bench/run.sh    keep the promote outputs (with their timings) in DIR
 #   RUNS=7 bash bench/run.sh lab        more runs per row (default 5; the median is reported)
@@ -16,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-5}
-ALL_SECTIONS=(lab init status promote seed mysql97 galera physical verify watch proxy)
+ALL_SECTIONS=(lab init status promote seed mysql97 mysql97big galera physical verify watch proxy)
 BIN="$PWD/target/release/repltool"
 
 log() { printf '%s\n' "$*" >&2; }
@@ -127,10 +129,32 @@ section_mysql97() {
     case "$l" in "| "*) ROWS+=("$l") ;; esac
   done <<<"$out"
 }
+# The machine's MariaDB 10.11 on the same network-namespace hosts as the MySQL 9.7 rows: their
+# MariaDB reference (the lab/init/promote sections run on loopback).
+section_mariadb1011() {
+  local out
+  out=$(RUNS="${NETNS_RUNS:-3}" cargo bench --quiet --bench netns -- mariadb1011) || die "the MariaDB 10.11 netns bench failed"
+  while IFS= read -r l; do
+    case "$l" in "| "*) ROWS+=("$l") ;; esac
+  done <<<"$out"
+}
 section_mariadb118() {
   bash tests/roots.sh mariadb-11.8 >&2 || die "building the MariaDB 11.8 root failed"
   local out
   out=$(RUNS="${NETNS_RUNS:-3}" cargo bench --quiet --bench netns -- mariadb118) || die "the MariaDB 11.8 bench failed"
+  while IFS= read -r l; do
+    case "$l" in "| "*) ROWS+=("$l") ;; esac
+  done <<<"$out"
+}
+
+# Big data on MySQL 9.7 network-namespace hosts (bench/mysql97big.rs, through bench/netns.rs):
+# logical against physical (clone plugin) seeding, the raw mysqldump | mysql pipe as the floor,
+# and verify against pt-table-checksum. One run; BIG_MB MiB on the master, default 256 here
+# (about 1.5 minutes; see bench/README.md for why not 1024).
+section_mysql97big() {
+  bash tests/roots.sh mysql-9.7 >&2 || die "building the MySQL 9.7 root failed"
+  local out
+  out=$(BIG_MB="${BIG_MB:-256}" cargo bench --quiet --bench netns -- mysql97big) || die "the MySQL 9.7 big-data bench failed"
   while IFS= read -r l; do
     case "$l" in "| "*) ROWS+=("$l") ;; esac
   done <<<"$out"

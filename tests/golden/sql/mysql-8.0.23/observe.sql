@@ -4,7 +4,7 @@ SELECT @@version AS version, @@version_comment AS version_comment, @@GLOBAL.serv
 SELECT @@GLOBAL.read_only;
 SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') AND SCHEMA_NAME NOT LIKE '#mysql50#.repltool-%' ORDER BY SCHEMA_NAME;
 SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') AND ENGINE NOT IN ('InnoDB', 'Aria');
-SELECT COALESCE(SUM(DATA_LENGTH + INDEX_LENGTH), 0) FROM information_schema.TABLES WHERE TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys');
+SELECT GREATEST((SELECT COALESCE(SUM(DATA_LENGTH + INDEX_LENGTH), 0) FROM information_schema.TABLES WHERE TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')), (SELECT COALESCE(SUM(FILE_SIZE), 0) FROM information_schema.INNODB_TABLESPACES WHERE SPACE_TYPE = 'Single' AND SUBSTRING_INDEX(NAME, '/', 1) NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')));
 SELECT Host FROM mysql.user WHERE User = 'repl' ORDER BY Host;
 SELECT Host, plugin, authentication_string FROM mysql.user WHERE User = 'repl' ORDER BY Host;
 SHOW GRANTS FOR CURRENT_USER();
