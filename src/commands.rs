@@ -77,7 +77,7 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
     let names: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
     let lock = crate::lock::ClusterLock::acquire(&topo, Some(path), &sessions, &names, short)
         .inspect_err(|_| progress.finish())?;
-    let _lock = if a.dry_run {
+    let held = if a.dry_run {
         drop(lock);
         None
     } else {
@@ -149,7 +149,11 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
         ));
         return Ok(0);
     }
-    let ctx = Ctx::new(&topo, &sessions, &progress, timeout);
+    let lock = held.map(std::sync::Mutex::new);
+    let mut ctx = Ctx::new(&topo, &sessions, &progress, timeout);
+    if let Some(l) = &lock {
+        ctx = ctx.with_lock(l);
+    }
     if !plan.is_empty() {
         let res = execute(&ctx, &plan);
         if let Err(e) = res {

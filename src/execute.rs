@@ -26,6 +26,8 @@ pub struct Ctx<'a> {
     pub sessions: &'a HashMap<String, Mutex<Box<dyn HostSession>>>,
     pub progress: &'a Progress,
     pub timeout: Duration,
+    /// The run's cluster lock, given up on a server for its restart and taken back after.
+    pub lock: Option<&'a Mutex<crate::lock::ClusterLock>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -40,7 +42,14 @@ impl<'a> Ctx<'a> {
             sessions,
             progress,
             timeout,
+            lock: None,
         }
+    }
+
+    /// The run's cluster lock (see [`Ctx::lock`]).
+    pub fn with_lock(mut self, lock: &'a Mutex<crate::lock::ClusterLock>) -> Self {
+        self.lock = Some(lock);
+        self
     }
 
     pub(crate) fn host(&self, name: &str) -> Result<&'a Host> {
@@ -306,6 +315,10 @@ fn restart(
     config_file: &Path,
 ) -> Result<()> {
     ctx.progress.step(name, &format!("restarting ({command})"));
+    // An idle session on the server (the lock's) would hold its shutdown up.
+    if let Some(l) = ctx.lock {
+        l.lock().unwrap_or_else(|e| e.into_inner()).suspend(name);
+    }
     let out = {
         let mut s = ctx.session(name)?;
         s.run(command, None, true, ctx.timeout)?
@@ -328,6 +341,15 @@ fn restart(
             return Err(anyhow!("{e:#}{tail}"));
         }
     };
+    if let Some(l) = ctx.lock {
+        let h = ctx.host(name)?;
+        let mut s = ctx.session(name)?;
+        l.lock().unwrap_or_else(|e| e.into_inner()).resume(
+            h,
+            s.as_mut(),
+            ctx.timeout.min(Duration::from_secs(10)),
+        )?;
+    }
     // Another file later in the include order may override ours: read the values back.
     let f = conn.flavor()?;
     let mut wrong = Vec::new();

@@ -29,6 +29,8 @@ use crate::transport::Sessions;
 pub struct ClusterLock {
     /// Open connections holding the named lock, one per server.
     held: Vec<(String, Box<dyn SqlConn>, Flavor)>,
+    /// Servers whose lock was given up for a restart, to take back.
+    suspended: Vec<String>,
     name: String,
     _file: Option<File>,
     /// With `watch:`: the cluster's etcd lock (watchers and people never act at once).
@@ -208,6 +210,7 @@ impl ClusterLock {
                         .unwrap_or_else(|| "a session that just ended".into());
                     let mut me = ClusterLock {
                         held,
+                        suspended: Vec::new(),
                         name: name.clone(),
                         _file: None,
                         _etcd: None,
@@ -223,10 +226,54 @@ impl ClusterLock {
         }
         Ok(ClusterLock {
             held,
+            suspended: Vec::new(),
             name,
             _file: file_lock,
             _etcd: etcd,
         })
+    }
+
+    /// Give up the lock on one server for its restart, until [`ClusterLock::resume`]: a
+    /// server waits for an idle session at shutdown (MySQL 9.7: 2 s before "Forcing close of
+    /// thread"). Other runs stay out meanwhile: the file lock is held, and a run takes the
+    /// servers' locks in name order, refusing at the first it cannot have.
+    pub fn suspend(&mut self, host: &str) {
+        if let Some(i) = self.held.iter().position(|(h, _, _)| h == host) {
+            let (h, mut c, f) = self.held.remove(i);
+            let _ = c.exec(&f.release_lock(&self.name));
+            self.suspended.push(h);
+        }
+    }
+
+    /// Take the lock back on a server [`ClusterLock::suspend`]ed it on (retrying for a few
+    /// seconds: another run may try it in passing before it refuses on another server).
+    pub fn resume(
+        &mut self,
+        host: &crate::topology::Host,
+        session: &mut dyn crate::transport::HostSession,
+        timeout: Duration,
+    ) -> Result<()> {
+        let Some(i) = self.suspended.iter().position(|h| *h == host.name) else {
+            return Ok(());
+        };
+        let mut conn = session.sql_connect(host, timeout, timeout)?;
+        let f = conn.flavor()?;
+        let end = std::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            if conn.one(&f.get_lock(&self.name))?.as_deref() == Some("1") {
+                break;
+            }
+            if std::time::Instant::now() >= end {
+                return Err(problem(format!(
+                    "{}: another repltool run took the cluster lock {:?} while the server                      restarted; stopping here (the server runs with its new settings)",
+                    host.name, self.name
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.suspended.remove(i);
+        self.held.push((host.name.clone(), conn, f));
+        Ok(())
     }
 
     /// The servers the lock is held on.
