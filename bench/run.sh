@@ -2,7 +2,7 @@
 # repltool benchmarks: one command, a markdown table on stdout (progress on stderr).
 #
 #   bash bench/run.sh [section...]      sections: lab init status promote seed mysql97
-#                                       mysql97big galera physical verify watch proxy
+#                                       mysql97big galera physical verify watch watch_endpoint proxy
 #                                       (default: all; also mariadb118, mariadb1011)
 #   BIG_MB=1024 bash bench/run.sh physical verify   size of the big data set in MiB
 #   BIG_MB=1024 bash bench/run.sh mysql97big   the same on MySQL 9.7 hosts (default 256 there)
@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-5}
-ALL_SECTIONS=(lab init status promote seed mysql97 mysql97big galera physical verify watch proxy)
+ALL_SECTIONS=(lab init status promote seed mysql97 mysql97big galera physical verify watch watch_endpoint proxy)
 BIN="$PWD/target/release/repltool"
 
 log() { printf '%s\n' "$*" >&2; }

@@ -291,3 +291,23 @@ PERL
     row "MHA 0.58 masterha_manager: could not run here ($why)" "-" 0 "-" "-"
   fi
 }
+
+# The same SIGKILL with the application writing through the writer endpoint (HAProxy on a
+# network-namespace host of its own; three MariaDB hosts, three etcd hosts, two watchers), as
+# the issue asks: driver live::watch::bench_watch_through_the_writer_endpoint (WATCH_RUNS runs,
+# a fresh lab each). Run as root through `live`.
+section_watch_endpoint() {
+  log "watch_endpoint: SIGKILL of the master under 2 watchers, writes through HAProxy (x$WATCH_RUNS)..."
+  local out="$WORK/watch_endpoint.out" err="$WORK/watch_endpoint.err"
+  if ! WATCH_RUNS="$WATCH_RUNS" cargo test --release --quiet --test it -- --ignored --exact \
+      live::watch::bench_watch_through_the_writer_endpoint --nocapture --test-threads=1 >"$out" 2>"$err"; then
+    grep '^bench:' "$err" >&2 || true
+    tail -n 40 "$err" >&2
+    die "the watch_endpoint benchmark failed"
+  fi
+  grep '^bench:' "$err" >&2 || true
+  grep -q '^BENCH|' "$out" || die "the watch_endpoint benchmark printed no rows: $(tail -n 20 "$out")"
+  while IFS='|' read -r _ what value runs floor ratio; do
+    row "$what" "$value" "$runs" "$floor" "$ratio"
+  done < <(grep '^BENCH|' "$out")
+}

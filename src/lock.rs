@@ -309,6 +309,88 @@ mod tests {
         assert!(n.len() <= 64 && n.starts_with("repltool:"), "{n}");
     }
 
+    fn server(get_lock: &[&str]) -> crate::transport::fake::Shared {
+        use crate::transport::fake::{FakeServer, Reply};
+        let s = FakeServer::shared();
+        {
+            let mut g = s.lock().unwrap();
+            g.on(
+                "SELECT @@version, @@version_comment",
+                Reply::row(&[("v", Some("9.7.4")), ("c", Some("(Debian)"))]),
+            );
+            for v in get_lock {
+                g.on_times("GET_LOCK", 1, Reply::value(v));
+            }
+            g.on("RELEASE_LOCK", Reply::value("1"))
+                .on("IS_USED_LOCK", Reply::empty())
+                .on("performance_schema", Reply::empty());
+        }
+        s
+    }
+
+    #[test]
+    fn a_restart_gives_the_lock_up_on_that_server_only_and_takes_it_back() {
+        use crate::transport::fake::FakeSession;
+        let topo = crate::testing::topo(&[("a", None), ("b", Some("a"))]);
+        let (sa, sb) = (server(&["1", "1"]), server(&["1"]));
+        let mut sessions: crate::transport::Sessions = std::collections::HashMap::new();
+        for (n, s) in [("a", &sa), ("b", &sb)] {
+            sessions.insert(
+                n.into(),
+                std::sync::Mutex::new(Box::new(FakeSession::new(n, s.clone()))),
+            );
+        }
+        let names = vec!["a".to_string(), "b".to_string()];
+        let t = Duration::from_secs(1);
+        let mut l = ClusterLock::acquire(&topo, None, &sessions, &names, t).unwrap();
+        assert_eq!(l.hosts(), ["a", "b"]);
+        l.suspend("a");
+        assert_eq!(l.hosts(), ["b"]);
+        assert_eq!(sa.lock().unwrap().ran("RELEASE_LOCK").len(), 1);
+        assert!(sb.lock().unwrap().ran("RELEASE_LOCK").is_empty());
+        let a = topo.host("a").unwrap();
+        {
+            let mut s = sessions["a"].lock().unwrap();
+            l.resume(a, s.as_mut(), t).unwrap();
+        }
+        assert_eq!(l.hosts(), ["b", "a"]);
+        assert_eq!(sa.lock().unwrap().ran("GET_LOCK").len(), 2);
+        // Resuming a server that was never given up changes nothing.
+        let mut s = sessions["b"].lock().unwrap();
+        l.resume(topo.host("b").unwrap(), s.as_mut(), t).unwrap();
+        assert_eq!(sb.lock().unwrap().ran("GET_LOCK").len(), 1);
+    }
+
+    #[test]
+    fn another_run_that_took_the_server_during_its_restart_stops_this_one() {
+        use crate::transport::fake::FakeSession;
+        let topo = crate::testing::topo(&[("a", None)]);
+        // Taken, then held by someone else for every retry.
+        let sa = server(&["1"]);
+        sa.lock()
+            .unwrap()
+            .on("GET_LOCK", crate::transport::fake::Reply::value("0"));
+        let mut sessions: crate::transport::Sessions = std::collections::HashMap::new();
+        sessions.insert(
+            "a".into(),
+            std::sync::Mutex::new(Box::new(FakeSession::new("a", sa.clone()))),
+        );
+        let t = Duration::from_secs(1);
+        let mut l = ClusterLock::acquire(&topo, None, &sessions, &["a".to_string()], t).unwrap();
+        l.suspend("a");
+        let mut s = sessions["a"].lock().unwrap();
+        let e = l
+            .resume(topo.host("a").unwrap(), s.as_mut(), t)
+            .unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("a: another repltool run took the cluster lock"),
+            "{msg}"
+        );
+        assert_eq!(crate::error::exit_code(&e), 1);
+        assert!(l.hosts().is_empty());
+    }
+
     #[test]
     fn a_second_holder_of_the_file_is_refused_and_named() {
         let dir = tempfile::tempdir().unwrap();

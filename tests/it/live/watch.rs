@@ -605,3 +605,63 @@ fn watch_moves_the_writer_endpoint_in_a_failover() {
         T,
     );
 }
+
+/// Benchmark (ignored; `bash bench/run.sh watch_endpoint`): with two watchers and an
+/// application writing through the writer endpoint (HAProxy on a host of its own), the time
+/// from the SIGKILL of the master to the first write acknowledged through the endpoint (so on
+/// the new master), `WATCH_RUNS` runs (default 10), a fresh lab each. Every run must have
+/// exactly one recovery that lost nothing, and every acknowledged write on the new master.
+/// Prints `BENCH|what|value|runs|floor|ratio` rows on stdout.
+#[test]
+#[ignore = "benchmark: run by `bash bench/run.sh watch_endpoint`"]
+fn bench_watch_through_the_writer_endpoint() {
+    use crate::support::proxy::{all_acked_on, app_schema, Writer, WRITER_PORT};
+    let runs: usize = std::env::var("WATCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10);
+    let mut took = Vec::new();
+    for i in 1..=runs {
+        let mut lab = lab_with_proxies("", 1);
+        let p1 = lab.net.p(1).addr.clone();
+        app_schema(&lab.net, 1);
+        lab.watch(1, &[], &[]);
+        lab.watch(2, &[], &[]);
+        lab.w("w1").wait_for(&["healthy h1"], T);
+        lab.w("w2").wait_for(&["healthy h1"], T);
+        let w = Writer::start(&p1, WRITER_PORT, Duration::from_secs(60), 10_000_000);
+        w.wait_more(50, T);
+        // A random point of the watchers' 1 s round.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        std::thread::sleep(Duration::from_millis(u64::from(nanos % 1000)));
+        lab.net.h(1).crash_server();
+        let t0 = Instant::now();
+        let new = lab.wait_writer_change("h1", T);
+        w.wait_more(20, T);
+        let writes = w.stop();
+        let first = writes.first_after(t0).expect("a write after the kill");
+        all_acked_on(&writes, lab.host(&new));
+        let done = lab.done();
+        assert_eq!(done.len(), 1, "run {i}: {:#?}", lab.history());
+        assert_eq!(done[0]["lost"], 0, "run {i}: {:#?}", done[0]);
+        let s = (first - t0).as_secs_f64();
+        eprintln!(
+            "bench: watch run {i}/{runs}: h1 killed, {new} promoted, first write through the endpoint {s:.3} s later ({} acknowledged, {} errors, 0 lost)",
+            writes.acked.len(),
+            writes.errors
+        );
+        took.push(s);
+    }
+    took.sort_by(f64::total_cmp);
+    let p50 = took[took.len() / 2];
+    let worst = took[took.len() - 1];
+    println!(
+        "BENCH|`watch`, 2 watchers, writes through the HAProxy writer endpoint: SIGKILL of the master -> first acknowledged write on the new master, p50 (target < 3 s)|{p50:.3}|{runs}|-|-"
+    );
+    println!(
+        "BENCH|`watch`, 2 watchers, through the writer endpoint: the same, worst (target < 5 s)|{worst:.3}|{runs}|-|-"
+    );
+}
