@@ -606,6 +606,36 @@ impl<'a> Exec<'a> {
             Act::CheckRanking { force } => {
                 let stopped = self.st().stopped.clone();
                 let r = rank(o, t, &stopped).ok_or_else(|| anyhow!("{t} did not stop"))?;
+                let disk = plan.steps.iter().any(|s| s.act == Act::Salvage);
+                if let (Some(lost), true) = (&r.target_loses, disk) {
+                    // The old master's log on its disk gives the target what it lacks (the
+                    // disk catch-up, or the salvage by GTID): read it now, before anything
+                    // changes, so a log that cannot be read refuses here.
+                    let tool = self.with(t, |_, f| Ok(f.binlog_tool()))?;
+                    let (tpos, bpos) = (&stopped[t], &stopped[&r.best]);
+                    match self.read_old_binlog(o, tool, tpos, Some(bpos)) {
+                        Ok(_) => {
+                            self.progress.note(
+                                t,
+                                &format!(
+                                    "stopped behind {} ({lost}); it gets them from {o}'s binary log on disk",
+                                    r.best
+                                ),
+                            );
+                            return Ok(());
+                        }
+                        Err(e) if !force => {
+                            return Err(problem(format!(
+                                "{t} is behind {}: promoting {t} would lose {lost} that {} has, and \
+                                 {o}'s binary log on disk cannot be read ({e:#}). Promote {} instead \
+                                 (`repltool promote {}`), or pass --force. The slaves' IO threads \
+                                 are stopped; that promote continues from here",
+                                r.best, r.best, r.best, r.best
+                            )));
+                        }
+                        Err(_) => {}
+                    }
+                }
                 if let Some(lost) = &r.target_loses {
                     if !force {
                         return Err(problem(format!(
@@ -623,9 +653,12 @@ impl<'a> Exec<'a> {
                 Ok(())
             }
             Act::CatchUpFromDisk => {
+                // Up to the most advanced slave (the target, unless it stopped behind one):
+                // afterwards every slave stands at the same place in the old master's log.
                 let stopped = self.st().stopped.clone();
-                let tpos = stopped
-                    .get(t)
+                let top = stopped
+                    .values()
+                    .max_by_key(|p| crate::plan::promote::coord_key(p))
                     .cloned()
                     .ok_or_else(|| anyhow!("{t} did not stop"))?;
                 let tool = self.with(t, |_, f| Ok(f.binlog_tool()))?;
@@ -634,15 +667,21 @@ impl<'a> Exec<'a> {
                         .get(n)
                         .cloned()
                         .ok_or_else(|| anyhow!("{n} did not stop"))?;
-                    let (script, txns, _) = self.read_old_binlog(o, tool, &from, Some(&tpos))?;
+                    if from == top {
+                        continue;
+                    }
+                    let (script, txns, _) = self
+                        .read_old_binlog(o, tool, &from, Some(&top))
+                        .with_context(|| format!("{n}: reading {o}'s binary log on disk"))?;
                     self.apply_script(n, &script, false)?;
                     self.progress.note(
                         n,
                         &format!(
                             "applied {txns} transaction(s) it had not received, from {o}'s binary log on disk (up to {}:{})",
-                            tpos.0, tpos.1
+                            top.0, top.1
                         ),
                     );
+                    self.st().stopped.insert(n.clone(), top.clone());
                 }
                 Ok(())
             }

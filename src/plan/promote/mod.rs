@@ -113,7 +113,7 @@ pub fn file_key(f: &str) -> (String, u64) {
     }
 }
 
-fn coord_key(c: &Coord) -> ((String, u64), u64) {
+pub(crate) fn coord_key(c: &Coord) -> ((String, u64), u64) {
     (file_key(&c.0), c.1)
 }
 
@@ -773,18 +773,27 @@ fn plan_servers(
     let ranking = rank(&old_name, target, &positions).expect("target ranked");
     if let Some(lost) = &ranking.target_loses {
         let best = &ranking.best;
-        if !opts.force {
+        if disk {
+            // The old master's log on its disk holds everything any slave received: the
+            // target gets what it lacks from there before it takes over.
+            plan.warnings.push(format!(
+                "{target} received less than {best} ({lost}); it gets that part from \
+                 {old_name}'s binary log on disk before it takes over (refused if that cannot \
+                 be read)"
+            ));
+        } else if !opts.force {
             return Err(problem(format!(
                 "{target} is behind {best}: promoting {target} would lose {lost} that {best} has. \
                  Promote {best} instead (`repltool promote {best}`), or pass --force to promote \
                  {target} anyway and lose them"
             )));
+        } else {
+            plan.warnings.push(format!(
+                "--force: promoting {target} loses {lost} that {best} received"
+            ));
         }
-        plan.warnings.push(format!(
-            "--force: promoting {target} loses {lost} that {best} received"
-        ));
     }
-    if !ranking.ahead.is_empty() {
+    if !ranking.ahead.is_empty() && !disk {
         let list: Vec<String> = ranking
             .ahead
             .iter()
@@ -850,8 +859,12 @@ fn plan_servers(
     }
     steps.push(step(slaves.clone(), Act::StopIo));
     steps.push(step(t_(), Act::CheckRanking { force: opts.force }));
-    if disk && !gtid && !behind.is_empty() {
-        steps.push(step(behind.clone(), Act::CatchUpFromDisk));
+    if disk && !gtid {
+        // Every slave reaches the most advanced one's position in the old master's log (from
+        // its disk) before the target takes over: re-pointed at the target's own coordinates,
+        // none may miss a transaction or get one twice. Which ones are behind is known only
+        // once their IO threads stopped.
+        steps.push(step(slaves.clone(), Act::CatchUpFromDisk));
     }
     steps.push(step(
         t_(),
@@ -1033,15 +1046,17 @@ impl PromotePlan {
                 "compare where each stopped in {o}'s log; {}",
                 if *force {
                     format!("--force: promote {t} even if another slave is ahead")
+                } else if self.steps.iter().any(|s| s.act == Act::Salvage) {
+                    format!(
+                        "if {t} is behind another slave, it gets what it lacks from {o}'s binary log on disk; refuse if that cannot be read"
+                    )
                 } else {
                     format!("refuse if {t} is behind another slave")
                 }
             )],
-            Act::CatchUpFromDisk => each(&|h, _| {
-                format!(
-                    "{h}: apply the part of {o}'s binary log (read from its disk) it lacks, up to where {t} stopped"
-                )
-            }),
+            Act::CatchUpFromDisk => vec![format!(
+                "{list}: each that stopped behind the most advanced of them applies the part of {o}'s binary log it lacks (read from its disk), up to there"
+            )],
             Act::Detach => vec![format!(
                 "{t}: {}; {}; {}",
                 wt.stop(),

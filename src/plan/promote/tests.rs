@@ -218,6 +218,14 @@ fn golden_plans() {
             .plan("db2", false),
     ));
     cases.push((
+        "failover-target-behind-disk-lifts-it",
+        Case::new(MS)
+            .down("db1", Reach::Refused, Shell::Up, Some(false))
+            .received("db2", "mysql-bin.000003", 1200)
+            .received("db3", "mysql-bin.000003", 1500)
+            .plan("db2", false),
+    ));
+    cases.push((
         "failover-target-behind-forced",
         Case::new(MS)
             .down("db1", Reach::Refused, dead(), None)
