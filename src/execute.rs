@@ -592,7 +592,8 @@ fn link_physical(
             Ok(()) => crate::physical::discard_previous(ctx, t),
             Err(e) => match crate::physical::restore(ctx, t) {
                 Ok(()) => Err(e.context(format!(
-                    "{}: replication did not start on the copy; the slave was put back on its                      previous datadir (nothing of its own is gone)",
+                    "{}: replication did not start on the copy; the slave was put back on its \
+                     previous datadir (nothing of its own is gone)",
                     t.host
                 ))),
                 Err(e2) => Err(anyhow!("{e:#}\n{e2:#}")),

@@ -41,6 +41,9 @@ struct State {
     checkpoints: BTreeMap<String, u64>,
     /// Failover: where each slave stopped in the old master's log.
     stopped: BTreeMap<String, Coord>,
+    /// Failover: the target stopped behind another slave and the old master's log on disk
+    /// gives it the difference: every slave is caught up to here (else to the target).
+    lift_to: Option<Coord>,
     /// The target's own coordinates when it stopped replicating.
     new_pos: Option<Coord>,
     /// The target's GTID position of the old master's log when it stopped replicating.
@@ -615,6 +618,7 @@ impl<'a> Exec<'a> {
                     let (tpos, bpos) = (&stopped[t], &stopped[&r.best]);
                     match self.read_old_binlog(o, tool, tpos, Some(bpos)) {
                         Ok(_) => {
+                            self.st().lift_to = Some(bpos.clone());
                             self.progress.note(
                                 t,
                                 &format!(
@@ -653,21 +657,28 @@ impl<'a> Exec<'a> {
                 Ok(())
             }
             Act::CatchUpFromDisk => {
-                // Up to the most advanced slave (the target, unless it stopped behind one):
-                // afterwards every slave stands at the same place in the old master's log.
-                let stopped = self.st().stopped.clone();
-                let top = stopped
-                    .values()
-                    .max_by_key(|p| crate::plan::promote::coord_key(p))
-                    .cloned()
-                    .ok_or_else(|| anyhow!("{t} did not stop"))?;
+                // Up to the target, or to the most advanced slave when the target is lifted
+                // there too: afterwards every slave that was behind stands at the same place
+                // in the old master's log. (One ahead of an unlifted target: --force said so.)
+                let (stopped, lift_to) = {
+                    let st = self.st();
+                    (st.stopped.clone(), st.lift_to.clone())
+                };
+                let top = match lift_to {
+                    Some(p) => p,
+                    None => stopped
+                        .get(t)
+                        .cloned()
+                        .ok_or_else(|| anyhow!("{t} did not stop"))?,
+                };
+                let key = crate::plan::promote::coord_key;
                 let tool = self.with(t, |_, f| Ok(f.binlog_tool()))?;
                 for n in &s.hosts {
                     let from = stopped
                         .get(n)
                         .cloned()
                         .ok_or_else(|| anyhow!("{n} did not stop"))?;
-                    if from == top {
+                    if key(&from) >= key(&top) {
                         continue;
                     }
                     let (script, txns, _) = self

@@ -47,8 +47,26 @@ fn failover_after_sigkill_of_the_master_keeps_every_row() {
 }
 
 #[test]
-fn a_slave_that_is_behind_is_refused_and_the_suggested_one_succeeds() {
-    let c = Cluster::start(3, 25310, "master-slave");
+fn a_slave_that_is_behind_gets_the_difference_from_the_dead_masters_disk() {
+    behind_target_lifted(25310, false);
+}
+
+#[test]
+fn with_gtid_a_slave_that_is_behind_gets_the_difference_from_the_dead_masters_disk() {
+    behind_target_lifted(25430, true);
+}
+
+/// node3 asked for after it received less than node2: the part it lacks comes from node1's
+/// binary log on its disk, every slave ends at the same place, node2 re-pointed at node3 (by
+/// coordinates, or by GTID) gets no transaction twice.
+fn behind_target_lifted(port: u16, gtid: bool) {
+    let c = Cluster::start(3, port, "master-slave");
+    if gtid {
+        let text = c
+            .topology_text()
+            .replace("replication:\n", "replication:\n  gtid: true\n");
+        cluster::write(&c.file, &text);
+    }
     c.exec(
         1,
         "CREATE DATABASE b; CREATE TABLE b.t (id INT PRIMARY KEY)",
@@ -62,15 +80,77 @@ fn a_slave_that_is_behind_is_refused_and_the_suggested_one_succeeds() {
     c.exec(1, "INSERT INTO b.t VALUES (3)");
     c.wait_for(2, "SELECT COUNT(*) FROM b.t", "3", T);
     c.kill9(1);
+    // The dry run says what it will do about it.
+    let out = c.run(&["promote", "node3", "--dry-run"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        stdout(&out).contains("node3 received less than node2")
+            || stderr(&out).contains("node3 received less than node2"),
+        "{}",
+        show(&out)
+    );
+    let out = c.run(&["promote", "node3", "--yes"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("stopped behind node2"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(c.one(3, "SELECT COUNT(*) FROM b.t"), "3");
+    assert_eq!(c.one(3, "SELECT @@read_only"), "0");
+    // node2 follows node3 and gets no transaction twice.
+    c.exec(3, "INSERT INTO b.t VALUES (4)");
+    c.wait_for(2, "SELECT COUNT(*) FROM b.t", "4", T);
+    assert_eq!(c.one(2, "SELECT COUNT(*) FROM b.t WHERE id = 4"), "1");
+    use mysql::prelude::Queryable;
+    let row: mysql::Row = c
+        .conn(2)
+        .query_first("SHOW SLAVE STATUS")
+        .unwrap()
+        .expect("node2 replicates");
+    let text = |k: &str| row.get::<String, _>(k).unwrap_or_default();
+    assert_eq!(text("Master_Port"), c.lab.ports[2].to_string());
+    assert_eq!(
+        text("Using_Gtid"),
+        if gtid { "Slave_Pos" } else { "No" },
+        "node2 re-pointed by GTID or by coordinates"
+    );
+    assert_eq!(text("Slave_SQL_Running"), "Yes");
+    assert_eq!(text("Last_SQL_Errno"), "0");
+}
+
+#[test]
+fn a_slave_that_is_behind_is_refused_when_the_dead_masters_log_cannot_be_read() {
+    let c = Cluster::start(3, 25420, "master-slave");
+    c.exec(
+        1,
+        "CREATE DATABASE b; CREATE TABLE b.t (id INT PRIMARY KEY)",
+    );
+    c.init_ok();
+    c.exec(1, "INSERT INTO b.t VALUES (1)");
+    count_on_all(&c, &[2, 3], "SELECT COUNT(*) FROM b.t", "1");
+    c.exec(3, "STOP SLAVE IO_THREAD");
+    c.exec(1, "INSERT INTO b.t VALUES (2)");
+    c.exec(1, "INSERT INTO b.t VALUES (3)");
+    c.wait_for(2, "SELECT COUNT(*) FROM b.t", "3", T);
+    c.kill9(1);
+    // Its binary logs are gone from where the server kept them.
+    let data = c.lab.node_dir(1).join("data");
+    let away = c.lab.node_dir(1).join("data.away");
+    std::fs::rename(&data, &away).unwrap();
     let out = c.run(&["promote", "node3", "--yes"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let err = stderr(&out);
     assert!(err.contains("node3 is behind node2"), "{err}");
+    assert!(err.contains("cannot be read"), "{err}");
     assert!(err.contains("repltool promote node2"), "{err}");
     assert!(
         !c.topology_text().contains("master: node3"),
         "file changed by a refused promote"
     );
+    assert_eq!(c.one(3, "SELECT @@read_only"), "1");
+    // The logs are back: the suggested promote continues from there.
+    std::fs::rename(&away, &data).unwrap();
     let out = c.run(&["promote", "node2", "--yes"]);
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(c.one(2, "SELECT COUNT(*) FROM b.t"), "3");
