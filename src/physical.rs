@@ -95,6 +95,25 @@ impl Target {
     }
 }
 
+/// The existing directory a staging directory is created in: the datadir itself for
+/// mariabackup, the datadir's parent for the clone (`<parent>/.repltool-clone-<name>/data`).
+fn staging_parent(stage: &str) -> String {
+    let mut p = stage.trim_end_matches('/');
+    if let Some(clone) = p.strip_suffix("/data") {
+        if clone
+            .rsplit('/')
+            .next()
+            .is_some_and(|n| n.starts_with(".repltool-clone-"))
+        {
+            p = clone;
+        }
+    }
+    match p.rsplit_once('/') {
+        Some(("", _)) | None => "/".to_string(),
+        Some((parent, _)) => parent.to_string(),
+    }
+}
+
 /// The staging directory of a copy into `datadir`.
 pub fn stage_dir(copy: PhysicalCopy, datadir: &str) -> String {
     let d = datadir.trim_end_matches('/');
@@ -458,22 +477,59 @@ fn feasible(
             );
         }
         with_socat &= miss.is_empty();
+        // Where the copy is built (the clone: beside the datadir, which may be another
+        // filesystem when the datadir is a mount point) and where it ends up.
+        let stage_parent = staging_parent(&t.stage());
         let out = sh(
             ctx,
             &t.host,
             &format!(
-                "df -P -B1 {} | awk 'NR == 2 {{ print $4 }}'",
-                shell_quote(&t.datadir)
+                "for d in {} {}; do df -P -B1 \"$d\" | awk 'NR == 2 {{ print $4 }}'; stat -c %m \"$d\"; done",
+                shell_quote(&t.datadir),
+                shell_quote(&stage_parent)
             ),
             true,
             Duration::from_secs(30),
         )?;
-        let free: u64 = out
-            .trim()
-            .parse()
-            .map_err(|_| anyhow!("{}: df printed {:?}", t.host, out.trim()))?;
+        // Free bytes and mount point of each: a rename across mount points (a bind mount of
+        // the same filesystem included) is a copy.
+        let f: Vec<&str> = out.lines().map(str::trim).collect();
+        let parsed = match f.as_slice() {
+            [a, ma, b, mb] => a
+                .parse::<u64>()
+                .ok()
+                .zip(b.parse::<u64>().ok())
+                .map(|(a, b)| (a, b, ma != mb)),
+            _ => None,
+        };
+        let (free, stage_free, cross_fs) =
+            parsed.ok_or_else(|| anyhow!("{}: df/stat printed {:?}", t.host, out.trim()))?;
         // The copy lands beside the slave's own data, which stays until replication runs.
         let want = copy_size + copy_size / 10 + (256 << 20);
+        if cross_fs {
+            if stage_free < want {
+                bail!(
+                    "{}: {} has {} MiB free; the clone of {} is built there first and needs \
+                     about {} MiB (its {} MiB plus 10% and 256 MiB of room), because the \
+                     clone plugin refuses a directory inside the datadir {} (another \
+                     mount)",
+                    t.host,
+                    stage_parent,
+                    stage_free >> 20,
+                    mhost.name,
+                    want >> 20,
+                    copy_size >> 20,
+                    t.datadir
+                );
+            }
+            ctx.progress.record(&format!(
+                "{}: the clone is built in {stage_parent}, another mount than the datadir \
+                 {}: moving it in copies its {} MiB a second time",
+                t.host,
+                t.datadir,
+                copy_size >> 20
+            ));
+        }
         if free < want {
             bail!(
                 "{}: {} has {} MiB free; the copy of {} needs about {} MiB (its {} MiB plus \
@@ -1439,6 +1495,19 @@ pub(crate) fn discard_previous(ctx: &Ctx, t: &Target) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_staging_parent_is_where_the_copy_is_built() {
+        let clone = stage_dir(PhysicalCopy::Clone, "/var/lib/mysql/");
+        assert_eq!(clone, "/var/lib/.repltool-clone-mysql/data");
+        assert_eq!(staging_parent(&clone), "/var/lib");
+        let mb = stage_dir(PhysicalCopy::Mariabackup, "/var/lib/mysql");
+        assert_eq!(staging_parent(&mb), "/var/lib/mysql");
+        assert_eq!(
+            staging_parent(&stage_dir(PhysicalCopy::Clone, "/data")),
+            "/"
+        );
+    }
 
     #[test]
     fn stop_and_start_come_from_the_restart_word() {
