@@ -56,10 +56,9 @@ fn with_gtid_a_slave_that_is_behind_gets_the_difference_from_the_dead_masters_di
     behind_target_lifted(25430, true);
 }
 
-/// node3 asked for after it received less than node2: the part it lacks comes from node1's
-/// binary log on its disk, every slave ends at the same place, node2 re-pointed at node3 (by
-/// coordinates, or by GTID) gets no transaction twice.
-fn behind_target_lifted(port: u16, gtid: bool) {
+/// A master (node1) with two slaves, table b.t: node3 stops receiving after row 1, node2
+/// gets rows 2 and 3, then node1's server is killed (its host and disk stay).
+fn node3_behind_node2_when_node1_dies(port: u16, gtid: bool) -> Cluster {
     let c = Cluster::start(3, port, "master-slave");
     if gtid {
         let text = c
@@ -74,12 +73,19 @@ fn behind_target_lifted(port: u16, gtid: bool) {
     c.init_ok();
     c.exec(1, "INSERT INTO b.t VALUES (1)");
     count_on_all(&c, &[2, 3], "SELECT COUNT(*) FROM b.t", "1");
-    // node3 stops receiving; node2 gets two more transactions; then the master dies.
     c.exec(3, "STOP SLAVE IO_THREAD");
     c.exec(1, "INSERT INTO b.t VALUES (2)");
     c.exec(1, "INSERT INTO b.t VALUES (3)");
     c.wait_for(2, "SELECT COUNT(*) FROM b.t", "3", T);
     c.kill9(1);
+    c
+}
+
+/// node3 asked for after it received less than node2: the part it lacks comes from node1's
+/// binary log on its disk, every slave ends at the same place, node2 re-pointed at node3 (by
+/// coordinates, or by GTID) gets no transaction twice.
+fn behind_target_lifted(port: u16, gtid: bool) {
+    let c = node3_behind_node2_when_node1_dies(port, gtid);
     // The dry run says what it will do about it.
     let out = c.run(&["promote", "node3", "--dry-run"]);
     assert!(out.status.success(), "{}", show(&out));
@@ -121,19 +127,7 @@ fn behind_target_lifted(port: u16, gtid: bool) {
 
 #[test]
 fn a_slave_that_is_behind_is_refused_when_the_dead_masters_log_cannot_be_read() {
-    let c = Cluster::start(3, 25420, "master-slave");
-    c.exec(
-        1,
-        "CREATE DATABASE b; CREATE TABLE b.t (id INT PRIMARY KEY)",
-    );
-    c.init_ok();
-    c.exec(1, "INSERT INTO b.t VALUES (1)");
-    count_on_all(&c, &[2, 3], "SELECT COUNT(*) FROM b.t", "1");
-    c.exec(3, "STOP SLAVE IO_THREAD");
-    c.exec(1, "INSERT INTO b.t VALUES (2)");
-    c.exec(1, "INSERT INTO b.t VALUES (3)");
-    c.wait_for(2, "SELECT COUNT(*) FROM b.t", "3", T);
-    c.kill9(1);
+    let c = node3_behind_node2_when_node1_dies(25420, false);
     // Its binary logs are gone from where the server kept them.
     let data = c.lab.node_dir(1).join("data");
     let away = c.lab.node_dir(1).join("data.away");
