@@ -843,7 +843,12 @@ fn stream_seed(
         const SNAPSHOT_OPEN: &[u8] = b"-- Current Database:";
         // A copy that stops moving (a lock wait on either side) is ended after `stall`: every
         // process of this copy is found by its own option file, unique to this run.
-        let stall = ctx.timeout.max(Duration::from_secs(60));
+        // REPLTOOL_COPY_STALL_SECS: a shorter bound, for the tests that stall a copy on purpose.
+        let stall = std::env::var("REPLTOOL_COPY_STALL_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_secs)
+            .unwrap_or_else(|| ctx.timeout.max(Duration::from_secs(60)));
         let started = Instant::now();
         let last_progress = std::sync::atomic::AtomicU64::new(0);
         let done = std::sync::atomic::AtomicBool::new(false);
@@ -914,8 +919,19 @@ fn stream_seed(
                 }
                 Ok(())
             })();
+            // The tail is watched too: the dump may end while a client still applies what
+            // the pipes held, and a lock wait on a slave there is a stall like any other.
+            let tail = (|| -> Result<_> {
+                let dump_out = dump.wait()?;
+                let mut outs = Vec::new();
+                for (h, mut c) in clients {
+                    let _ = c.close_stdin();
+                    outs.push((h, c.wait()?));
+                }
+                Ok((dump_out, outs))
+            })();
             done.store(true, std::sync::atomic::Ordering::Relaxed);
-            r
+            (r, tail)
         });
         if stalled.load(std::sync::atomic::Ordering::Relaxed) {
             bail!(
@@ -925,11 +941,10 @@ fn stream_seed(
                 stall.as_secs()
             );
         }
-        let dump_out = dump.wait()?;
+        let (copy_result, tail) = copy_result;
+        let (dump_out, outs) = tail?;
         let mut client_errors = Vec::new();
-        for (h, mut c) in clients {
-            let _ = c.close_stdin();
-            let out = c.wait()?;
+        for (h, out) in outs {
             if !out.ok() {
                 client_errors.push(format!(
                     "{h}: the client loading the copy failed (exit {}): {}",

@@ -355,7 +355,7 @@ fn a_run_killed_mid_seed_by_sigterm_or_sigint_leaves_no_option_file_on_the_host(
     c.init_ok();
     c.exec(2, "STOP SLAVE; RESET SLAVE ALL");
     // The copy stalls for as long as the test likes: node2 holds the table the copy replaces
-    // under a read lock, so the client loading it waits (and so does the dump behind it).
+    // under a read lock, so the client loading it waits.
     let mut lock = c.conn(2);
     lock.query_drop("LOCK TABLES big.t READ").unwrap();
     let log_dir = tempfile::tempdir().unwrap();
@@ -401,7 +401,9 @@ fn a_run_killed_mid_seed_by_sigterm_or_sigint_leaves_no_option_file_on_the_host(
                 ours.join("\n")
             )
         };
-        // Mid-seed: the dump runs, reading an option file of this run.
+        // Mid-seed: the dump or the client loading it runs, reading an option file of this
+        // run (the dump may already have ended: the pipes and the SSH windows hold the whole
+        // table while the client waits for node2's lock).
         let needle = "--defaults-extra-file=/tmp/repltool-cnf-";
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -409,7 +411,7 @@ fn a_run_killed_mid_seed_by_sigterm_or_sigint_leaves_no_option_file_on_the_host(
                 std::fs::read(e.path().join("cmdline"))
                     .map(|c| {
                         let c = String::from_utf8_lossy(&c);
-                        c.contains("dump") && c.contains(needle) && c.contains(&format!("-{pid}-"))
+                        c.contains(needle) && c.contains(&format!("-{pid}-"))
                     })
                     .unwrap_or(false)
             });
@@ -457,6 +459,63 @@ fn a_run_killed_mid_seed_by_sigterm_or_sigint_leaves_no_option_file_on_the_host(
         );
     }
     lock.query_drop("UNLOCK TABLES").unwrap();
+}
+
+/// The dump ends at once (two rows fit in the pipes), but the client loading it on node2 waits
+/// for a lock there: init ends that copy after its stall bound and says why, instead of
+/// waiting for the client, and leaves no option file; the next run converges.
+#[test]
+fn a_copy_whose_client_waits_on_a_slaves_lock_is_ended_and_named() {
+    use mysql::prelude::Queryable;
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+    let c = Cluster::start(2, 25160, "master-slave");
+    c.exec(
+        1,
+        "CREATE DATABASE small; CREATE TABLE small.t (id INT PRIMARY KEY); \
+         INSERT INTO small.t VALUES (1), (2)",
+    );
+    c.init_ok();
+    c.exec(2, "STOP SLAVE; RESET SLAVE ALL");
+    let mut lock = c.conn(2);
+    lock.query_drop("LOCK TABLES small.t READ").unwrap();
+    let mut child = Command::new(cluster::lab::bin())
+        .args(["init", "--force", "-f", &c.file_str()])
+        .env("REPLTOOL_COPY_STALL_SECS", "3")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Not a speed check: a run that waits for the client would wait for hours.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("init still waits for the stalled client after 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the copy from node1 made no progress for 3s"),
+        "{err}"
+    );
+    assert_eq!(option_dirs_of(pid), Vec::<String>::new(), "{err}");
+    lock.query_drop("UNLOCK TABLES").unwrap();
+    drop(lock);
+    let out = c.run(&["init", "--force"]);
+    assert!(out.status.success(), "{}", show(&out));
+    c.wait_for(
+        2,
+        "SELECT COUNT(*) FROM small.t",
+        "2",
+        Duration::from_secs(20),
+    );
 }
 
 #[test]
