@@ -150,14 +150,16 @@ impl ClusterLock {
             .filter(|h| hosts.contains(&h.name))
             .collect();
         order.sort_by(|a, b| a.name.cmp(&b.name));
-        for h in order {
-            let Some(m) = sessions.get(&h.name) else {
-                continue;
-            };
-            let conn = {
-                let mut s = m.lock().unwrap_or_else(|e| e.into_inner());
-                s.sql_connect(h, timeout, timeout)
-            };
+        // The logins in parallel (one round trip per host over SSH: 8 hosts one after the
+        // other cost 0.2 s), then the locks in name order.
+        let conns = crate::par::each(&order, |h| {
+            let m = sessions
+                .get(&h.name)
+                .ok_or_else(|| anyhow!("{}: no session", h.name))?;
+            let mut s = m.lock().unwrap_or_else(|e| e.into_inner());
+            s.sql_connect(h, timeout, timeout)
+        });
+        for (h, conn) in order.into_iter().zip(conns) {
             let Ok(mut conn) = conn else { continue };
             let f = conn.flavor()?;
             let mut got = conn.one(&f.get_lock(&name))?.as_deref() == Some("1");
