@@ -150,18 +150,22 @@ impl ClusterLock {
             .filter(|h| hosts.contains(&h.name))
             .collect();
         order.sort_by(|a, b| a.name.cmp(&b.name));
-        // The logins in parallel (one round trip per host over SSH: 8 hosts one after the
-        // other cost 0.2 s), then the locks in name order.
+        // The logins (and the flavor query) in parallel (8 hosts one after the other cost
+        // 0.2 s over SSH), then the locks in name order.
         let conns = crate::par::each(&order, |h| {
             let m = sessions
                 .get(&h.name)
                 .ok_or_else(|| anyhow!("{}: no session", h.name))?;
-            let mut s = m.lock().unwrap_or_else(|e| e.into_inner());
-            s.sql_connect(h, timeout, timeout)
+            let mut conn = {
+                let mut s = m.lock().unwrap_or_else(|e| e.into_inner());
+                s.sql_connect(h, timeout, timeout)?
+            };
+            let f = conn.flavor();
+            Ok((conn, f))
         });
         for (h, conn) in order.into_iter().zip(conns) {
-            let Ok(mut conn) = conn else { continue };
-            let f = conn.flavor()?;
+            let Ok((mut conn, f)) = conn else { continue };
+            let f = f?;
             let mut got = conn.one(&f.get_lock(&name))?.as_deref() == Some("1");
             if !got && etcd_held && steal {
                 // The caller holds the cluster's etcd lock and finishes another watcher's

@@ -34,6 +34,10 @@ pub trait SqlConn: Send {
     fn query(&mut self, q: &Sql) -> Result<Vec<Columns>>;
     /// Run a statement, dropping any result.
     fn exec(&mut self, q: &Sql) -> Result<()>;
+    /// Where the connection keeps its server's flavor once read (None: it is read each time).
+    fn flavor_slot(&mut self) -> Option<&mut Option<Flavor>> {
+        None
+    }
 }
 
 impl dyn SqlConn + '_ {
@@ -63,6 +67,9 @@ impl dyn SqlConn + '_ {
     }
     /// The server's flavor and version (`SELECT @@version, @@version_comment`).
     pub fn flavor(&mut self) -> Result<Flavor> {
+        if let Some(Some(f)) = self.flavor_slot() {
+            return Ok(*f);
+        }
         let row = self
             .query(&Flavor::detect_query())?
             .into_iter()
@@ -70,12 +77,18 @@ impl dyn SqlConn + '_ {
             .ok_or_else(|| anyhow!("the server returned no version row"))?;
         let v = row.first().and_then(|(_, v)| v.clone()).unwrap_or_default();
         let c = row.get(1).and_then(|(_, v)| v.clone()).unwrap_or_default();
-        Flavor::detect(&v, &c)
+        let f = Flavor::detect(&v, &c)?;
+        if let Some(slot) = self.flavor_slot() {
+            *slot = Some(f);
+        }
+        Ok(f)
     }
 }
 
 /// A connection through the `mysql` crate.
-pub struct MysqlConn(mysql::Conn);
+/// A connection through the `mysql` crate; the server's flavor once read (it cannot change
+/// while the connection lives).
+pub struct MysqlConn(mysql::Conn, Option<Flavor>);
 
 fn server_error(e: &mysql::Error) -> (Option<u16>, String) {
     match e {
@@ -122,6 +135,9 @@ impl SqlConn for MysqlConn {
             }
             .into()
         })
+    }
+    fn flavor_slot(&mut self) -> Option<&mut Option<Flavor>> {
+        Some(&mut self.1)
     }
 }
 
@@ -216,7 +232,7 @@ pub fn connect(
         .write_timeout(Some(io_timeout))
         .init(vec![Flavor::session_setup().text().to_string()]);
     match mysql::Conn::new(opts) {
-        Ok(c) => Ok(Box::new(MysqlConn(c))),
+        Ok(c) => Ok(Box::new(MysqlConn(c, None))),
         Err(e) => {
             // The forward's own thread records why it closed; give it a moment to say so.
             let forward = matches!(host.transport, crate::topology::Transport::Ssh(_))
@@ -268,7 +284,7 @@ pub fn connect_tcp(
         .read_timeout(Some(timeout))
         .write_timeout(Some(timeout));
     match mysql::Conn::new(opts) {
-        Ok(c) => Ok(Box::new(MysqlConn(c))),
+        Ok(c) => Ok(Box::new(MysqlConn(c, None))),
         Err(e) => Err(ConnectError {
             reach: classify(&e, None),
             text: format!(
