@@ -238,6 +238,7 @@ impl Flavor {
                 "sql_slave_skip_counter"
             },
             read_lock: "FLUSH TABLES WITH READ LOCK",
+            unlock: "UNLOCK TABLES",
             read_only_on: if self.is_mysql() {
                 "SET GLOBAL read_only = ON; SET GLOBAL super_read_only = ON"
             } else {
@@ -268,8 +269,9 @@ pub struct Words {
     pub pos_wait: &'static str,
     /// "sql_slave_skip_counter" or "sql_replica_skip_counter".
     pub skip_counter: &'static str,
-    /// The global read lock of a snapshot.
+    /// The global read lock of a snapshot, and its release.
     pub read_lock: &'static str,
+    pub unlock: &'static str,
     /// Fencing a server, and lifting it (MySQL: both read-only flags).
     pub read_only_on: &'static str,
     pub read_only_off: &'static str,

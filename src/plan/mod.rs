@@ -217,7 +217,7 @@ impl Plan {
                         Some(sd) => {
                             let _ = writeln!(
                                 out,
-                                "      stream a dump of {} into {} ({}), then UNLOCK TABLES",
+                                "      stream a dump of {} into {} ({}), then {}",
                                 if sd.databases_hint.is_empty() {
                                     "the user databases".to_string()
                                 } else {
@@ -228,11 +228,13 @@ impl Plan {
                                     "lock held for the whole dump: non-transactional tables"
                                 } else {
                                     "lock released once the dump's snapshot is open"
-                                }
+                                },
+                                self.w(&s.host).unlock
                             );
                         }
                         None => {
-                            let _ = writeln!(out, "      UNLOCK TABLES (no data to copy)");
+                            let _ =
+                                writeln!(out, "      {} (no data to copy)", self.w(&s.host).unlock);
                         }
                     }
                     for l in slaves {

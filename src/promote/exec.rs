@@ -397,6 +397,10 @@ impl<'a> Exec<'a> {
             return None;
         }
         let o = &plan.old;
+        let words = plan
+            .flavor(o)
+            .map(|f| f.words())
+            .unwrap_or_else(crate::flavor::Words::unknown);
         let endpoint = self.undo_endpoint(plan);
         let r = self.with(o, |c, f| {
             let unlock = c.exec(&f.unlock_tables());
@@ -411,11 +415,12 @@ impl<'a> Exec<'a> {
             }
             Ok((u, ro, now)) => format!(
                 "aborted, but {o} could not be made writable again: {}{}read_only is {} now. \
-                 Check it, then `SET GLOBAL read_only = OFF` on {o} if it must take the writes",
-                u.map(|e| format!("UNLOCK TABLES: {e:#}; "))
+                 Check it, then `{}` on {o} if it must take the writes",
+                u.map(|e| format!("{}: {e:#}; ", words.unlock))
                     .unwrap_or_default(),
                 ro.map(|e| format!("{e:#}; ")).unwrap_or_default(),
-                now.unwrap_or_else(|| "unknown".into())
+                now.unwrap_or_else(|| "unknown".into()),
+                words.read_only_off
             ),
             Err(e) => format!(
                 "aborted, but {o} could not be reached to make it writable again ({e:#}): it \

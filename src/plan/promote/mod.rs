@@ -1030,8 +1030,8 @@ impl PromotePlan {
                 None => format!("{o}: {}; {}", wo.read_only_on, wo.read_lock),
             }],
             Act::WaitFrozen => vec![format!(
-                "{list}: {}(file, pos, timeout) at those coordinates; if any cannot: UNLOCK TABLES and read_only = OFF on {o} (read back), nothing else changed",
-                wt.pos_wait
+                "{list}: {}(file, pos, timeout) at those coordinates; if any cannot: {} and read_only = OFF on {o} (read back), nothing else changed",
+                wt.pos_wait, wo.unlock
             )],
             Act::StopServer { port } => vec![format!(
                 "{o}: stop the server over SSH (its service's stop command, then SIGKILL of what listens on port {port}), and confirm nothing listens before its binary log is read"
@@ -1095,7 +1095,8 @@ impl PromotePlan {
                 )
             }),
             Act::RepointOld { gtid } => vec![format!(
-                "{o}: UNLOCK TABLES; {}; {} {t} {}; {}  (stays read-only)",
+                "{o}: {}; {}; {} {t} {}; {}  (stays read-only)",
+                wo.unlock,
                 wo.reset_all(),
                 wo.change,
                 if *gtid { "by GTID" } else { "at its coordinates" },
