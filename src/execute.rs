@@ -1078,43 +1078,54 @@ mod tests {
     use super::*;
     use crate::transport::fake::{FakeConn, FakeServer, Reply};
 
+    fn repl_user(f: &Flavor) -> Sql {
+        f.create_repl_user("repl", "10.0.0.2", &crate::secret::Secret::new("pw"))[1].clone()
+    }
+
     fn run_window(version: &str, super_ro: &str, body_fails: bool) -> (Result<()>, Vec<String>) {
+        let f = Flavor::detect(version, "").unwrap();
+        let user = repl_user(&f);
         let server = FakeServer::shared();
-        server
-            .lock()
-            .unwrap()
-            .on("@@GLOBAL.super_read_only", Reply::value(super_ro))
-            .on("SET GLOBAL super_read_only", Reply::Ok)
-            .on(
-                "CREATE USER",
+        {
+            let mut g = server.lock().unwrap();
+            g.on("@@GLOBAL.super_read_only", Reply::value(super_ro));
+            for q in f.write_window(true).iter().chain(&f.write_window(false)) {
+                g.on(q.text(), Reply::Ok);
+            }
+            g.on(
+                user.text(),
                 if body_fails {
                     Reply::Err(1290, "read only".into())
                 } else {
                     Reply::Ok
                 },
             );
-        let f = Flavor::detect(version, "").unwrap();
+        }
         let mut conn = FakeConn(server.clone());
-        let sql = f.create_repl_user("repl", "10.0.0.2", &crate::secret::Secret::new("pw"));
-        let r = with_write_window(&mut conn, &f, |c| c.exec(&sql[1]));
+        let r = with_write_window(&mut conn, &f, |c| c.exec(&user));
         let log = server.lock().unwrap().log.clone();
         (r, log)
     }
 
     #[test]
     fn a_fenced_mysql_server_gets_a_window_that_is_closed_even_on_failure() {
+        let f = Flavor::detect("9.7.4", "").unwrap();
+        let (open, close) = (&f.write_window(true)[0], &f.write_window(false)[0]);
         let (r, log) = run_window("9.7.4", "1", false);
         assert!(r.is_ok());
         assert_eq!(log.len(), 4, "{log:?}");
-        assert_eq!(log[1], "SET GLOBAL super_read_only = OFF");
-        assert!(log[2].starts_with("CREATE USER"));
-        assert_eq!(log[3], "SET GLOBAL super_read_only = ON");
+        assert_eq!(log[1], open.text());
+        assert_eq!(log[2], repl_user(&f).text());
+        assert_eq!(log[3], close.text());
         let (r, log) = run_window("9.7.4", "1", true);
         assert!(format!("{:#}", r.unwrap_err()).contains("1290"));
-        assert_eq!(log.last().unwrap(), "SET GLOBAL super_read_only = ON");
+        assert_eq!(log.last().unwrap(), close.text());
         // A writable MySQL master is left alone: no window, nothing turned ON behind its back.
         let (_, log) = run_window("9.7.4", "0", false);
-        assert!(!log.iter().any(|l| l.starts_with("SET GLOBAL")), "{log:?}");
+        assert!(
+            !log.iter().any(|l| l == open.text() || l == close.text()),
+            "{log:?}"
+        );
         // MariaDB: repltool's account has READ_ONLY ADMIN; no window at all.
         let (_, log) = run_window("10.11.6-MariaDB", "1", false);
         assert_eq!(log.len(), 1, "{log:?}");

@@ -712,7 +712,12 @@ mod fake_tests {
     use super::*;
     use crate::transport::fake::{FakeConn, FakeServer, Reply};
 
+    fn mysql97_flavor() -> Flavor {
+        Flavor::detect("9.7.4", "MySQL Community Server - GPL").unwrap()
+    }
+
     fn mysql97(server: &mut FakeServer, server_id: &str) {
+        let f = mysql97_flavor();
         server
             .on(
                 "SELECT @@version, @@version_comment",
@@ -747,16 +752,16 @@ mod fake_tests {
                     ("clock", Some("1764500000")),
                 ]),
             )
-            .on("SHOW REPLICA STATUS", Reply::empty())
+            .on(f.show_replica_status().text(), Reply::empty())
             .on(
-                "SHOW BINARY LOG STATUS",
+                f.show_master_status().text(),
                 Reply::row(&[
                     ("File", Some("mysql-bin.000003")),
                     ("Position", Some("1234")),
                 ]),
             )
             .on(
-                "SHOW BINARY LOGS",
+                f.show_binary_logs().text(),
                 Reply::Rows(vec![
                     vec![
                         ("Log_name".into(), Some("mysql-bin.000002".into())),
@@ -802,9 +807,11 @@ mod fake_tests {
         let log = server.lock().unwrap().log.join("\n");
         assert!(log.contains("@@GLOBAL.log_replica_updates"), "{log}");
         assert!(log.contains("@@GLOBAL.super_read_only"), "{log}");
+        // Nothing of the older dialect (a MariaDB's statements).
+        let old = Flavor::detect("10.11.6-MariaDB", "").unwrap();
         for gone in [
-            "SHOW SLAVE STATUS",
-            "SHOW MASTER STATUS",
+            old.show_replica_status().text(),
+            old.show_master_status().text(),
             "log_slave_updates AS",
             "PASSWORD(",
         ] {

@@ -872,8 +872,9 @@ mod tests {
             })
             .flatten()
             .collect();
+        let flavor = before["db2"].sql.as_ref().unwrap().flavor;
         assert!(
-            sql.iter().any(|x| x == "SET GLOBAL slave_net_timeout = 4"),
+            sql.iter().any(|x| x == flavor.set_net_timeout(4).shown()),
             "{sql:?}"
         );
         assert!(
@@ -980,11 +981,12 @@ mod tests {
         // auto: physical from the break-even size when the hosts allow it, else the dump.
         assert!(text.contains("seed auto: from 64 MiB of data"), "{text}");
         assert!(text.contains("copy db1 physically into db2"), "{text}");
-        assert!(text.contains("FLUSH TABLES WITH READ LOCK"), "{text}");
+        let read_lock = f["db1"].sql.as_ref().unwrap().flavor.words().read_lock;
+        assert!(text.contains(read_lock), "{text}");
         t.replication.seed = crate::topology::SeedMethod::Physical;
         let text = plan(&t, &f, false).unwrap().render();
         assert!(text.contains("seed db2 from db1:"), "{text}");
-        assert!(!text.contains("FLUSH TABLES WITH READ LOCK"), "{text}");
+        assert!(!text.contains(read_lock), "{text}");
         assert!(text.contains("(coordinates from the copy)"), "{text}");
         t.replication.seed = crate::topology::SeedMethod::Logical;
         let text = plan(&t, &f, false).unwrap().render();

@@ -1470,8 +1470,14 @@ mod fake_tests {
         ])
     }
 
+    /// The fake servers' flavor (what the version query below answers).
+    fn maria() -> Flavor {
+        Flavor::detect("10.11.6-MariaDB", "Debian 12").unwrap()
+    }
+
     fn server(slave_of: Option<u16>) -> Shared {
         let s = FakeServer::shared();
+        let f = maria();
         {
             let mut g = s.lock().unwrap();
             g.on(
@@ -1485,14 +1491,14 @@ mod fake_tests {
                 Reply::Rows(vec![vec![("Host".into(), Some("127.0.0.1".into()))]]),
             )
             .on(
-                "SHOW MASTER STATUS",
+                f.show_master_status().text(),
                 Reply::row(&[
                     ("File", Some("mysql-bin.000003")),
                     ("Position", Some("1000")),
                 ]),
             )
             .on(
-                "SHOW SLAVE STATUS",
+                f.show_replica_status().text(),
                 match slave_of {
                     Some(p) => replica_row(p),
                     None => Reply::empty(),
@@ -1508,20 +1514,26 @@ mod fake_tests {
             crate::testing::topo(&[("db1", None), ("db2", Some("db1")), ("db3", Some("db1"))]);
         let p1 = topo.host("db1").unwrap().mysql.port;
         let (s1, s2, s3) = (server(None), server(Some(p1)), server(Some(p1)));
-        s1.lock()
-            .unwrap()
-            .on("lock_wait_timeout", Reply::Ok)
-            .on("SET GLOBAL read_only", Reply::Ok)
-            .on("FLUSH TABLES WITH READ LOCK", Reply::Ok)
-            .on("BINLOG_GTID_POS", Reply::value("0-1-5"))
-            .on("UNLOCK TABLES", Reply::Ok)
-            .on("@@GLOBAL.read_only", Reply::value("0"));
+        let f = maria();
+        let w = f.words();
+        let (ro_on, ro_off) = (f.set_read_only(true), f.set_read_only(false));
+        {
+            let mut g = s1.lock().unwrap();
+            g.on("lock_wait_timeout", Reply::Ok);
+            for q in ro_on.iter().chain(&ro_off) {
+                g.on(q.text(), Reply::Ok);
+            }
+            g.on(f.flush_tables_with_read_lock().text(), Reply::Ok)
+                .on("BINLOG_GTID_POS", Reply::value("0-1-5"))
+                .on(f.unlock_tables().text(), Reply::Ok)
+                .on("@@GLOBAL.read_only", Reply::value("0"));
+        }
         // db2 catches up before the lock, then cannot reach the frozen position in time.
         s2.lock()
             .unwrap()
-            .on_times("MASTER_POS_WAIT", 1, Reply::value("0"))
-            .on("MASTER_POS_WAIT", Reply::value("-1"));
-        s3.lock().unwrap().on("MASTER_POS_WAIT", Reply::value("0"));
+            .on_times(w.pos_wait, 1, Reply::value("0"))
+            .on(w.pos_wait, Reply::value("-1"));
+        s3.lock().unwrap().on(w.pos_wait, Reply::value("0"));
         let mut sessions: crate::transport::Sessions = HashMap::new();
         for (n, s) in [("db1", &s1), ("db2", &s2), ("db3", &s3)] {
             let b: Box<dyn HostSession> = Box::new(FakeSession::new(n, s.clone()));
@@ -1591,19 +1603,16 @@ mod fake_tests {
                 .position(|l| l.contains(needle))
                 .unwrap_or(usize::MAX)
         };
-        assert!(at("SET GLOBAL read_only = ON") < at("FLUSH TABLES WITH READ LOCK"));
-        assert!(at("FLUSH TABLES WITH READ LOCK") < at("UNLOCK TABLES"));
-        assert!(at("UNLOCK TABLES") < at("SET GLOBAL read_only = OFF"));
-        assert!(at("SET GLOBAL read_only = OFF") < at("SELECT @@GLOBAL.read_only"));
+        let (lock, unlock) = (f.flush_tables_with_read_lock(), f.unlock_tables());
+        assert!(at(ro_on[0].text()) < at(lock.text()));
+        assert!(at(lock.text()) < at(unlock.text()));
+        assert!(at(unlock.text()) < at(ro_off[0].text()));
+        assert!(at(ro_off[0].text()) < at("SELECT @@GLOBAL.read_only"));
         // Nothing was done to the target or the other slave beyond waiting.
+        let reset = format!("RESET {}", w.replica);
         for s in [&s2, &s3] {
             let log = s.lock().unwrap().log.join("\n");
-            for never in [
-                "STOP SLAVE",
-                "RESET SLAVE",
-                "CHANGE MASTER",
-                "read_only = OFF",
-            ] {
+            for never in [w.stop().as_str(), &reset, w.change, "read_only = OFF"] {
                 assert!(!log.contains(never), "{never}: {log}");
             }
         }
