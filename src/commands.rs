@@ -77,13 +77,22 @@ fn init(path: &Path, a: &crate::cli::InitArgs) -> Result<i32> {
     let names: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
     let lock = crate::lock::ClusterLock::acquire(&topo, Some(path), &sessions, &names, short)
         .inspect_err(|_| progress.finish())?;
-    let held = if a.dry_run {
+    let mut held = if a.dry_run {
         drop(lock);
         None
     } else {
         Some(lock)
     };
-    let facts = observe_all(&topo, &sessions, short, true);
+    // Observed on the lock's own connections: no second round of logins.
+    let facts = match held.as_mut() {
+        Some(l) => {
+            let (facts, back) =
+                crate::observe::observe_all_on(&topo, &sessions, &[], short, true, l.lend());
+            l.give_back(back);
+            facts
+        }
+        None => observe_all(&topo, &sessions, short, true),
+    };
     let plan = crate::plan::init::plan_init(&topo, &facts, &InitOptions { force: a.force })?;
     // Warnings and the plan quote what the servers reported.
     for w in &plan.warnings {

@@ -31,6 +31,8 @@ pub struct ClusterLock {
     held: Vec<(String, Box<dyn SqlConn>, Flavor)>,
     /// Servers whose lock was given up for a restart, to take back.
     suspended: Vec<String>,
+    /// Servers whose connection is lent out (the lock stays held on them).
+    lent: Vec<(String, Flavor)>,
     name: String,
     _file: Option<File>,
     /// With `watch:`: the cluster's etcd lock (watchers and people never act at once).
@@ -217,6 +219,7 @@ impl ClusterLock {
                     let mut me = ClusterLock {
                         held,
                         suspended: Vec::new(),
+                        lent: Vec::new(),
                         name: name.clone(),
                         _file: None,
                         _etcd: None,
@@ -233,6 +236,7 @@ impl ClusterLock {
         Ok(ClusterLock {
             held,
             suspended: Vec::new(),
+            lent: Vec::new(),
             name,
             _file: file_lock,
             _etcd: etcd,
@@ -280,6 +284,29 @@ impl ClusterLock {
         self.suspended.remove(i);
         self.held.push((host.name.clone(), conn, f));
         Ok(())
+    }
+
+    /// Lend the connections holding the lock (each server's lock stays held while they live),
+    /// so the run's first observation reads on them instead of logging in again; given back
+    /// with [`ClusterLock::give_back`].
+    pub fn lend(&mut self) -> Vec<(String, Box<dyn SqlConn>)> {
+        let mut out = Vec::new();
+        for (h, c, f) in std::mem::take(&mut self.held) {
+            self.lent.push((h.clone(), f));
+            out.push((h, c));
+        }
+        out
+    }
+
+    /// Take back what [`ClusterLock::lend`] lent.
+    pub fn give_back(&mut self, conns: Vec<(String, Box<dyn SqlConn>)>) {
+        for (h, c) in conns {
+            if let Some(i) = self.lent.iter().position(|(n, _)| *n == h) {
+                let (_, f) = self.lent.remove(i);
+                self.held.push((h, c, f));
+            }
+        }
+        self.held.sort_by(|a, b| a.0.cmp(&b.0));
     }
 
     /// The servers the lock is held on.
@@ -365,6 +392,44 @@ mod tests {
         let mut s = sessions["b"].lock().unwrap();
         l.resume(topo.host("b").unwrap(), s.as_mut(), t).unwrap();
         assert_eq!(sb.lock().unwrap().ran("GET_LOCK").len(), 1);
+    }
+
+    #[test]
+    fn connections_lent_to_observe_keep_the_lock_and_come_back() {
+        use crate::transport::fake::FakeSession;
+        let topo = crate::testing::topo(&[("a", None), ("b", Some("a"))]);
+        let (sa, sb) = (server(&["1"]), server(&["1"]));
+        let mut sessions: crate::transport::Sessions = std::collections::HashMap::new();
+        for (n, s) in [("a", &sa), ("b", &sb)] {
+            sessions.insert(
+                n.into(),
+                std::sync::Mutex::new(Box::new(FakeSession::new(n, s.clone()))),
+            );
+        }
+        let names = vec!["a".to_string(), "b".to_string()];
+        let mut l =
+            ClusterLock::acquire(&topo, None, &sessions, &names, Duration::from_secs(1)).unwrap();
+        let lent = l.lend();
+        assert_eq!(lent.len(), 2);
+        assert!(l.hosts().is_empty());
+        // Lent is not released: nothing was given up on either server.
+        assert!(sa.lock().unwrap().ran("RELEASE_LOCK").is_empty());
+        let (facts, back) = crate::observe::observe_all_on(
+            &topo,
+            &sessions,
+            &[],
+            Duration::from_secs(1),
+            false,
+            lent,
+        );
+        assert_eq!(facts.len(), 2);
+        assert_eq!(back.len(), 2);
+        l.give_back(back);
+        assert_eq!(l.hosts(), ["a", "b"]);
+        drop(l);
+        for s in [&sa, &sb] {
+            assert_eq!(s.lock().unwrap().ran("RELEASE_LOCK").len(), 1);
+        }
     }
 
     #[test]

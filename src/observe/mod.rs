@@ -532,17 +532,55 @@ pub fn observe_all(
     timeout: Duration,
     with_config: bool,
 ) -> std::collections::HashMap<String, Facts> {
+    observe_all_on(
+        topo,
+        sessions,
+        unreachable,
+        timeout,
+        with_config,
+        Vec::new(),
+    )
+    .0
+}
+
+/// A connection to a host's server, by host name.
+pub type HostConns = Vec<(String, Box<dyn SqlConn>)>;
+
+/// [`observe_all`], reading on the connections of `open` (the cluster lock's) where there is
+/// one instead of logging in again; they are given back.
+pub fn observe_all_on(
+    topo: &Topology,
+    sessions: &crate::transport::Sessions,
+    unreachable: &[(String, anyhow::Error)],
+    timeout: Duration,
+    with_config: bool,
+    open: HostConns,
+) -> (std::collections::HashMap<String, Facts>, HostConns) {
     let reachable: Vec<&Host> = topo
         .hosts
         .iter()
         .filter(|h| sessions.contains_key(&h.name))
         .collect();
+    let slots: std::collections::HashMap<String, std::sync::Mutex<Option<Box<dyn SqlConn>>>> = open
+        .into_iter()
+        .map(|(h, c)| (h, std::sync::Mutex::new(Some(c))))
+        .collect();
+    let take = |h: &str| {
+        slots
+            .get(h)
+            .and_then(|m| m.lock().unwrap_or_else(|e| e.into_inner()).take())
+    };
     let observed = crate::par::each(&reachable, |h| {
         let m = sessions
             .get(&h.name)
             .ok_or_else(|| anyhow!("{}: no session", h.name))?;
         let mut sess = m.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(observe_host(topo, h, sess.as_mut(), timeout, with_config))
+        let (f, back) =
+            observe_host_on(topo, h, sess.as_mut(), timeout, with_config, take(&h.name));
+        if let (Some(c), Some(slot)) = (back, slots.get(&h.name)) {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
+        }
+        Ok(f)
     });
     let mut facts: std::collections::HashMap<String, Facts> = reachable
         .iter()
@@ -568,18 +606,28 @@ pub fn observe_all(
             },
         );
     }
-    facts
+    let back = slots
+        .into_iter()
+        .filter_map(|(h, m)| {
+            m.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .map(|c| (h, c))
+        })
+        .collect();
+    (facts, back)
 }
 
 /// Observe one host: config facts over its shell, SQL facts over its server. A failure to reach
-/// the server is recorded, not returned, so callers see every host.
-pub fn observe_host(
+/// the server is recorded, not returned, so callers see every host. Read on `conn` when one is
+/// open to the server already (the cluster lock's), which is given back.
+pub fn observe_host_on(
     topo: &Topology,
     host: &Host,
     session: &mut dyn HostSession,
     timeout: Duration,
     with_config: bool,
-) -> Facts {
+    conn: Option<Box<dyn SqlConn>>,
+) -> (Facts, Option<Box<dyn SqlConn>>) {
     let mut facts = Facts {
         host: host.name.clone(),
         sql: None,
@@ -607,7 +655,17 @@ pub fn observe_host(
         }
         Ok(s)
     };
-    match connect_sql(session, host, timeout).and_then(|mut c| read(c.as_mut())) {
+    let (res, back) = match conn {
+        Some(mut c) => {
+            let r = read(c.as_mut());
+            (r, Some(c))
+        }
+        None => (
+            connect_sql(session, host, timeout).and_then(|mut c| read(c.as_mut())),
+            None,
+        ),
+    };
+    match res {
         Ok(s) => facts.sql = Some(s),
         Err(e) => {
             let prev = facts.sql_error.take();
@@ -617,7 +675,7 @@ pub fn observe_host(
             })
         }
     }
-    facts
+    (facts, back)
 }
 
 #[cfg(test)]
