@@ -361,18 +361,26 @@ mod tests {
         s
     }
 
-    #[test]
-    fn a_restart_gives_the_lock_up_on_that_server_only_and_takes_it_back() {
+    /// A fake session per host, on its fake server.
+    fn sessions_of(
+        servers: &[(&str, &crate::transport::fake::Shared)],
+    ) -> crate::transport::Sessions {
         use crate::transport::fake::FakeSession;
-        let topo = crate::testing::topo(&[("a", None), ("b", Some("a"))]);
-        let (sa, sb) = (server(&["1", "1"]), server(&["1"]));
         let mut sessions: crate::transport::Sessions = std::collections::HashMap::new();
-        for (n, s) in [("a", &sa), ("b", &sb)] {
+        for (n, s) in servers {
             sessions.insert(
-                n.into(),
-                std::sync::Mutex::new(Box::new(FakeSession::new(n, s.clone()))),
+                n.to_string(),
+                std::sync::Mutex::new(Box::new(FakeSession::new(n, (*s).clone()))),
             );
         }
+        sessions
+    }
+
+    #[test]
+    fn a_restart_gives_the_lock_up_on_that_server_only_and_takes_it_back() {
+        let topo = crate::testing::topo(&[("a", None), ("b", Some("a"))]);
+        let (sa, sb) = (server(&["1", "1"]), server(&["1"]));
+        let sessions = sessions_of(&[("a", &sa), ("b", &sb)]);
         let names = vec!["a".to_string(), "b".to_string()];
         let t = Duration::from_secs(1);
         let mut l = ClusterLock::acquire(&topo, None, &sessions, &names, t).unwrap();
@@ -396,16 +404,9 @@ mod tests {
 
     #[test]
     fn connections_lent_to_observe_keep_the_lock_and_come_back() {
-        use crate::transport::fake::FakeSession;
         let topo = crate::testing::topo(&[("a", None), ("b", Some("a"))]);
         let (sa, sb) = (server(&["1"]), server(&["1"]));
-        let mut sessions: crate::transport::Sessions = std::collections::HashMap::new();
-        for (n, s) in [("a", &sa), ("b", &sb)] {
-            sessions.insert(
-                n.into(),
-                std::sync::Mutex::new(Box::new(FakeSession::new(n, s.clone()))),
-            );
-        }
+        let sessions = sessions_of(&[("a", &sa), ("b", &sb)]);
         let names = vec!["a".to_string(), "b".to_string()];
         let mut l =
             ClusterLock::acquire(&topo, None, &sessions, &names, Duration::from_secs(1)).unwrap();
