@@ -295,15 +295,24 @@ section_seed() {
 # driver is tests/it/live/proxy_bench.rs, which prints `BENCH|what|median|runs|floor|ratio`.
 section_proxy() {
   log "proxy: switchovers and failovers behind HAProxy and nginx, then behind the guides' HAProxy (x$RUNS each)..."
-  local out="$WORK/proxy.out" err="$WORK/proxy.err"
-  if ! RUNS="$RUNS" cargo test --release --quiet --test it -- --ignored --exact \
-      live::proxy_bench::bench_proxy_endpoints --nocapture --test-threads=1 >"$out" 2>"$err"; then
+  test_bench_rows proxy live::proxy_bench::bench_proxy_endpoints
+}
+
+# Run the ignored test driver TEST (release build, one thread; RUNS and WATCH_RUNS passed on)
+# and turn its `BENCH|what|median|runs|floor|ratio` lines into rows; NAME labels its files and
+# messages. Its `bench:` progress lines go to stderr.
+test_bench_rows() {
+  local name=$1 test=$2
+  local out="$WORK/$name.out" err="$WORK/$name.err"
+  if ! RUNS="$RUNS" WATCH_RUNS="${WATCH_RUNS:-}" cargo test --release --quiet --test it -- \
+      --ignored --exact "$test" --nocapture --test-threads=1 >"$out" 2>"$err"; then
     grep '^bench:' "$err" >&2 || true
     tail -n 40 "$err" >&2
-    die "the proxy benchmark failed"
+    die "the $name benchmark failed"
   fi
   grep '^bench:' "$err" >&2 || true
-  grep -q '^BENCH|' "$out" || die "the proxy benchmark printed no rows: $(tail -n 20 "$out")"
+  grep -q '^BENCH|' "$out" || die "the $name benchmark printed no rows: $(tail -n 20 "$out")"
+  local what value runs floor ratio
   while IFS='|' read -r _ what value runs floor ratio; do
     row "$what" "$value" "$runs" "$floor" "$ratio"
   done < <(grep '^BENCH|' "$out")

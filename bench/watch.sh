@@ -298,16 +298,5 @@ PERL
 # a fresh lab each). Run as root through `live`.
 section_watch_endpoint() {
   log "watch_endpoint: SIGKILL of the master under 2 watchers, writes through HAProxy (x$WATCH_RUNS)..."
-  local out="$WORK/watch_endpoint.out" err="$WORK/watch_endpoint.err"
-  if ! WATCH_RUNS="$WATCH_RUNS" cargo test --release --quiet --test it -- --ignored --exact \
-      live::watch::bench_watch_through_the_writer_endpoint --nocapture --test-threads=1 >"$out" 2>"$err"; then
-    grep '^bench:' "$err" >&2 || true
-    tail -n 40 "$err" >&2
-    die "the watch_endpoint benchmark failed"
-  fi
-  grep '^bench:' "$err" >&2 || true
-  grep -q '^BENCH|' "$out" || die "the watch_endpoint benchmark printed no rows: $(tail -n 20 "$out")"
-  while IFS='|' read -r _ what value runs floor ratio; do
-    row "$what" "$value" "$runs" "$floor" "$ratio"
-  done < <(grep '^BENCH|' "$out")
+  test_bench_rows watch_endpoint live::watch::bench_watch_through_the_writer_endpoint
 }
