@@ -436,9 +436,13 @@ fn prepare(
 }
 
 /// Run `ctl start` for a node; the ctl script waits for the server itself.
+///
+/// The script is read by `sh`, not executed as a file: `lab up` writes every node's ctl from
+/// its own thread, and a child forked by another thread holds a copy of the writing descriptor
+/// until it execs, so executing a just-written ctl can fail with "Text file busy" (ETXTBSY).
 fn ctl_start(n: &Node, timeout: Duration) -> Result<crate::transport::CmdOutput> {
     let script = format!(
-        "REPLTOOL_LAB_START_TIMEOUT={} {} start",
+        "REPLTOOL_LAB_START_TIMEOUT={} sh {} start",
         timeout.as_secs().max(1),
         shell_quote(&n.ctl().to_string_lossy())
     );
