@@ -107,6 +107,15 @@ fn lock_file(path: &Path) -> Result<File> {
     Ok(f)
 }
 
+/// How [`ClusterLock::acquire_how`] takes the lock.
+#[derive(Default)]
+struct How {
+    etcd_held: bool,
+    steal: bool,
+    /// The read timeout of the lock's connections.
+    read_timeout: Duration,
+}
+
 impl ClusterLock {
     /// Take the lock: the file first, then every server in `hosts` (those that answer), in host
     /// order. Hosts whose login fails are skipped (a dead master cannot hold a lock); any
@@ -119,6 +128,30 @@ impl ClusterLock {
         timeout: Duration,
     ) -> Result<ClusterLock> {
         Self::acquire_with(topo, file, sessions, hosts, timeout, false, false)
+    }
+
+    /// [`ClusterLock::acquire`] on connections whose reads may wait `read_timeout` (the
+    /// longest wait of the run), for a caller that goes on to work on them once lent
+    /// ([`ClusterLock::lend`]): promote runs its statements on the lock's own connections.
+    pub fn acquire_to_work(
+        topo: &Topology,
+        file: Option<&Path>,
+        sessions: &Sessions,
+        hosts: &[String],
+        timeout: Duration,
+        read_timeout: Duration,
+    ) -> Result<ClusterLock> {
+        Self::acquire_how(
+            topo,
+            file,
+            sessions,
+            hosts,
+            timeout,
+            How {
+                read_timeout,
+                ..How::default()
+            },
+        )
     }
 
     /// [`ClusterLock::acquire`]; with `watch:` in the file, the cluster's etcd lock first
@@ -135,6 +168,33 @@ impl ClusterLock {
         etcd_held: bool,
         steal: bool,
     ) -> Result<ClusterLock> {
+        Self::acquire_how(
+            topo,
+            file,
+            sessions,
+            hosts,
+            timeout,
+            How {
+                etcd_held,
+                steal,
+                read_timeout: timeout,
+            },
+        )
+    }
+
+    fn acquire_how(
+        topo: &Topology,
+        file: Option<&Path>,
+        sessions: &Sessions,
+        hosts: &[String],
+        timeout: Duration,
+        how: How,
+    ) -> Result<ClusterLock> {
+        let How {
+            etcd_held,
+            steal,
+            read_timeout,
+        } = how;
         let etcd = if etcd_held {
             None
         } else {
@@ -160,7 +220,7 @@ impl ClusterLock {
                 .ok_or_else(|| anyhow!("{}: no session", h.name))?;
             let mut conn = {
                 let mut s = m.lock().unwrap_or_else(|e| e.into_inner());
-                s.sql_connect(h, timeout, timeout)?
+                s.sql_connect(h, timeout, read_timeout.max(timeout))?
             };
             let f = conn.flavor();
             Ok((conn, f))
@@ -309,9 +369,13 @@ impl ClusterLock {
         self.held.sort_by(|a, b| a.0.cmp(&b.0));
     }
 
-    /// The servers the lock is held on.
+    /// The servers the lock is held on (a lent connection still holds it).
     pub fn hosts(&self) -> Vec<String> {
-        self.held.iter().map(|(h, _, _)| h.clone()).collect()
+        self.held
+            .iter()
+            .map(|(h, _, _)| h.clone())
+            .chain(self.lent.iter().map(|(h, _)| h.clone()))
+            .collect()
     }
 
     fn release(&mut self) {
@@ -412,8 +476,8 @@ mod tests {
             ClusterLock::acquire(&topo, None, &sessions, &names, Duration::from_secs(1)).unwrap();
         let lent = l.lend();
         assert_eq!(lent.len(), 2);
-        assert!(l.hosts().is_empty());
-        // Lent is not released: nothing was given up on either server.
+        // Lent is not released: the lock is still held on both servers.
+        assert_eq!(l.hosts(), ["a", "b"]);
         assert!(sa.lock().unwrap().ran("RELEASE_LOCK").is_empty());
         let (facts, back) = crate::observe::observe_all_on(
             &topo,

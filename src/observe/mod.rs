@@ -574,9 +574,16 @@ pub fn observe_all_on(
         let m = sessions
             .get(&h.name)
             .ok_or_else(|| anyhow!("{}: no session", h.name))?;
-        let mut sess = m.lock().unwrap_or_else(|e| e.into_inner());
-        let (f, back) =
-            observe_host_on(topo, h, sess.as_mut(), timeout, with_config, take(&h.name));
+        let conn = take(&h.name);
+        // Reading on an open connection without the configuration needs no shell: the host's
+        // session stays free for others (promote opens its own connections meanwhile).
+        let (f, back) = match conn {
+            Some(c) if !with_config => observe_sql_on(topo, h, c),
+            conn => {
+                let mut sess = m.lock().unwrap_or_else(|e| e.into_inner());
+                observe_host_on(topo, h, sess.as_mut(), timeout, with_config, conn)
+            }
+        };
         if let (Some(c), Some(slot)) = (back, slots.get(&h.name)) {
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
         }
@@ -640,31 +647,56 @@ pub fn observe_host_on(
             Err(e) => facts.sql_error = Some(format!("{e:#}")),
         }
     }
-    let read = |c: &mut dyn SqlConn| -> Result<SqlFacts> {
-        if topo.is_member(host) {
-            // A member outside the primary component refuses ordinary reads (error 1047):
-            // this session reads what it has, which is what status must show.
-            let f = c.flavor()?;
-            if f.galera_support().is_ok() {
-                let _ = c.exec(&f.wsrep_dirty_reads());
-            }
-        }
-        let mut s = sql_facts(c, topo)?;
-        if topo.is_member(host) {
-            s.galera = galera::live_facts(c, &s.flavor, topo)?;
-        }
-        Ok(s)
-    };
     let (res, back) = match conn {
         Some(mut c) => {
-            let r = read(c.as_mut());
+            let r = read_sql(topo, host, c.as_mut());
             (r, Some(c))
         }
         None => (
-            connect_sql(session, host, timeout).and_then(|mut c| read(c.as_mut())),
+            connect_sql(session, host, timeout).and_then(|mut c| read_sql(topo, host, c.as_mut())),
             None,
         ),
     };
+    record_sql(&mut facts, res);
+    (facts, back)
+}
+
+/// Observe one host's server only (no configuration), on a connection already open; it is
+/// given back.
+pub fn observe_sql_on(
+    topo: &Topology,
+    host: &Host,
+    mut conn: Box<dyn SqlConn>,
+) -> (Facts, Option<Box<dyn SqlConn>>) {
+    let mut facts = Facts {
+        host: host.name.clone(),
+        sql: None,
+        sql_error: None,
+        config: None,
+    };
+    let res = read_sql(topo, host, conn.as_mut());
+    record_sql(&mut facts, res);
+    (facts, Some(conn))
+}
+
+/// A host's SQL facts (and a Galera member's live state).
+fn read_sql(topo: &Topology, host: &Host, c: &mut dyn SqlConn) -> Result<SqlFacts> {
+    if topo.is_member(host) {
+        // A member outside the primary component refuses ordinary reads (error 1047):
+        // this session reads what it has, which is what status must show.
+        let f = c.flavor()?;
+        if f.galera_support().is_ok() {
+            let _ = c.exec(&f.wsrep_dirty_reads());
+        }
+    }
+    let mut s = sql_facts(c, topo)?;
+    if topo.is_member(host) {
+        s.galera = galera::live_facts(c, &s.flavor, topo)?;
+    }
+    Ok(s)
+}
+
+fn record_sql(facts: &mut Facts, res: Result<SqlFacts>) {
     match res {
         Ok(s) => facts.sql = Some(s),
         Err(e) => {
@@ -675,7 +707,6 @@ pub fn observe_host_on(
             })
         }
     }
-    (facts, back)
 }
 
 #[cfg(test)]

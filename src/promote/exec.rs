@@ -27,6 +27,47 @@ use crate::transport::{shell_quote, Sessions};
 /// connection), each usable from one thread at a time.
 type Conns = HashMap<String, Mutex<(Box<dyn SqlConn>, Flavor)>>;
 
+/// The executor's connections by host, with each server's flavor.
+pub type OpenConns = Vec<(String, (Box<dyn SqlConn>, Flavor))>;
+
+/// The read timeout of the executor's connections: the run's longest wait (a MASTER_POS_WAIT
+/// of `timeout`) and a margin.
+pub fn read_timeout(timeout: Duration) -> Duration {
+    timeout.saturating_add(Duration::from_secs(30))
+}
+
+/// Open one connection to every server in `hosts` at once (connecting through an SSH forward
+/// costs more than the statements), with a read timeout long enough for the longest wait of a
+/// promote. A host that does not answer has none.
+pub fn open_conns(
+    topo: &Topology,
+    sessions: &Sessions,
+    hosts: &[String],
+    timeout: Duration,
+) -> OpenConns {
+    let opened = crate::par::each(hosts, |n| {
+        let h = topo
+            .host(n)
+            .ok_or_else(|| anyhow!("{n}: not in the file"))?;
+        let m = sessions.get(n).ok_or_else(|| anyhow!("{n}: no session"))?;
+        let mut c = {
+            let mut s = m.lock().unwrap_or_else(|e| e.into_inner());
+            s.sql_connect(
+                h,
+                timeout.min(Duration::from_secs(5)),
+                read_timeout(timeout),
+            )?
+        };
+        let f = c.flavor()?;
+        Ok((c, f))
+    });
+    hosts
+        .iter()
+        .zip(opened)
+        .filter_map(|(n, r)| r.ok().map(|c| (n.clone(), c)))
+        .collect()
+}
+
 /// A check run before every step (the watcher: do I still hold the etcd lock?).
 pub type BeforeStep<'a> = &'a (dyn Fn(&Step) -> Result<()> + Sync);
 
@@ -89,8 +130,7 @@ fn secs(d: Duration) -> u32 {
 }
 
 impl<'a> Exec<'a> {
-    /// Open one connection to every server in `hosts` at once (connecting through an SSH
-    /// forward costs more than the statements). A host that does not answer has none.
+    /// The executor, with a connection to every server in `hosts` ([`open_conns`]).
     pub fn new(
         topo: &'a Topology,
         sessions: &'a Sessions,
@@ -99,26 +139,32 @@ impl<'a> Exec<'a> {
         file: &'a Path,
         hosts: &[String],
     ) -> Exec<'a> {
-        let opened = crate::par::each(hosts, |n| {
-            let h = topo
-                .host(n)
-                .ok_or_else(|| anyhow!("{n}: not in the file"))?;
-            let m = sessions.get(n).ok_or_else(|| anyhow!("{n}: no session"))?;
-            let mut c = {
-                let mut s = m.lock().unwrap_or_else(|e| e.into_inner());
-                s.sql_connect(
-                    h,
-                    timeout.min(Duration::from_secs(5)),
-                    timeout.saturating_add(Duration::from_secs(30)),
-                )?
-            };
-            let f = c.flavor()?;
-            Ok((c, f))
-        });
-        let conns = hosts
+        let conns = open_conns(topo, sessions, hosts, timeout);
+        Self::with_conns(topo, sessions, timeout, progress, file, hosts, conns)
+    }
+
+    /// [`Exec::new`] with connections opened beforehand ([`open_conns`], while the hosts were
+    /// observed): those of `hosts` are kept, the others dropped, and a host of `hosts` without
+    /// one gets it now.
+    pub fn with_conns(
+        topo: &'a Topology,
+        sessions: &'a Sessions,
+        timeout: Duration,
+        progress: &'a Progress,
+        file: &'a Path,
+        hosts: &[String],
+        mut opened: OpenConns,
+    ) -> Exec<'a> {
+        opened.retain(|(n, _)| hosts.contains(n));
+        let missing: Vec<String> = hosts
             .iter()
-            .zip(opened)
-            .filter_map(|(n, r)| r.ok().map(|c| (n.clone(), Mutex::new(c))))
+            .filter(|h| !opened.iter().any(|(n, _)| n == *h))
+            .cloned()
+            .collect();
+        opened.extend(open_conns(topo, sessions, &missing, timeout));
+        let conns = opened
+            .into_iter()
+            .map(|(n, c)| (n, Mutex::new(c)))
             .collect();
         Exec {
             topo,
@@ -506,34 +552,7 @@ impl<'a> Exec<'a> {
                 let secs = secs(self.timeout);
                 self.each(&s.hosts, |n| {
                     self.with(n, |c, f| {
-                        let r =
-                            replica_status(c, f)?.ok_or_else(|| anyhow!("is not replicating"))?;
-                        if r.master_host != old.address || r.master_port != old.mysql.port {
-                            bail!(
-                                "replicates from {}:{}, not from {o}",
-                                r.master_host,
-                                r.master_port
-                            );
-                        }
-                        if !r.sql_running {
-                            bail!(
-                                "its SQL thread is stopped ({}); it could not catch up",
-                                r.last_sql_error
-                            );
-                        }
-                        // MySQL: the applier's position moves at its checkpoints only; every
-                        // millisecond while the writes are blocked (put back afterwards).
-                        if let (Some(var), Some(set)) =
-                            (f.checkpoint_period_var(), f.set_checkpoint_period(1))
-                        {
-                            let was = c.one(&f.global_var(var)?)?;
-                            if let Some(was) = was.and_then(|v| v.trim().parse::<u64>().ok()) {
-                                if was > 1 {
-                                    c.exec(&set)?;
-                                    self.st().checkpoints.insert(n.to_string(), was);
-                                }
-                            }
-                        }
+                        self.check_catching_up(n, old, o, c, f)?;
                         pos_wait(c, f, &f0, p0, secs)
                             .map_err(|e| anyhow!("{e:#} (before any lock)"))
                     })
@@ -949,6 +968,43 @@ impl<'a> Exec<'a> {
 
     /// The replication user on the target for every future replica's address (a deliberate
     /// write window on a fenced MySQL target; kept out of the binary log).
+    /// Before the first catch-up: `n` replicates from the old master `o` with its SQL thread
+    /// running; on MySQL, its applier's checkpoint period is lowered to 1 ms (its position
+    /// moves at checkpoints only; put back when the switchover ends).
+    fn check_catching_up(
+        &self,
+        n: &str,
+        old: &Host,
+        o: &str,
+        c: &mut dyn SqlConn,
+        f: &Flavor,
+    ) -> Result<()> {
+        let r = replica_status(c, f)?.ok_or_else(|| anyhow!("is not replicating"))?;
+        if r.master_host != old.address || r.master_port != old.mysql.port {
+            bail!(
+                "replicates from {}:{}, not from {o}",
+                r.master_host,
+                r.master_port
+            );
+        }
+        if !r.sql_running {
+            bail!(
+                "its SQL thread is stopped ({}); it could not catch up",
+                r.last_sql_error
+            );
+        }
+        if let (Some(var), Some(set)) = (f.checkpoint_period_var(), f.set_checkpoint_period(1)) {
+            let was = c.one(&f.global_var(var)?)?;
+            if let Some(was) = was.and_then(|v| v.trim().parse::<u64>().ok()) {
+                if was > 1 {
+                    c.exec(&set)?;
+                    self.st().checkpoints.insert(n.to_string(), was);
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn ensure_users(&self, t: &str, user: &str, replicas: &[String]) -> Result<()> {
         let mut addrs: Vec<String> = Vec::new();
         for h in replicas {
@@ -1508,38 +1564,17 @@ mod fake_tests {
         s
     }
 
-    #[test]
-    fn a_switchover_whose_slave_cannot_catch_up_is_undone_and_read_back() {
-        let topo =
-            crate::testing::topo(&[("db1", None), ("db2", Some("db1")), ("db3", Some("db1"))]);
-        let p1 = topo.host("db1").unwrap().mysql.port;
-        let (s1, s2, s3) = (server(None), server(Some(p1)), server(Some(p1)));
-        let f = maria();
-        let w = f.words();
-        let (ro_on, ro_off) = (f.set_read_only(true), f.set_read_only(false));
-        {
-            let mut g = s1.lock().unwrap();
-            g.on("lock_wait_timeout", Reply::Ok);
-            for q in ro_on.iter().chain(&ro_off) {
-                g.on(q.text(), Reply::Ok);
-            }
-            g.on(f.flush_tables_with_read_lock().text(), Reply::Ok)
-                .on("BINLOG_GTID_POS", Reply::value("0-1-5"))
-                .on(f.unlock_tables().text(), Reply::Ok)
-                .on("@@GLOBAL.read_only", Reply::value("0"));
-        }
-        // db2 catches up before the lock, then cannot reach the frozen position in time.
-        s2.lock()
-            .unwrap()
-            .on_times(w.pos_wait, 1, Reply::value("0"))
-            .on(w.pos_wait, Reply::value("-1"));
-        s3.lock().unwrap().on(w.pos_wait, Reply::value("0"));
+    /// A switchover db1 -> db2 (db3 the other slave) on these fake servers; its error.
+    fn switchover_error(
+        topo: &Topology,
+        (s1, s2, s3): (&Shared, &Shared, &Shared),
+    ) -> anyhow::Error {
         let mut sessions: crate::transport::Sessions = HashMap::new();
-        for (n, s) in [("db1", &s1), ("db2", &s2), ("db3", &s3)] {
+        for (n, s) in [("db1", s1), ("db2", s2), ("db3", s3)] {
             let b: Box<dyn HostSession> = Box::new(FakeSession::new(n, s.clone()));
             sessions.insert(n.to_string(), Mutex::new(b));
         }
-        let mut facts = crate::testing::converged(&topo);
+        let mut facts = crate::testing::converged(topo);
         for (n, f) in facts.iter_mut() {
             let s = f.sql.as_mut().unwrap();
             if n != "db1" {
@@ -1562,7 +1597,7 @@ mod fake_tests {
             })
             .collect();
         let plan = plan_promote(
-            &topo,
+            topo,
             &PromoteFacts {
                 facts: &facts,
                 hosts: &states,
@@ -1582,14 +1617,46 @@ mod fake_tests {
         let progress = Progress::new(true);
         let names: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
         let ex = Exec::new(
-            &topo,
+            topo,
             &sessions,
             Duration::from_secs(5),
             &progress,
             &file,
             &names,
         );
-        let e = ex.run(&plan).unwrap_err();
+        ex.run(&plan).unwrap_err()
+    }
+
+    /// db1's rules for a switchover that is undone after the lock.
+    fn frozen_then_undone(s1: &Shared, f: &Flavor) {
+        let mut g = s1.lock().unwrap();
+        g.on("lock_wait_timeout", Reply::Ok);
+        for q in f.set_read_only(true).iter().chain(&f.set_read_only(false)) {
+            g.on(q.text(), Reply::Ok);
+        }
+        g.on(f.flush_tables_with_read_lock().text(), Reply::Ok)
+            .on("BINLOG_GTID_POS", Reply::value("0-1-5"))
+            .on(f.unlock_tables().text(), Reply::Ok)
+            .on("@@GLOBAL.read_only", Reply::value("0"));
+    }
+
+    #[test]
+    fn a_switchover_whose_slave_cannot_catch_up_is_undone_and_read_back() {
+        let topo =
+            crate::testing::topo(&[("db1", None), ("db2", Some("db1")), ("db3", Some("db1"))]);
+        let p1 = topo.host("db1").unwrap().mysql.port;
+        let (s1, s2, s3) = (server(None), server(Some(p1)), server(Some(p1)));
+        let f = maria();
+        let w = f.words();
+        let (ro_on, ro_off) = (f.set_read_only(true), f.set_read_only(false));
+        frozen_then_undone(&s1, &f);
+        // db2 catches up before the lock, then cannot reach the frozen position in time.
+        s2.lock()
+            .unwrap()
+            .on_times(w.pos_wait, 1, Reply::value("0"))
+            .on(w.pos_wait, Reply::value("-1"));
+        s3.lock().unwrap().on(w.pos_wait, Reply::value("0"));
+        let e = switchover_error(&topo, (&s1, &s2, &s3));
         let msg = format!("{e:#}");
         assert_eq!(crate::error::exit_code(&e), 1, "{msg}");
         assert!(msg.contains("did not reach mysql-bin.000003:1000"), "{msg}");

@@ -80,7 +80,24 @@ pub fn observe_sessions(
     failed: &[(String, anyhow::Error)],
     timeout: Duration,
 ) -> (HashMap<String, Facts>, HashMap<String, HostState>) {
-    let facts = observe::observe_all(topo, sessions, &[], timeout, false);
+    let (facts, states, _) = observe_sessions_on(topo, sessions, failed, timeout, Vec::new());
+    (facts, states)
+}
+
+/// [`observe_sessions`], reading on the connections of `open` (the cluster lock's) where there
+/// is one instead of logging in again; they are given back.
+pub fn observe_sessions_on(
+    topo: &Topology,
+    sessions: &Sessions,
+    failed: &[(String, anyhow::Error)],
+    timeout: Duration,
+    open: observe::HostConns,
+) -> (
+    HashMap<String, Facts>,
+    HashMap<String, HostState>,
+    observe::HostConns,
+) {
+    let (facts, back) = observe::observe_all_on(topo, sessions, &[], timeout, false, open);
     let mut states: HashMap<String, HostState> = HashMap::new();
     // Hosts whose SSH did not connect: their SQL is reached through that same SSH (a forward),
     // so it is as down as the SSH is; with `connect: direct` it is tried on its own.
@@ -166,7 +183,7 @@ pub fn observe_sessions(
             listening: None,
         });
     }
-    (facts, states)
+    (facts, states, back)
 }
 
 /// `repltool promote`.
@@ -183,25 +200,34 @@ pub fn run(path: &Path, topo: &Topology, target: &str, opts: &PromoteOptions) ->
             // changing the servers would be made from facts that are about to change. A dry
             // run only checks it.
             let names: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
-            let lock = crate::lock::ClusterLock::acquire(
+            // Its connections read with the run's longest wait: once the hosts are observed
+            // on them, the executor works on them too (no second round of logins).
+            let lock = crate::lock::ClusterLock::acquire_to_work(
                 topo,
                 Some(path),
                 &sessions,
                 &names,
                 conn_timeout,
+                exec::read_timeout(opts.timeout),
             )?;
-            let lock = if opts.dry_run {
+            let mut lock = if opts.dry_run {
                 drop(lock);
                 None
             } else {
                 Some(lock)
             };
-            let (facts, states) = observe_sessions(topo, &sessions, &failed, conn_timeout);
-            Ok((sessions, lock, facts, states))
+            let (facts, states, opened) = match lock.as_mut() {
+                Some(l) => observe_sessions_on(topo, &sessions, &failed, conn_timeout, l.lend()),
+                None => {
+                    let (facts, states) = observe_sessions(topo, &sessions, &failed, conn_timeout);
+                    (facts, states, Vec::new())
+                }
+            };
+            Ok((sessions, lock, facts, states, opened))
         })();
         (o, p.join().unwrap_or_default())
     });
-    let (sessions, lock, facts, states) = host_side?;
+    let (sessions, lock, facts, states, opened) = host_side?;
     progress.step(target, &format!("observed {} hosts", topo.hosts.len()));
     let pf = PromoteFacts {
         facts: &facts,
@@ -259,7 +285,18 @@ pub fn run(path: &Path, topo: &Topology, target: &str, opts: &PromoteOptions) ->
         .filter(|h| facts.get(&h.name).is_some_and(|f| f.sql.is_some()))
         .map(|h| h.name.clone())
         .collect();
-    let ex = exec::Exec::new(topo, &sessions, opts.timeout, &progress, path, &hosts)
+    // The lock's connections to the servers promote works on go to the executor (dropped with
+    // it, when the lock ends too); the others go back to the lock.
+    let (work, rest): (Vec<_>, Vec<_>) = opened.into_iter().partition(|(n, _)| hosts.contains(n));
+    let mut lock = lock;
+    if let Some(l) = lock.as_mut() {
+        l.give_back(rest);
+    }
+    let work = work
+        .into_iter()
+        .filter_map(|(n, mut c)| c.flavor().ok().map(|f| (n, (c, f))))
+        .collect();
+    let ex = exec::Exec::with_conns(topo, &sessions, opts.timeout, &progress, path, &hosts, work)
         .with_proxies(&proxy_sessions, opts.max_lag);
     ex.hold(lock);
     match ex.run(&plan) {
