@@ -590,6 +590,11 @@ fn link_physical(
         })();
         match r {
             Ok(()) => crate::physical::discard_previous(ctx, t),
+            Err(e) if t.in_place => Err(e.context(format!(
+                "{}: replication did not start on the copy, cloned in place over a server \
+                 that held no user data (nothing of its own is gone); run init again",
+                t.host
+            ))),
             Err(e) => match crate::physical::restore(ctx, t) {
                 Ok(()) => Err(e.context(format!(
                     "{}: replication did not start on the copy; the slave was put back on its \

@@ -335,7 +335,8 @@ impl ClusterLock {
             }
             if std::time::Instant::now() >= end {
                 return Err(problem(format!(
-                    "{}: another repltool run took the cluster lock {:?} while the server                      restarted; stopping here (the server runs with its new settings)",
+                    "{}: another repltool run took the cluster lock {:?} while the server \
+                     restarted; stopping here (the server runs with its new settings)",
                     host.name, self.name
                 )));
             }

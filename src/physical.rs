@@ -87,6 +87,11 @@ pub struct Target {
     /// plugin (which refuses a directory inside the datadir) `data` in a directory beside the
     /// datadir, `<parent>/.repltool-clone-<name>`.
     pub stage_dir: String,
+    /// The recipient holds no user data: the clone plugin may replace its data in place.
+    pub empty: bool,
+    /// Cloned in place (no staging directory, nothing kept aside): the recipient holds no
+    /// user data and a staged clone would be built on another mount than its datadir.
+    pub in_place: bool,
 }
 
 impl Target {
@@ -421,6 +426,10 @@ fn feasible(
                 restart.unwrap_or_default()
             );
         };
+        let empty = c
+            .column(&f.databases_query())?
+            .iter()
+            .all(|d| d == crate::flavor::CANARY_SCHEMA);
         targets.push(Target {
             host: l.host.clone(),
             address: h.address.clone(),
@@ -430,6 +439,8 @@ fn feasible(
             stop,
             start,
             flavor: f,
+            empty,
+            in_place: false,
         });
     }
     // Programs and disk space, on every host, before anything changes.
@@ -465,7 +476,7 @@ fn feasible(
     } else {
         size
     };
-    for t in &targets {
+    for t in targets.iter_mut() {
         let mut need: Vec<&str> = on_slave.to_vec();
         need.push("socat");
         let miss = missing_programs(ctx, &t.host, &need)?;
@@ -506,6 +517,29 @@ fn feasible(
             parsed.ok_or_else(|| anyhow!("{}: df/stat printed {:?}", t.host, out.trim()))?;
         // The copy lands beside the slave's own data, which stays until replication runs.
         let want = copy_size + copy_size / 10 + (256 << 20);
+        if cross_fs && copy == PhysicalCopy::Clone && t.empty {
+            // Nothing of the slave's own to keep aside: the clone replaces its data in place
+            // rather than being built on the other mount and copied in a second time.
+            t.in_place = true;
+            if free < want {
+                bail!(
+                    "{}: {} has {} MiB free; the clone of {} needs about {} MiB (its {} MiB \
+                 plus 10% and 256 MiB of room)",
+                    t.host,
+                    t.datadir,
+                    free >> 20,
+                    mhost.name,
+                    want >> 20,
+                    copy_size >> 20
+                );
+            }
+            ctx.progress.record(&format!(
+                "{}: cloned in place: it holds no user data, and a clone beside its datadir {} \
+                 would be built in {stage_parent}, another mount, then copied in a second time",
+                t.host, t.datadir
+            ));
+            continue;
+        }
         if cross_fs {
             if stage_free < want {
                 bail!(
@@ -646,7 +680,11 @@ fn clone(ctx: &Ctx, mhost: &Host, mflavor: &Flavor, choice: &Choice) -> Result<O
     // The clone's coordinates are filled in when a server starts on the cloned directory (its
     // #clone status is completed at startup): read them on each slave after its swap.
     let results = crate::par::each(&choice.targets, |t| {
-        swap(ctx, t)?;
+        if t.in_place {
+            start_after_clone(ctx, t)?;
+        } else {
+            swap(ctx, t)?;
+        }
         // The clone copied the master's accounts, the one-time one included.
         let mut conn = wait_login(ctx, &t.host)?;
         let f = conn.flavor()?;
@@ -711,19 +749,9 @@ fn clone_one(
         .rsplit_once('/')
         .map(|(p, _)| p.to_string())
         .ok_or_else(|| anyhow!("{}: bad staging directory {}", t.host, t.stage_dir))?;
-    sh(
-        ctx,
-        &t.host,
-        &format!(
-            "set -e; cd {d}; [ ! -e {PREVIOUS_DIR} ] || {{ echo \"{d}/{PREVIOUS_DIR} holds a \
-             datadir kept aside by an earlier physical seed that did not finish\" >&2; exit 3; }}; \
-             rm -rf {p}; mkdir -m 700 {p}; chown \"$(stat -c %u:%g {d})\" {p}",
-            d = shell_quote(&t.datadir),
-            p = shell_quote(&parent),
-        ),
-        true,
-        Duration::from_secs(600),
-    )?;
+    if !t.in_place {
+        stage_clone_dir(ctx, t, &parent)?;
+    }
     let mut conn = ctx.sql(&t.host)?;
     let f = conn.flavor()?;
     ensure_clone_plugin(conn.as_mut(), &f, &t.host)?;
@@ -733,12 +761,19 @@ fn clone_one(
         &mhost.address,
         mhost.mysql.port,
         pw,
-        &t.stage(),
+        (!t.in_place).then(|| t.stage()).as_deref(),
         ctx.topo.replication.ssl,
     )?;
-    ctx.progress
-        .step(&t.host, &format!("CLONE INSTANCE FROM {}", mhost.name));
+    ctx.progress.step(
+        &t.host,
+        &format!(
+            "CLONE INSTANCE FROM {}{}",
+            mhost.name,
+            if t.in_place { " (in place)" } else { "" }
+        ),
+    );
     let done = AtomicBool::new(false);
+    let seen = AtomicU64::new(0);
     let r = std::thread::scope(|scope| {
         scope.spawn(|| {
             // The clone's own progress, from another session on the recipient.
@@ -751,6 +786,7 @@ fn clone_one(
                 if let Ok(Some(v)) = c.one(&f.clone_progress_query()) {
                     if let Ok(n) = v.parse::<f64>() {
                         let n = n as u64;
+                        seen.fetch_max(n, Ordering::Relaxed);
                         if n > bar.done {
                             bar.add(n - bar.done);
                         }
@@ -763,12 +799,85 @@ fn clone_one(
         done.store(true, Ordering::Relaxed);
         r
     });
+    if t.in_place {
+        // The clone ends with the server going away: restarted by its supervisor (the
+        // statement's connection is lost) or stopped (error 3707). Any other server error is
+        // the clone's own; whether it completed is read after the start
+        // (performance_schema.clone_status).
+        if let Err(e) = r {
+            match crate::transport::sql::code_of(&e) {
+                None | Some(Flavor::CLONE_NO_RESTART) => {}
+                Some(_) => {
+                    return Err(e.context(format!(
+                        "{}: cloning {} in place (the server held no user data)",
+                        t.host, mhost.name
+                    )))
+                }
+            }
+        }
+        return Ok(seen.load(Ordering::Relaxed).max(size));
+    }
     r.with_context(|| format!("{}: cloning {}", t.host, mhost.name))?;
     let bytes = conn
         .one(&f.clone_progress_query())?
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
     Ok(bytes as u64)
+}
+
+/// The server after an in-place clone: stopped (no supervisor) or restarted by its supervisor;
+/// stopped for sure, then started with its service command, so it runs on the clone.
+fn start_after_clone(ctx: &Ctx, t: &Target) -> Result<()> {
+    ctx.progress.step(
+        &t.host,
+        &format!("starting the server on the clone ({}; {})", t.stop, t.start),
+    );
+    let script = format!(
+        "{common}
+{stop} >/dev/null 2>&1; down || {{ echo 'the server still listens on port {port}' >&2; exit 4; }}; {start}",
+        common = common_functions(t.port),
+        stop = t.stop,
+        start = t.start,
+        port = t.port,
+    );
+    let limit = ctx.timeout.saturating_mul(4).max(Duration::from_secs(900));
+    let out = {
+        let mut s = ctx.session(&t.host)?;
+        s.run(&script, None, true, limit)?
+    };
+    if !out.ok() {
+        bail!(
+            "{}: the server did not start after the in-place clone (exit {}): {}. It held no \
+             user data before the clone; start it by hand ({}) and run init again",
+            t.host,
+            out.status,
+            format!("{} {}", out.stdout_str().trim(), out.stderr_str().trim()).trim(),
+            t.start
+        );
+    }
+    ctx.progress.record(&format!(
+        "{}: cloned in place and started on the clone ({})",
+        t.host, t.start
+    ));
+    Ok(())
+}
+
+/// The clone's directory beside the datadir: created fresh, owned by the datadir's owner.
+fn stage_clone_dir(ctx: &Ctx, t: &Target, parent: &str) -> Result<()> {
+    sh(
+        ctx,
+        &t.host,
+        &format!(
+            "set -e; cd {d}; [ ! -e {PREVIOUS_DIR} ] || {{ echo \"{d}/{PREVIOUS_DIR} holds a \
+             datadir kept aside by an earlier physical seed that did not finish\" >&2; exit 3; }}; \
+             rm -rf {p}; mkdir -m 700 {p}; chown \"$(stat -c %u:%g {d})\" {p}",
+            d = shell_quote(&t.datadir),
+            p = shell_quote(parent),
+        ),
+        true,
+        Duration::from_secs(600),
+    )?;
+    Ok(())
 }
 
 /// The master's coordinates at the recipient's clone point (performance_schema.clone_status).
@@ -1473,8 +1582,12 @@ exit $rc
     Ok(())
 }
 
-/// Replication runs on the copy: the previous datadir is no longer needed.
+/// Replication runs on the copy: the previous datadir is no longer needed (an in-place clone
+/// kept none).
 pub(crate) fn discard_previous(ctx: &Ctx, t: &Target) -> Result<()> {
+    if t.in_place {
+        return Ok(());
+    }
     sh(
         ctx,
         &t.host,
@@ -1586,6 +1699,8 @@ mod tests {
             start: "service mariadb start".into(),
             flavor: crate::testing::maria(),
             stage_dir: stage_dir(PhysicalCopy::Mariabackup, "/var/lib/mysql/"),
+            empty: false,
+            in_place: false,
         };
         assert_eq!(t.stage(), "/var/lib/mysql/.repltool-seed");
         assert_eq!(

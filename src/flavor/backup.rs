@@ -220,29 +220,38 @@ impl Flavor {
     }
 
     /// Clone the donor's data into `data_dir` on the recipient (a new directory: the
-    /// recipient keeps running on its own data until repltool swaps the directories), without
-    /// TLS unless asked (the donor's data then crosses the network in clear, as replication
-    /// without `ssl:` does).
+    /// recipient keeps running on its own data until repltool swaps the directories), or with
+    /// `None` in place (the recipient's data is dropped and replaced, then the server restarts
+    /// itself or, without a supervisor, stops: error 3707), without TLS unless asked (the
+    /// donor's data then crosses the network in clear, as replication without `ssl:` does).
     pub fn clone_instance(
         &self,
         user: &str,
         host: &str,
         port: u16,
         password: &Secret,
-        data_dir: &str,
+        data_dir: Option<&str>,
         ssl: bool,
     ) -> Result<Sql> {
-        if !data_dir.starts_with('/') {
-            bail!("the clone's data directory must be an absolute path, not {data_dir:?}");
-        }
         let require = if ssl { "REQUIRE SSL" } else { "REQUIRE NO SSL" };
         let head = format!("CLONE INSTANCE FROM {}@{}:{port}", quote(user), quote(host));
-        let tail = format!("DATA DIRECTORY = {} {require}", quote(data_dir));
+        let tail = match data_dir {
+            Some(d) if !d.starts_with('/') => {
+                bail!("the clone's data directory must be an absolute path, not {d:?}")
+            }
+            Some(d) => format!("DATA DIRECTORY = {} {require}", quote(d)),
+            None => require.to_string(),
+        };
         Ok(Sql::masked(
             format!("{head} IDENTIFIED BY {} {tail}", quote(password.expose())),
             format!("{head} IDENTIFIED BY {MASKED} {tail}"),
         ))
     }
+
+    /// The error an in-place clone ends with when no supervisor restarts the server: the
+    /// clone completed and the server stops ("Restart server failed (mysqld is not managed by
+    /// supervisor process)").
+    pub const CLONE_NO_RESTART: u16 = 3707;
 
     /// Bytes the running clone has copied so far (its stages' DATA, summed).
     pub fn clone_progress_query(&self) -> Sql {

@@ -294,10 +294,21 @@ fn render(f: &Flavor) -> Rendered {
                     "10.0.0.1",
                     3306,
                     &Secret::new(NASTY),
-                    "/var/lib/mysql/.repltool-seed",
+                    Some("/var/lib/mysql/.repltool-seed"),
                     false,
                 )
                 .expect("an absolute data directory"),
+            );
+            secret.push(
+                f.clone_instance(
+                    "repltool_clone",
+                    "10.0.0.1",
+                    3306,
+                    &Secret::new(NASTY),
+                    None,
+                    false,
+                )
+                .expect("in place"),
             );
             r.secret("clone-instance", &secret);
         }

@@ -178,7 +178,8 @@ pub fn replica_status_from_columns(cols: &[(String, Option<String>)]) -> Result<
     let row = Row { cols };
     if row.get("io_running").is_none() || row.get("sql_running").is_none() {
         bail!(
-            "not a replica status row: no Slave_IO_Running/Replica_IO_Running and              Slave_SQL_Running/Replica_SQL_Running columns"
+            "not a replica status row: no Slave_IO_Running/Replica_IO_Running and \
+             Slave_SQL_Running/Replica_SQL_Running columns"
         );
     }
     let using_gtid = match row.get("using_gtid") {

@@ -416,8 +416,10 @@ fn verify_finds_exactly_the_differences_planted_on_a_replica() {
     assert_eq!(net.h(1).sql("SHOW MASTER STATUS"), before);
 }
 
-/// MySQL 9.7: the clone plugin seeds the slave (the recipient never restarts itself: it
-/// clones into a directory and repltool swaps it in), and verify compares them.
+/// MySQL 9.7: the clone plugin seeds the slave, and verify compares them. The slave holds no
+/// data and these hosts' /var/lib/mysql is a mount of its own (a bind mount), so it is cloned
+/// in place: no copy built on another mount and moved across. No supervisor restarts its
+/// server after the clone (error 3707): repltool starts it.
 #[test]
 fn clone_seeds_a_mysql_97_slave_and_verify_compares_it() {
     // The package's config as installed: its mysqld.cnf pins bind-address to 127.0.0.1.
@@ -434,13 +436,13 @@ fn clone_seeds_a_mysql_97_slave_and_verify_compares_it() {
         text.contains("h2: seeded physically from h1") && text.contains("by the clone plugin"),
         "{text}"
     );
-    // These hosts' /var/lib/mysql is a mount of its own (a bind mount): the clone, refused
-    // inside the datadir, is built in /var/lib and moved across, which init says.
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("h2: the clone is built in /var/lib, another mount than the datadir"),
+        err.contains("h2: cloned in place: it holds no user data")
+            && err.contains("h2: cloned in place and started on the clone"),
         "{err}"
     );
+    assert!(!err.contains("another mount than the datadir"), "{err}");
     assert_eq!(
         net.h(2)
             .sql("SELECT COUNT(*), SUM(CRC32(CONCAT_WS('#', id, v))) FROM app.t"),
@@ -469,4 +471,50 @@ fn clone_seeds_a_mysql_97_slave_and_verify_compares_it() {
     let j = json(&v);
     assert_eq!(j["differences"][0]["table"], "app.t", "{j:#}");
     assert_eq!(j["differences"][0]["ranges"][0]["from"], "[2]", "{j:#}");
+}
+
+/// MySQL 9.7: a slave holding databases of its own is cloned only with --force, and then
+/// beside its datadir (its own data kept aside until replication runs on the clone). Here that
+/// directory is on another mount than the datadir, which init says before it copies.
+#[test]
+fn a_mysql_97_slave_holding_data_is_cloned_beside_its_datadir_with_force() {
+    let net = NetnsHosts::start_with(&[Flavor::MySQL97, Flavor::MySQL97]);
+    net.h(1).sql(
+        "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(40)); \
+         INSERT INTO app.t VALUES (1, 'a'), (2, 'b')",
+    );
+    net.h(2)
+        .sql("CREATE DATABASE own; CREATE TABLE own.x (id INT PRIMARY KEY); INSERT INTO own.x VALUES (7)");
+    set_seed(&net, "physical");
+    let out = net.run(&["init"]);
+    // A refusal: exit 1, nothing changed.
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        all(&out).contains("h2: already holds databases of its own"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(net.h(2).sql("SELECT COUNT(*) FROM own.x"), "1");
+    let out = net.run(&["init", "--force"]);
+    assert!(out.status.success(), "init --force failed:\n{}", show(&out));
+    let err = all(&out);
+    assert!(
+        err.contains("h2: the clone is built in /var/lib, another mount than the datadir"),
+        "{err}"
+    );
+    assert!(!err.contains("cloned in place"), "{err}");
+    assert!(
+        err.contains("h2: removed its previous datadir (/var/lib/mysql/.repltool-previous)"),
+        "{err}"
+    );
+    assert_eq!(
+        net.h(2)
+            .sql("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'own'"),
+        "0"
+    );
+    assert_eq!(net.h(2).sql("SELECT COUNT(*) FROM app.t"), "2");
+    assert_eq!(leftovers(net.h(2)), "");
+    net.h(1).sql("INSERT INTO app.t VALUES (3, 'after')");
+    net.h(2)
+        .wait_sql("SELECT COUNT(*) FROM app.t WHERE id = 3", "1", T);
 }
