@@ -1,7 +1,10 @@
 //! A bounded application writer for the benchmark: inserts sequential ids into `app.seq` on
 //! whichever of the given servers accepts writes (read_only refuses the plain `app` account),
 //! for at most SECS seconds or COUNT ids, then prints one JSON line: how many ids were
-//! acknowledged, the last one, the longest gap between two acknowledgements, and when it was.
+//! acknowledged, the last one, the longest gap between two acknowledgements, and when it was,
+//! the failed attempts and the last one's reason. An id whose retry finds it already there
+//! (duplicate key: its first attempt committed but the answer was lost to a killed master)
+//! counts as acknowledged.
 //!
 //!   cargo run --release --example writer -- SECS COUNT PORT [PORT...]
 //!
@@ -37,18 +40,32 @@ fn main() {
     let (mut acked, mut next, mut cur) = (0u64, 1u64, 0usize);
     let mut conn: Option<mysql::Conn> = None;
     let mut last_ack: Option<Instant> = None;
+    // Failed attempts (a read-only server, a dead one) and the last one's reason, for the log.
+    let (mut errors, mut last_error) = (0u64, String::new());
     let (mut max_gap, mut gap_at) = (Duration::ZERO, 0.0f64);
     while next <= count && start.elapsed() < limit {
         if conn.is_none() {
             conn = connect(ports[cur]);
         }
-        let ok = conn
-            .as_mut()
-            .map(|c| {
-                c.query_drop(format!("INSERT INTO app.seq (id) VALUES ({next})"))
-                    .is_ok()
-            })
-            .unwrap_or(false);
+        let ok = match conn.as_mut() {
+            Some(c) => match c.query_drop(format!("INSERT INTO app.seq (id) VALUES ({next})")) {
+                Ok(()) => true,
+                // An earlier attempt of this id committed but its answer was lost (the master
+                // was killed between its commit and its reply): the row is there.
+                Err(mysql::Error::MySqlError(e)) if e.code == 1062 => true,
+                Err(e) => {
+                    last_error = format!("port {}: {e}", ports[cur]);
+                    false
+                }
+            },
+            None => {
+                last_error = format!("port {}: cannot connect", ports[cur]);
+                false
+            }
+        };
+        if !ok {
+            errors += 1;
+        }
         if ok {
             let now = Instant::now();
             if let Some(l) = last_ack {
@@ -66,8 +83,10 @@ fn main() {
         }
     }
     println!(
-        "{{\"acked\": {acked}, \"last\": {}, \"max_gap_ms\": {:.1}, \"gap_at_s\": {gap_at:.3}}}",
+        "{{\"acked\": {acked}, \"last\": {}, \"max_gap_ms\": {:.1}, \"gap_at_s\": {gap_at:.3}, \"errors\": {errors}, \"last_error\": {:?}, \"secs\": {:.3}}}",
         next - 1,
-        max_gap.as_secs_f64() * 1000.0
+        max_gap.as_secs_f64() * 1000.0,
+        last_error,
+        start.elapsed().as_secs_f64()
     );
 }

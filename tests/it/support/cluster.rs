@@ -268,9 +268,15 @@ impl Writer {
                 // A plain application account: read_only refuses it (error 1290), which is
                 // what makes it move to the server that became writable.
                 let ok = match conn.as_mut() {
-                    Some(c) => c
-                        .query_drop(format!("INSERT INTO app.seq (id) VALUES ({next})"))
-                        .is_ok(),
+                    Some(c) => {
+                        match c.query_drop(format!("INSERT INTO app.seq (id) VALUES ({next})")) {
+                            Ok(()) => true,
+                            // An earlier attempt of this id committed but its answer was lost (a
+                            // master killed between its commit and its reply): the row is there.
+                            Err(mysql::Error::MySqlError(e)) if e.code == 1062 => true,
+                            Err(_) => false,
+                        }
+                    }
                     None => false,
                 };
                 if ok {
