@@ -825,6 +825,15 @@ fn clone_one(
     Ok(bytes as u64)
 }
 
+/// Run a script as root on a slave's host for as long as a server stop and start can take
+/// (a stop flushes the buffer pool and a start may recover): killing such a script halfway is
+/// what must never happen.
+fn run_long(ctx: &Ctx, t: &Target, script: &str) -> Result<crate::transport::CmdOutput> {
+    let limit = ctx.timeout.saturating_mul(4).max(Duration::from_secs(900));
+    let mut s = ctx.session(&t.host)?;
+    s.run(script, None, true, limit)
+}
+
 /// The server after an in-place clone: stopped (no supervisor) or restarted by its supervisor;
 /// stopped for sure, then started with its service command, so it runs on the clone.
 fn start_after_clone(ctx: &Ctx, t: &Target) -> Result<()> {
@@ -840,11 +849,7 @@ fn start_after_clone(ctx: &Ctx, t: &Target) -> Result<()> {
         start = t.start,
         port = t.port,
     );
-    let limit = ctx.timeout.saturating_mul(4).max(Duration::from_secs(900));
-    let out = {
-        let mut s = ctx.session(&t.host)?;
-        s.run(&script, None, true, limit)?
-    };
+    let out = run_long(ctx, t, &script)?;
     if !out.ok() {
         bail!(
             "{}: the server did not start after the in-place clone (exit {}): {}. It held no \
@@ -1487,13 +1492,7 @@ pub(crate) fn swap(ctx: &Ctx, t: &Target) -> Result<()> {
         t.flavor.datadir_identity_files(),
         t.flavor.backup_foreign_files(),
     );
-    // Long: a stop flushes the buffer pool and a start may recover; killing the script halfway
-    // is what must never happen.
-    let limit = ctx.timeout.saturating_mul(4).max(Duration::from_secs(900));
-    let out = {
-        let mut s = ctx.session(&t.host)?;
-        s.run(&script, None, true, limit)?
-    };
+    let out = run_long(ctx, t, &script)?;
     let text = out.stdout_str();
     let marks: Vec<&str> = text
         .lines()
@@ -1560,11 +1559,7 @@ exit $rc
         start = t.start,
         port = t.port,
     );
-    let limit = ctx.timeout.saturating_mul(4).max(Duration::from_secs(900));
-    let out = {
-        let mut s = ctx.session(&t.host)?;
-        s.run(&script, None, true, limit)?
-    };
+    let out = run_long(ctx, t, &script)?;
     if !out.ok() {
         bail!(
             "{}: putting the previous datadir back failed (exit {}): {}. The previous datadir \

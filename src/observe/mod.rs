@@ -41,6 +41,26 @@ pub struct Facts {
     pub config: Option<ConfigFacts>,
 }
 
+impl Facts {
+    /// Nothing observed yet on `host`.
+    pub fn empty(host: &str) -> Facts {
+        Facts {
+            host: host.to_string(),
+            sql: None,
+            sql_error: None,
+            config: None,
+        }
+    }
+
+    /// `host` could not be observed, for this reason.
+    pub fn failed(host: &str, e: &anyhow::Error) -> Facts {
+        Facts {
+            sql_error: Some(format!("{e:#}")),
+            ..Facts::empty(host)
+        }
+    }
+}
+
 /// Facts read over SQL.
 #[derive(Debug, Clone)]
 pub struct SqlFacts {
@@ -593,25 +613,12 @@ pub fn observe_all_on(
         .iter()
         .zip(observed)
         .map(|(h, r)| {
-            let f = r.unwrap_or_else(|e| Facts {
-                host: h.name.clone(),
-                sql: None,
-                sql_error: Some(format!("{e:#}")),
-                config: None,
-            });
+            let f = r.unwrap_or_else(|e| Facts::failed(&h.name, &e));
             (h.name.clone(), f)
         })
         .collect();
     for (name, e) in unreachable {
-        facts.insert(
-            name.clone(),
-            Facts {
-                host: name.clone(),
-                sql: None,
-                sql_error: Some(format!("{e:#}")),
-                config: None,
-            },
-        );
+        facts.insert(name.clone(), Facts::failed(name, e));
     }
     let back = slots
         .into_iter()
@@ -635,12 +642,7 @@ pub fn observe_host_on(
     with_config: bool,
     conn: Option<Box<dyn SqlConn>>,
 ) -> (Facts, Option<Box<dyn SqlConn>>) {
-    let mut facts = Facts {
-        host: host.name.clone(),
-        sql: None,
-        sql_error: None,
-        config: None,
-    };
+    let mut facts = Facts::empty(&host.name);
     if with_config {
         match config_facts(session, host) {
             Ok(c) => facts.config = Some(c),
@@ -668,12 +670,7 @@ pub fn observe_sql_on(
     host: &Host,
     mut conn: Box<dyn SqlConn>,
 ) -> (Facts, Option<Box<dyn SqlConn>>) {
-    let mut facts = Facts {
-        host: host.name.clone(),
-        sql: None,
-        sql_error: None,
-        config: None,
-    };
+    let mut facts = Facts::empty(&host.name);
     let res = read_sql(topo, host, conn.as_mut());
     record_sql(&mut facts, res);
     (facts, Some(conn))
